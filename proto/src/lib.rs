@@ -1,0 +1,45 @@
+//! kolach's wire contracts and the plumbing both daemons share.
+//!
+//! - [`dataplane`] and [`control`]: the generated gRPC packages `kolach.dataplane.v1`
+//!   (served by kolach-dataplaned) and `kolach.control.v1` (served by kolach-controld).
+//! - [`net`]: typed address messages and their conversion to `std::net` / `ipnet`.
+//! - [`uds`]: serving and dialing gRPC over the Unix sockets in the run dir, with
+//!   the peer-credential check and the "daemon is not running" hint.
+
+pub mod net;
+pub mod uds;
+
+/// The generated code, nested as the proto packages are so cross-package
+/// references resolve.
+mod pb {
+    pub mod kolach {
+        pub mod net {
+            pub mod v1 {
+                tonic::include_proto!("kolach.net.v1");
+            }
+        }
+        pub mod dataplane {
+            pub mod v1 {
+                tonic::include_proto!("kolach.dataplane.v1");
+            }
+        }
+        pub mod control {
+            pub mod v1 {
+                tonic::include_proto!("kolach.control.v1");
+            }
+        }
+    }
+}
+
+/// `kolach.net.v1`: address types shared by every API.
+pub use pb::kolach::net::v1 as netpb;
+
+/// `kolach.dataplane.v1`: snapshots in, status and routes out.
+pub use pb::kolach::dataplane::v1 as dataplane;
+
+/// `kolach.control.v1`: controld's status and the lease table.
+pub use pb::kolach::control::v1 as control;
+
+/// Socket file names inside the run dir (DESIGN §7).
+pub const CONTROLD_SOCKET: &str = "controld.sock";
+pub const DATAPLANED_SOCKET: &str = "dataplaned.sock";
