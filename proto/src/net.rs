@@ -126,7 +126,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_length_and_prefix() {
-        let bad = IpAddress { addr: vec![1, 2, 3] };
+        let bad = IpAddress {
+            addr: vec![1, 2, 3],
+        };
         assert_eq!(IpAddr::try_from(&bad), Err(NetError::BadLength(3)));
         let wire = IpNetwork {
             addr: Some(Ipv4Addr::new(10, 0, 0, 0).into()),
