@@ -1,1 +1,39 @@
-fn main() {}
+//! kolachctl: ask kolach-controld and kolach-dataplaned what they know.
+//!
+//! - `cli`: flags and subcommands.
+//! - `view`: the proto replies turned into plain records, for tables and `--json`.
+//! - `status`, `leases`, `routes`: one file per subcommand.
+//! - `table`: aligned text columns.
+
+mod cli;
+mod leases;
+mod routes;
+mod status;
+mod table;
+mod view;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match &cli.command {
+        cli::Command::Status => status::run(&cli).await,
+        cli::Command::Leases => leases::run(&cli).await,
+        cli::Command::Routes => routes::run(&cli).await,
+        cli::Command::Completions { shell } => {
+            cli::completions(*shell);
+            Ok(true)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("kolachctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

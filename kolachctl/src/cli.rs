@@ -1,0 +1,81 @@
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+use kolach_proto::control::control_client::ControlClient;
+use kolach_proto::dataplane::dataplane_client::DataplaneClient;
+use kolach_proto::uds::{self, UdsError};
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kolachctl",
+    version,
+    about = "Query kolach-controld and kolach-dataplaned"
+)]
+pub struct Cli {
+    /// Directory holding controld.sock and dataplaned.sock.
+    #[arg(
+        long,
+        env = "KOLACH_RUN_DIR",
+        default_value = "/run/kolach",
+        global = true
+    )]
+    pub run_dir: PathBuf,
+
+    /// Print JSON instead of a table.
+    #[arg(long, env = "KOLACH_JSON", global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Both daemons: this host's lease, etcd, the applied snapshot, packet counters.
+    Status,
+    /// Every subnet lease and reservation in etcd, as controld sees it.
+    Leases,
+    /// The route table the dataplane forwards with.
+    Routes,
+    /// Print a shell completion script.
+    Completions { shell: Shell },
+}
+
+pub fn completions(shell: Shell) {
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "kolachctl",
+        &mut std::io::stdout(),
+    );
+}
+
+impl Cli {
+    fn socket(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+
+    pub async fn controld(&self) -> Result<ControlClient<Channel>, UdsError> {
+        let path = self.socket(kolach_proto::CONTROLD_SOCKET);
+        Ok(ControlClient::new(
+            uds::connect(&path, "kolach-controld").await?,
+        ))
+    }
+
+    pub async fn dataplaned(&self) -> Result<DataplaneClient<Channel>, UdsError> {
+        let path = self.socket(kolach_proto::DATAPLANED_SOCKET);
+        Ok(DataplaneClient::new(
+            uds::connect(&path, "kolach-dataplaned").await?,
+        ))
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("views serialize")
+    );
+}
