@@ -1,1 +1,37 @@
-//! Multi-host test harness (see tests/*.rs).
+//! kolach's multi-host test harness: hosts as network namespaces on a bridged
+//! underlay, a real etcd, the real daemons, Docker-like pods, and the helpers
+//! the tests in `tests/` and the `kolach-lab` demo are written with.
+//!
+//! - [`cmd`]: every external command under a deadline.
+//! - [`names`]: lab stems and namespace names, stale-lab detection.
+//! - [`netns`]: create/delete namespaces, run commands or Rust code inside one.
+//! - [`topology`]: the underlay bridge, hosts' `eth0`, pods behind `kbr0`.
+//! - [`process`]: daemons and etcd as child processes with logs, stop/kill/restart.
+//! - [`etcd`]: the etcd server and `etcdctl`.
+//! - [`bins`]: where the kolach binaries under test are.
+//! - [`host`]: one host: run dir, both daemons, subnet.env, pod.
+//! - [`lab`]: the whole thing, and its teardown; [`lab::run`] wraps a test body.
+//! - [`mesh`]: bring up a mesh, query the daemons, wait for convergence, ping.
+//! - [`query`]: gRPC over the run dir sockets.
+//! - [`traffic`]: ping and UDP inside namespaces.
+//! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
+//! - [`subnet_env`]: parsing subnet.env.
+//! - [`demo`]: the state behind `kolach-lab up/down/ping-matrix`.
+
+pub mod bins;
+pub mod cmd;
+pub mod demo;
+pub mod etcd;
+pub mod host;
+pub mod lab;
+pub mod mesh;
+pub mod names;
+pub mod netns;
+pub mod packet;
+pub mod process;
+pub mod query;
+pub mod subnet_env;
+pub mod topology;
+pub mod traffic;
+
+pub use lab::{run, Lab};

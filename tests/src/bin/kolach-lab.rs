@@ -1,0 +1,102 @@
+//! `kolach-lab`: the demo. `up` starts etcd and N hosts (namespaces `kdemo-*`,
+//! both daemons each, a pod behind a Docker-like bridge) and leaves them
+//! running; `ping-matrix` pings pod to pod; `down` removes it all; `sweep`
+//! removes what crashed test runs left behind.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kolach_tests::demo;
+
+#[derive(Parser)]
+#[command(about = "kolach demo lab: hosts as network namespaces running the real daemons")]
+struct Cli {
+    /// Where run dirs, logs, pid files and etcd data go.
+    #[arg(long, env = "KOLACH_LAB_DIR", default_value = ".demo", global = true)]
+    dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start etcd and the hosts, wait for the mesh, leave it running.
+    Up {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+        hosts: u8,
+    },
+    /// Stop every demo process and delete the demo namespaces and dir.
+    Down,
+    /// Ping every pod from every other pod and print a table.
+    PingMatrix {
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+    },
+    /// Remove namespaces and temp dirs of test labs whose process died.
+    Sweep,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kolach-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = std::path::absolute(&cli.dir)?;
+    match cli.cmd {
+        Cmd::Up { hosts } => {
+            let state = demo::up(&dir, hosts)?;
+            println!(
+                "kolach demo is up: etcd at {} in {}",
+                state.etcd_endpoint, state.underlay_ns
+            );
+            for h in &state.hosts {
+                println!(
+                    "  host{} ns {:<10} underlay {:<12} subnet {:<15} pod {} ({})  run dir {}",
+                    h.n,
+                    h.ns,
+                    h.underlay_ip,
+                    h.subnet,
+                    h.pod_ip,
+                    h.pod_ns,
+                    h.run_dir.display()
+                );
+            }
+            println!(
+                "try: ip netns exec {} ping {}",
+                state.hosts[0].pod_ns,
+                state
+                    .hosts
+                    .last()
+                    .map_or(state.hosts[0].pod_ip, |h| h.pod_ip)
+            );
+        }
+        Cmd::Down => {
+            let removed = demo::down(&dir)?;
+            println!("kolach demo is down ({} namespaces removed)", removed.len());
+        }
+        Cmd::PingMatrix { count } => {
+            let state = demo::load(&dir)?;
+            let results = demo::ping_matrix(&state, count);
+            print!("{}", demo::format_matrix(&state, &results));
+            let failed = results.iter().flatten().flatten().any(|r| !r.lossless());
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Sweep => {
+            let removed = demo::sweep()?;
+            if !removed.is_empty() {
+                println!("removed stale test namespaces: {}", removed.join(" "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,371 @@
+//! A lab: an underlay namespace with etcd, hosts with their daemons, pods,
+//! outsiders; everything it made is torn down when it is dropped (also while a
+//! test panics), unless it was [detached](Lab::detach) for the demo.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::etcd::{Etcd, Etcdctl};
+use crate::host::{DaemonOpts, Host};
+use crate::names::{self, Names};
+use crate::netns;
+use crate::process::{Mode, Proc, Stopped};
+use crate::subnet_env::SubnetEnv;
+use crate::topology::{self, Pod};
+
+/// The etcd prefix (DESIGN §3 default).
+pub const PREFIX: &str = "/coreos.com/network";
+/// The network config every test and the demo use.
+pub const NETWORK_CONFIG: &str = r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp"}}"#;
+/// How long a host may take from start to subnet.env.
+pub const READY_WITHIN: Duration = Duration::from_secs(20);
+
+pub fn config_key() -> String {
+    format!("{PREFIX}/config")
+}
+
+pub fn subnets_prefix() -> String {
+    format!("{PREFIX}/subnets/")
+}
+
+pub struct Lab {
+    pub names: Names,
+    /// Run dirs, logs, etcd data.
+    pub dir: PathBuf,
+    pub mode: Mode,
+    pub opts: DaemonOpts,
+    pub etcd: Option<Etcd>,
+    pub hosts: Vec<Host>,
+    /// Every namespace made, in creation order.
+    namespaces: Vec<String>,
+    rt: tokio::runtime::Runtime,
+    detached: bool,
+    logs_dumped: bool,
+}
+
+impl Lab {
+    /// A test lab: unique stem from `short`, files under the temp dir.
+    pub fn new(short: &str) -> Result<Lab> {
+        let stem = names::test_stem(short);
+        let base = std::env::var_os("KOLACH_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        Lab::create(&stem, &base.join(&stem), Mode::Attached)
+    }
+
+    /// A lab named `stem` with its files in `dir`. Leftovers of the same name
+    /// (namespaces, the dir) are removed first. Creates the underlay.
+    pub fn create(stem: &str, dir: &Path, mode: Mode) -> Result<Lab> {
+        let names = Names::new(stem);
+        destroy_leftovers(&names, dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut lab = Lab {
+            names,
+            dir: dir.to_path_buf(),
+            mode,
+            opts: DaemonOpts::default(),
+            etcd: None,
+            hosts: Vec::new(),
+            namespaces: Vec::new(),
+            rt,
+            detached: false,
+            logs_dumped: false,
+        };
+        let u = lab.names.underlay();
+        lab.namespaces.push(u.clone());
+        topology::create_underlay(&u)?;
+        Ok(lab)
+    }
+
+    /// Starts etcd in the underlay (data on /dev/shm when there is one).
+    pub fn start_etcd(&mut self) -> Result<Etcdctl> {
+        let shm = Path::new("/dev/shm");
+        let data = if shm.is_dir() && self.mode == Mode::Attached {
+            shm.join(format!("{}-etcd", self.names.stem))
+        } else {
+            self.dir.join("etcd-data")
+        };
+        let _ = std::fs::remove_dir_all(&data);
+        let mut etcd = Etcd::new(&self.names.underlay(), &data, self.dir.join("etcd.log"))?;
+        if self.mode == Mode::Detached {
+            etcd.proc = etcd.proc.detached(self.dir.join("etcd.pid"));
+        }
+        etcd.start(Duration::from_secs(20))?;
+        let ctl = etcd.ctl();
+        self.etcd = Some(etcd);
+        Ok(ctl)
+    }
+
+    pub fn etcdctl(&self) -> Etcdctl {
+        Etcdctl {
+            ns: self.names.underlay(),
+        }
+    }
+
+    pub fn put_config(&self, json: &str) -> Result<()> {
+        self.etcdctl().put(&config_key(), json)
+    }
+
+    /// Adds host n = count + 1 on the underlay (daemons not started).
+    pub fn add_host(&mut self) -> Result<u8> {
+        let n = u8::try_from(self.hosts.len() + 1)
+            .ok()
+            .filter(|n| *n < 200)
+            .ok_or_else(|| anyhow!("too many hosts"))?;
+        let ns = self.names.host(n);
+        self.namespaces.push(ns.clone());
+        topology::create_host(&self.names.underlay(), &ns, n)?;
+        let dir = self.dir.join(format!("host{n}"));
+        self.hosts
+            .push(Host::new(n, &ns, &dir, &self.opts, self.mode)?);
+        Ok(n)
+    }
+
+    /// Adds a machine on the underlay at 198.18.0.<last_octet> that is no
+    /// member of the mesh; returns its namespace.
+    pub fn add_outsider(&mut self, tag: &str, last_octet: u8) -> Result<String> {
+        let ns = self.names.outsider(tag);
+        self.namespaces.push(ns.clone());
+        let uplink = format!("x{tag}");
+        topology::create_machine(
+            &self.names.underlay(),
+            &ns,
+            &uplink,
+            topology::host_ip(last_octet),
+        )?;
+        Ok(ns)
+    }
+
+    pub fn host(&self, n: u8) -> &Host {
+        &self.hosts[usize::from(n) - 1]
+    }
+
+    pub fn host_mut(&mut self, n: u8) -> &mut Host {
+        &mut self.hosts[usize::from(n) - 1]
+    }
+
+    /// Host numbers, 1..=count.
+    pub fn host_ids(&self) -> Vec<u8> {
+        self.hosts.iter().map(|h| h.n).collect()
+    }
+
+    /// Starts both daemons of host `n`.
+    pub fn start_host(&mut self, n: u8) -> Result<()> {
+        self.host_mut(n).start()
+    }
+
+    /// Waits for host `n`'s subnet.env.
+    pub fn wait_ready(&mut self, n: u8) -> Result<SubnetEnv> {
+        self.host_mut(n).wait_subnet_env(READY_WITHIN)
+    }
+
+    /// Builds host `n`'s bridge and pod from its subnet.env.
+    pub fn add_pod(&mut self, n: u8) -> Result<Pod> {
+        let env = self
+            .host(n)
+            .subnet_env()
+            .ok_or_else(|| anyhow!("host{n} has no subnet.env yet"))?;
+        self.add_pod_with(n, env.subnet, env.pod_ip(), env.mtu)
+    }
+
+    /// Builds host `n`'s bridge holding `bip` and a pod at `pod_ip`.
+    pub fn add_pod_with(
+        &mut self,
+        n: u8,
+        bip: ipnet::Ipv4Net,
+        pod_ip: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<Pod> {
+        let pod_ns = self.names.pod(n);
+        if !self.namespaces.contains(&pod_ns) {
+            self.namespaces.push(pod_ns.clone());
+        }
+        let pod = topology::create_pod(&self.host(n).ns, &pod_ns, bip, pod_ip, mtu)?;
+        self.host_mut(n).pod = Some(pod.clone());
+        Ok(pod)
+    }
+
+    pub fn pod(&self, n: u8) -> &Pod {
+        self.host(n)
+            .pod
+            .as_ref()
+            .unwrap_or_else(|| panic!("host{n} has no pod"))
+    }
+
+    /// Runs a future on the lab's runtime, bounded by 5 s.
+    pub fn block_on<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), f)
+                .await
+                .map_err(|_| anyhow!("daemon query timed out after 5s"))?
+        })
+    }
+
+    /// Every daemon log's tail plus each host's addresses and routes.
+    pub fn diagnostics(&self) -> String {
+        let mut s = format!(
+            "===== lab {} ({}) =====\n",
+            self.names.stem,
+            self.dir.display()
+        );
+        if let Some(e) = &self.etcd {
+            s.push_str(&format!("----- etcd -----\n{}\n", e.proc.log_tail(15)));
+        }
+        for h in &self.hosts {
+            s.push_str(&h.log_tails(40));
+            for args in [&["-br", "addr"][..], &["route"][..]] {
+                let out = netns::ip(&h.ns, args).unwrap_or_else(|e| format!("{e:#}\n"));
+                s.push_str(&format!(
+                    "----- host{}: ip {} -----\n{out}",
+                    h.n,
+                    args.join(" ")
+                ));
+            }
+        }
+        s
+    }
+
+    /// Prints [`Lab::diagnostics`] to stderr (once).
+    pub fn dump_logs(&mut self) {
+        if !self.logs_dumped {
+            self.logs_dumped = true;
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+
+    /// Leaves everything running (the demo); pid files stay in the lab dir.
+    pub fn detach(mut self) {
+        self.detached = true;
+        for h in &mut self.hosts {
+            h.dataplaned.forget();
+            h.controld.forget();
+        }
+        if let Some(e) = &mut self.etcd {
+            e.proc.forget();
+        }
+    }
+
+    /// Stops every process (SIGTERM, 5 s, SIGKILL), deletes every namespace,
+    /// removes the dir (kept when KOLACH_TEST_KEEP is set). Goes on past
+    /// failures and returns them all.
+    pub fn teardown(&mut self) -> Vec<anyhow::Error> {
+        let mut errors = Vec::new();
+        let mut procs: Vec<&mut Proc> = Vec::new();
+        for h in &mut self.hosts {
+            procs.push(&mut h.controld);
+            procs.push(&mut h.dataplaned);
+        }
+        stop_all(procs);
+        if let Some(e) = &mut self.etcd {
+            stop_all(vec![&mut e.proc]);
+            let data = e.data_dir.clone();
+            let _ = std::fs::remove_dir_all(data);
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            if let Err(e) = netns::delete(&ns) {
+                errors.push(e);
+            }
+        }
+        if std::env::var_os("KOLACH_TEST_KEEP").is_some() {
+            eprintln!("kolach-tests: keeping {}", self.dir.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(anyhow!("removing {}: {e}", self.dir.display()));
+            }
+        }
+        errors
+    }
+}
+
+/// SIGTERM to all at once, then up to 5 s for each, then SIGKILL; a process
+/// that needed SIGKILL is reported on stderr.
+fn stop_all(mut procs: Vec<&mut Proc>) {
+    for p in procs.iter_mut() {
+        p.terminate();
+    }
+    let deadline = Instant::now() + crate::process::STOP_GRACE;
+    for p in procs {
+        if let Stopped::Killed = p.wait_or_kill(deadline) {
+            eprintln!("kolach-tests: {} ignored SIGTERM for 5s; killed", p.label);
+        }
+    }
+}
+
+/// Removes namespaces named like this lab and its dir, stopping any process
+/// in them (SIGTERM, then SIGKILL after 5 s).
+pub fn destroy_leftovers(names: &Names, dir: &Path) -> Result<()> {
+    let stale: Vec<String> = netns::list()?
+        .into_iter()
+        .filter(|ns| names.owns(ns))
+        .collect();
+    destroy_namespaces(&stale)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Gracefully stops every process in `namespaces`, then deletes them.
+pub fn destroy_namespaces(namespaces: &[String]) -> Result<()> {
+    let mut pids = Vec::new();
+    for ns in namespaces {
+        pids.extend(netns::pids(ns).unwrap_or_default());
+    }
+    for &pid in &pids {
+        // SAFETY: kill(2) on processes living in namespaces we own.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + crate::process::STOP_GRACE;
+    while Instant::now() < deadline && pids.iter().any(|&p| names::pid_alive(p as u32)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut errors = Vec::new();
+    for ns in namespaces {
+        if let Err(e) = netns::delete(ns) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!(errors.join("; ")))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for e in self.teardown() {
+            eprintln!("kolach-tests: teardown of {}: {e:#}", self.names.stem);
+        }
+    }
+}
+
+/// Runs a test body against a fresh lab; on error prints the error and every
+/// log, tears the lab down, then fails the test.
+pub fn run(short: &str, body: impl FnOnce(&mut Lab) -> Result<()>) {
+    let started = Instant::now();
+    let mut lab = Lab::new(short).unwrap_or_else(|e| panic!("creating lab {short}: {e:#}"));
+    let result = body(&mut lab);
+    if let Err(e) = &result {
+        eprintln!("kolach-tests: {short} failed: {e:#}");
+        lab.dump_logs();
+    }
+    drop(lab);
+    eprintln!("kolach-tests: {short} took {:.1?}", started.elapsed());
+    if let Err(e) = result {
+        panic!("{short}: {e:#}");
+    }
+}

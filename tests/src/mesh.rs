@@ -1,0 +1,155 @@
+//! Higher-level steps on a lab running kolach: bring up a mesh, ask the
+//! daemons, wait for routes to converge, ping pod to pod.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use kolach_proto::control::{ControlStatus, LeasesReply};
+use kolach_proto::dataplane::DataplaneStatus;
+
+use crate::lab::{Lab, NETWORK_CONFIG};
+use crate::query::{self, RouteEntry};
+use crate::traffic::{self, PingResult};
+
+/// How long routes may take to converge after every host is ready.
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
+
+impl Lab {
+    /// etcd, the network config, `hosts` hosts with both daemons, a pod each,
+    /// and every dataplane holding a route to every other host.
+    pub fn mesh(&mut self, hosts: u8) -> Result<()> {
+        self.start_etcd()?;
+        self.put_config(NETWORK_CONFIG)?;
+        for _ in 0..hosts {
+            let n = self.add_host()?;
+            self.start_host(n)?;
+        }
+        for n in self.host_ids() {
+            self.wait_ready(n)?;
+            self.add_pod(n)?;
+        }
+        self.wait_converged(CONVERGE_WITHIN)
+    }
+
+    /// Adds, starts and waits for one more host with a pod; returns its number.
+    pub fn join_host(&mut self) -> Result<u8> {
+        let n = self.add_host()?;
+        self.start_host(n)?;
+        self.wait_ready(n)?;
+        self.add_pod(n)?;
+        Ok(n)
+    }
+
+    pub fn dp_status(&self, n: u8) -> Result<DataplaneStatus> {
+        let sock = self.host(n).dataplaned_socket();
+        self.block_on(async move { query::dataplane_status(&sock).await })
+    }
+
+    pub fn dp_routes(&self, n: u8) -> Result<Vec<RouteEntry>> {
+        let sock = self.host(n).dataplaned_socket();
+        let reply = self.block_on(async move { query::dataplane_routes(&sock).await })?;
+        query::route_entries(&reply)
+    }
+
+    pub fn cd_status(&self, n: u8) -> Result<ControlStatus> {
+        let sock = self.host(n).controld_socket();
+        self.block_on(async move { query::control_status(&sock).await })
+    }
+
+    pub fn cd_leases(&self, n: u8) -> Result<LeasesReply> {
+        let sock = self.host(n).controld_socket();
+        self.block_on(async move { query::control_leases(&sock).await })
+    }
+
+    /// The route every other host with a subnet.env should have to host `n`.
+    pub fn expected_route(&self, n: u8) -> Option<RouteEntry> {
+        let h = self.host(n);
+        h.subnet_env().map(|env| (env.lease(), h.ip))
+    }
+
+    /// What host `n`'s dataplane should hold: every other host with a subnet, sorted.
+    pub fn expected_routes(&self, n: u8) -> Vec<RouteEntry> {
+        let mut v: Vec<RouteEntry> = self
+            .host_ids()
+            .into_iter()
+            .filter(|&m| m != n)
+            .filter_map(|m| self.expected_route(m))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Polls host `n`'s dataplane routes until `pred` holds; returns them.
+    pub fn wait_routes(
+        &self,
+        n: u8,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[RouteEntry]) -> bool,
+    ) -> Result<Vec<RouteEntry>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = self.dp_routes(n);
+            if let Ok(r) = &last {
+                if pred(r) {
+                    return Ok(r.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("host{n}: dataplane routes never {what} within {within:?}; last: {last:?}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until every host's dataplane routes are exactly the other hosts' leases.
+    pub fn wait_converged(&self, within: Duration) -> Result<()> {
+        for n in self.host_ids() {
+            let want: BTreeSet<RouteEntry> = self.expected_routes(n).into_iter().collect();
+            self.wait_routes(n, within, &format!("became {want:?}"), |r| {
+                r.iter().copied().collect::<BTreeSet<_>>() == want
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Pings host `b`'s pod from host `a`'s pod, `count` times.
+    pub fn ping_pods(&self, a: u8, b: u8, count: u32) -> Result<PingResult> {
+        traffic::ping(&self.pod(a).ns, self.pod(b).ip, count, 1.0)
+    }
+
+    /// Every ordered pair of pods pings with no loss; returns the failures.
+    pub fn ping_all_pairs(&self, count: u32) -> Vec<String> {
+        let ids = self.host_ids();
+        let mut failures = Vec::new();
+        for &a in &ids {
+            for &b in &ids {
+                if a == b {
+                    continue;
+                }
+                match self.ping_pods(a, b, count) {
+                    Ok(r) if r.lossless() => {}
+                    Ok(r) => failures.push(format!(
+                        "pod{a} -> pod{b} ({}): {}/{} received\n{}",
+                        self.pod(b).ip,
+                        r.received,
+                        r.transmitted,
+                        r.output.trim()
+                    )),
+                    Err(e) => failures.push(format!("pod{a} -> pod{b}: {e:#}")),
+                }
+            }
+        }
+        failures
+    }
+
+    /// Fails unless every ordered pair pings without loss.
+    pub fn assert_all_pairs_ping(&self, count: u32) -> Result<()> {
+        let failures = self.ping_all_pairs(count);
+        if !failures.is_empty() {
+            bail!("pod-to-pod pings failed:\n{}", failures.join("\n"));
+        }
+        Ok(())
+    }
+}
