@@ -12,6 +12,7 @@
 //! - [`host`]: one host: run dir, both daemons, subnet.env, pod.
 //! - [`lab`]: the whole thing, and its teardown; [`lab::run`] wraps a test body.
 //! - [`mesh`]: bring up a mesh, query the daemons, wait for convergence, ping.
+//! - [`kernel`]: links and addresses as the kernel shows them (`ip -j`).
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`traffic`]: ping and UDP inside namespaces.
 //! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
@@ -23,6 +24,7 @@ pub mod cmd;
 pub mod demo;
 pub mod etcd;
 pub mod host;
+pub mod kernel;
 pub mod lab;
 pub mod mesh;
 pub mod names;

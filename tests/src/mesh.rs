@@ -103,6 +103,70 @@ impl Lab {
         }
     }
 
+    /// Polls host `n`'s controld status until `pred` holds; returns it.
+    pub fn wait_control(
+        &self,
+        n: u8,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&ControlStatus) -> bool,
+    ) -> Result<ControlStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = self.cd_status(n);
+            if let Ok(s) = &last {
+                if pred(s) {
+                    return Ok(s.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("host{n}: controld status never {what} within {within:?}; last: {last:?}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Polls every host's dataplane routes until `pred` holds for each; returns
+    /// how long each host took (host order).
+    pub fn wait_all_routes(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[RouteEntry]) -> bool,
+    ) -> Result<Vec<Duration>> {
+        let start = Instant::now();
+        let ids = self.host_ids();
+        let mut done: Vec<Option<Duration>> = vec![None; ids.len()];
+        let mut last = vec![String::new(); ids.len()];
+        while done.iter().any(Option::is_none) {
+            for (i, &n) in ids.iter().enumerate() {
+                if done[i].is_some() {
+                    continue;
+                }
+                match self.dp_routes(n) {
+                    Ok(r) if pred(&r) => done[i] = Some(start.elapsed()),
+                    Ok(r) => last[i] = format!("{r:?}"),
+                    Err(e) => last[i] = format!("{e:#}"),
+                }
+            }
+            if start.elapsed() >= within && done.iter().any(Option::is_none) {
+                let pending: Vec<String> = ids
+                    .iter()
+                    .zip(&done)
+                    .zip(&last)
+                    .filter(|((_, d), _)| d.is_none())
+                    .map(|((n, _), l)| format!("host{n}: {l}"))
+                    .collect();
+                bail!(
+                    "routes never {what} within {within:?} on: {}",
+                    pending.join("; ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(done.into_iter().map(|d| d.unwrap_or_default()).collect())
+    }
+
     /// Waits until every host's dataplane routes are exactly the other hosts' leases.
     pub fn wait_converged(&self, within: Duration) -> Result<()> {
         for n in self.host_ids() {
