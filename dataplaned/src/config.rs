@@ -1,0 +1,77 @@
+//! Command-line flags (each also from a `KOLACH_*` environment variable).
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "kolach-dataplaned",
+    version,
+    about = "kolach dataplane: applies route-table snapshots from kolach-controld; udp backend = TUN + UDP packet loop"
+)]
+pub struct Config {
+    /// Directory for dataplaned.sock and the saved snapshot.
+    #[arg(long, env = "KOLACH_RUN_DIR", default_value = "/run/kolach")]
+    pub run_dir: PathBuf,
+
+    /// Name of the udp backend's persistent TUN device.
+    #[arg(long, env = "KOLACH_TUN", default_value = "kolach0", value_parser = parse_tun_name)]
+    pub tun: String,
+
+    /// Remove everything kolach made (the TUN device, the saved snapshot) and exit.
+    #[arg(long, env = "KOLACH_CLEANUP")]
+    pub cleanup: bool,
+
+    /// User besides root allowed to push snapshots (ignored if no such user).
+    #[arg(long, env = "KOLACH_CONTROLD_USER", default_value = "kolach")]
+    pub controld_user: String,
+
+    /// More log output: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+fn parse_tun_name(s: &str) -> Result<String, String> {
+    crate::tun::check_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults() {
+        let c = Config::try_parse_from(["kolach-dataplaned"]).unwrap();
+        assert_eq!(c.run_dir, PathBuf::from("/run/kolach"));
+        assert_eq!(c.tun, "kolach0");
+        assert!(!c.cleanup);
+        assert_eq!(c.controld_user, "kolach");
+        assert_eq!(c.verbose, 0);
+    }
+
+    #[test]
+    fn flags() {
+        let c = Config::try_parse_from([
+            "kolach-dataplaned",
+            "--run-dir",
+            "/tmp/x",
+            "--tun",
+            "kl1",
+            "--cleanup",
+            "-vv",
+        ])
+        .unwrap();
+        assert_eq!((c.tun.as_str(), c.cleanup, c.verbose), ("kl1", true, 2));
+        assert!(
+            Config::try_parse_from(["kolach-dataplaned", "--tun", "much-too-long-name"]).is_err()
+        );
+    }
+
+    #[test]
+    fn clap_config_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

@@ -1,0 +1,151 @@
+//! Packet counters shared by the packet loop threads and the status RPC.
+//!
+//! Plain relaxed atomics: the loop only adds, status only reads. They belong to
+//! the process, not to one backend instance, so they survive socket rebinds and
+//! a future replacement of the I/O (GSO/GRO, recvmmsg) that reuses the checks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use kolach_proto::dataplane as pb;
+
+/// Why a packet was not forwarded. The string forms are the contract keys of
+/// `Counters.dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// UDP source address is not a current lease's PublicIP.
+    UnknownSender,
+    /// Inner source outside the sending host's subnet.
+    SpoofedSource,
+    /// Not a valid IPv4 packet (bad header, checksum or length).
+    Malformed,
+    /// TUN packet to an address outside the Network.
+    NoRoute,
+    /// TUN packet to an address inside the Network that no peer leases
+    /// (answered with ICMP net unreachable where allowed).
+    Unleased,
+    TtlExceeded,
+    /// Non-IPv4 packet read from the TUN (IPv6 and the like).
+    NotIpv4,
+    /// The kernel refused to send or deliver the packet.
+    IoError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::UnknownSender,
+        DropReason::SpoofedSource,
+        DropReason::Malformed,
+        DropReason::NoRoute,
+        DropReason::Unleased,
+        DropReason::TtlExceeded,
+        DropReason::NotIpv4,
+        DropReason::IoError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownSender => "unknown-sender",
+            DropReason::SpoofedSource => "spoofed-source",
+            DropReason::Malformed => "malformed",
+            DropReason::NoRoute => "no-route",
+            DropReason::Unleased => "unleased",
+            DropReason::TtlExceeded => "ttl-exceeded",
+            DropReason::NotIpv4 => "not-ipv4",
+            DropReason::IoError => "io-error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub tun_rx_packets: AtomicU64,
+    pub tun_rx_bytes: AtomicU64,
+    pub udp_tx_packets: AtomicU64,
+    pub udp_tx_bytes: AtomicU64,
+    pub udp_rx_packets: AtomicU64,
+    pub udp_rx_bytes: AtomicU64,
+    pub tun_tx_packets: AtomicU64,
+    pub tun_tx_bytes: AtomicU64,
+    pub icmp_unreachable_sent: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+fn add(c: &AtomicU64, bytes: &AtomicU64, len: usize) {
+    c.fetch_add(1, Relaxed);
+    bytes.fetch_add(len as u64, Relaxed);
+}
+
+impl Counters {
+    pub fn tun_rx(&self, len: usize) {
+        add(&self.tun_rx_packets, &self.tun_rx_bytes, len);
+    }
+    pub fn udp_tx(&self, len: usize) {
+        add(&self.udp_tx_packets, &self.udp_tx_bytes, len);
+    }
+    pub fn udp_rx(&self, len: usize) {
+        add(&self.udp_rx_packets, &self.udp_rx_bytes, len);
+    }
+    pub fn tun_tx(&self, len: usize) {
+        add(&self.tun_tx_packets, &self.tun_tx_bytes, len);
+    }
+    pub fn icmp_unreachable(&self) {
+        self.icmp_unreachable_sent.fetch_add(1, Relaxed);
+    }
+    pub fn count_drop(&self, reason: DropReason) {
+        self.dropped[reason.index()].fetch_add(1, Relaxed);
+    }
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].load(Relaxed)
+    }
+
+    /// The wire form; every drop reason is listed, zeros included, so a reader
+    /// sees which reasons exist.
+    pub fn to_pb(&self) -> pb::Counters {
+        let dropped: HashMap<String, u64> = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), self.dropped(*r)))
+            .collect();
+        pb::Counters {
+            tun_rx_packets: self.tun_rx_packets.load(Relaxed),
+            tun_rx_bytes: self.tun_rx_bytes.load(Relaxed),
+            udp_tx_packets: self.udp_tx_packets.load(Relaxed),
+            udp_tx_bytes: self.udp_tx_bytes.load(Relaxed),
+            udp_rx_packets: self.udp_rx_packets.load(Relaxed),
+            udp_rx_bytes: self.udp_rx_bytes.load(Relaxed),
+            tun_tx_packets: self.tun_tx_packets.load(Relaxed),
+            tun_tx_bytes: self.tun_tx_bytes.load(Relaxed),
+            icmp_unreachable_sent: self.icmp_unreachable_sent.load(Relaxed),
+            dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_match_the_list() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn wire_form_lists_every_reason() {
+        let c = Counters::default();
+        c.count_drop(DropReason::SpoofedSource);
+        c.count_drop(DropReason::SpoofedSource);
+        c.udp_rx(100);
+        let pb = c.to_pb();
+        assert_eq!(pb.dropped["spoofed-source"], 2);
+        assert_eq!(pb.dropped["unknown-sender"], 0);
+        assert_eq!(pb.dropped.len(), DropReason::ALL.len());
+        assert_eq!((pb.udp_rx_packets, pb.udp_rx_bytes), (1, 100));
+    }
+}

@@ -1,0 +1,337 @@
+//! The one apply path every snapshot takes (Sync, Apply, restore at start),
+//! and the state Status and Routes read.
+//!
+//! Applies are serialized by a mutex; what readers see is published through an
+//! `ArcSwap`, so Status never waits for an apply in progress.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use kolach_proto::dataplane as pb;
+use tokio::sync::Mutex;
+
+use crate::backend::Backend;
+use crate::counters::Counters;
+use crate::netlink::Kernel;
+use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
+use crate::store;
+
+/// Where a snapshot came from; restored ones are not written back to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Controld,
+    Restore,
+}
+
+/// What has been applied, as Status and Routes show it.
+pub struct Applied {
+    pub snapshot: ValidSnapshot,
+    pub raw: pb::Snapshot,
+    pub at: SystemTime,
+    pub device: Option<String>,
+    pub mode: &'static str,
+    pub warnings: Vec<String>,
+}
+
+pub struct Engine {
+    run_dir: PathBuf,
+    tun_name: String,
+    kernel: Arc<dyn Kernel>,
+    counters: Arc<Counters>,
+    started: SystemTime,
+    backend: Mutex<Option<Backend>>,
+    applied: ArcSwapOption<Applied>,
+    /// Why the last snapshot was not applied; cleared by a successful apply.
+    last_error: StdMutex<Option<String>>,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    pub fn new(run_dir: PathBuf, tun_name: String, kernel: Arc<dyn Kernel>) -> Self {
+        Engine {
+            run_dir,
+            tun_name,
+            kernel,
+            counters: Arc::new(Counters::default()),
+            started: SystemTime::now(),
+            backend: Mutex::new(None),
+            applied: ArcSwapOption::empty(),
+            last_error: StdMutex::new(None),
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    pub fn applied(&self) -> Option<Arc<Applied>> {
+        self.applied.load_full()
+    }
+
+    fn reply(&self, applied: bool, reason: impl Into<String>) -> pb::ApplyReply {
+        let reason = reason.into();
+        if !applied {
+            *self.last_error.lock().expect("not poisoned") = Some(reason.clone());
+        }
+        pb::ApplyReply {
+            applied,
+            applied_version: self
+                .applied
+                .load()
+                .as_ref()
+                .map(|a| a.snapshot.version.into()),
+            reason,
+        }
+    }
+
+    /// Validates, orders and applies one full snapshot.
+    pub async fn apply(&self, raw: pb::Snapshot, origin: Origin) -> pb::ApplyReply {
+        let s = match snapshot::validate(&raw) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing invalid snapshot");
+                return self.reply(false, format!("invalid snapshot: {e}"));
+            }
+        };
+        let mut backend = self.backend.lock().await;
+        let current = self.applied.load().as_ref().map(|a| a.snapshot.version);
+        match snapshot::decide(current, s.version) {
+            Decision::Apply => {}
+            Decision::AlreadyApplied => return self.reply(true, "already applied"),
+            Decision::Refuse(why) => {
+                tracing::warn!(reason = %why, "refusing snapshot");
+                return self.reply(false, why);
+            }
+        }
+
+        let result = match backend.as_mut() {
+            Some(b) if b.kind() == s.backend => b.apply(&s, &*self.kernel).await,
+            _ => match Backend::create(s.backend, &self.tun_name, self.counters.clone()) {
+                Ok(mut fresh) => match fresh.apply(&s, &*self.kernel).await {
+                    Ok(w) => {
+                        if let Some(mut old) = backend.replace(fresh) {
+                            tracing::info!(
+                                from = old.kind().name(),
+                                to = s.backend.name(),
+                                "backend changed"
+                            );
+                            old.stop();
+                        }
+                        Ok(w)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        let mut warnings = match result {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(version = %s.version, error = %e, "snapshot not applied");
+                return self.reply(false, e.to_string());
+            }
+        };
+        if origin == Origin::Controld {
+            if let Err(e) = store::save(&self.run_dir, &raw) {
+                tracing::warn!(error = %e, "cannot save the applied snapshot; a restart will wait for controld");
+                warnings.push(e.to_string());
+            }
+        }
+        let b = backend.as_ref().expect("set above");
+        tracing::info!(
+            epoch = s.version.epoch,
+            generation = s.version.generation,
+            etcd_revision = s.version.etcd_revision,
+            backend = s.backend.name(),
+            subnet = %s.local_subnet,
+            routes = s.routes.len(),
+            "snapshot applied"
+        );
+        self.applied.store(Some(Arc::new(Applied {
+            device: b.device().map(str::to_string),
+            mode: b.mode(),
+            snapshot: s,
+            raw,
+            at: SystemTime::now(),
+            warnings,
+        })));
+        *self.last_error.lock().expect("not poisoned") = None;
+        self.reply(true, "")
+    }
+
+    /// Applies the snapshot saved in the run dir, if any. A corrupt or
+    /// unusable file is logged and ignored: controld will push a fresh one.
+    pub async fn restore(&self) {
+        let raw = match store::load(&self.run_dir) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => {
+                tracing::info!("no saved snapshot; waiting for controld");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring saved snapshot");
+                return;
+            }
+        };
+        let reply = self.apply(raw, Origin::Restore).await;
+        match self.applied() {
+            Some(a) if reply.applied => tracing::info!(
+                epoch = a.snapshot.version.epoch,
+                generation = a.snapshot.version.generation,
+                etcd_revision = a.snapshot.version.etcd_revision,
+                routes = a.snapshot.routes.len(),
+                "restored snapshot"
+            ),
+            _ => tracing::warn!(reason = %reply.reason, "saved snapshot not restored"),
+        }
+    }
+
+    /// Stops the backend's runtime; devices, addresses and routes stay.
+    pub async fn shutdown(&self) {
+        if let Some(mut b) = self.backend.lock().await.take() {
+            b.stop();
+        }
+    }
+
+    pub fn status(&self) -> pb::DataplaneStatus {
+        let a = self.applied();
+        let mut errors: Vec<String> = a.as_ref().map(|a| a.warnings.clone()).unwrap_or_default();
+        errors.extend(self.last_error.lock().expect("not poisoned").clone());
+        let s = a.as_ref().map(|a| &a.snapshot);
+        pb::DataplaneStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            start_time_unix: unix(self.started),
+            upgrades: 0,
+            has_snapshot: a.is_some(),
+            applied_version: s.map(|s| s.version.into()),
+            backend: a.as_ref().and_then(|a| a.raw.backend),
+            route_count: s.map(|s| s.routes.len() as u32).unwrap_or(0),
+            device: a
+                .as_ref()
+                .and_then(|a| a.device.clone())
+                .unwrap_or_default(),
+            mtu: s.map(|s| s.mtu).unwrap_or(0),
+            local_subnet: s.map(|s| s.local_subnet.into()),
+            public_ip: s.and_then(|s| s.public_ip).map(Into::into),
+            counters: Some(self.counters.to_pb()),
+            mode: a.as_ref().map(|a| a.mode).unwrap_or("none").to_string(),
+            errors,
+            applied_at_unix: a.as_ref().map(|a| unix(a.at)).unwrap_or(0),
+        }
+    }
+
+    pub fn routes(&self) -> pb::RoutesReply {
+        match self.applied() {
+            Some(a) => pb::RoutesReply {
+                version: Some(a.snapshot.version.into()),
+                routes: a.raw.routes.clone(),
+            },
+            None => pb::RoutesReply::default(),
+        }
+    }
+
+    /// The backend kind currently running, if any.
+    pub async fn backend_kind(&self) -> Option<BackendKind> {
+        self.backend.lock().await.as_ref().map(Backend::kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::fake::FakeKernel;
+    use crate::snapshot::tests::good;
+
+    fn engine(name: &str) -> (Engine, PathBuf) {
+        let d = std::env::temp_dir().join(format!("kdp-engine-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(FakeKernel::default()));
+        (e, d)
+    }
+
+    fn alloc(generation: u64) -> pb::Snapshot {
+        let mut s = good();
+        s.backend.as_mut().unwrap().r#type = pb::BackendType::Alloc as i32;
+        s.version.as_mut().unwrap().generation = generation;
+        s
+    }
+
+    #[tokio::test]
+    async fn applies_orders_and_saves() {
+        let (e, d) = engine("order");
+        assert!(!e.status().has_snapshot);
+        let r = e.apply(alloc(2), Origin::Controld).await;
+        assert!(r.applied, "{}", r.reason);
+        assert_eq!(r.applied_version.unwrap().generation, 2);
+        assert_eq!(store::load(&d).unwrap(), Some(alloc(2)));
+
+        let r = e.apply(alloc(2), Origin::Controld).await;
+        assert!(r.applied);
+        assert_eq!(r.reason, "already applied");
+
+        let r = e.apply(alloc(1), Origin::Controld).await;
+        assert!(!r.applied);
+        assert!(r.reason.contains("older"), "{}", r.reason);
+        assert_eq!(r.applied_version.unwrap().generation, 2);
+        let st = e.status();
+        assert_eq!(st.errors, vec![r.reason.clone()]);
+        assert!(st.has_snapshot);
+        assert_eq!(st.route_count, 1);
+        assert_eq!(st.mode, "none");
+        assert_eq!(e.routes().routes.len(), 1);
+        assert_eq!(e.backend_kind().await, Some(BackendKind::Alloc));
+
+        // A good one clears the error.
+        assert!(e.apply(alloc(3), Origin::Controld).await.applied);
+        assert!(e.status().errors.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn vxlan_is_refused_honestly() {
+        let (e, d) = engine("vxlan");
+        let mut s = good();
+        s.backend.as_mut().unwrap().r#type = pb::BackendType::Vxlan as i32;
+        let r = e.apply(s, Origin::Controld).await;
+        assert!(!r.applied);
+        assert_eq!(r.reason, "backend vxlan is not implemented yet");
+        assert!(!e.status().has_snapshot);
+        assert!(store::load(&d).unwrap().is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn invalid_snapshot_names_the_field() {
+        let (e, d) = engine("invalid");
+        let mut s = good();
+        s.network = None;
+        let r = e.apply(s, Origin::Controld).await;
+        assert!(!r.applied);
+        assert_eq!(r.reason, "invalid snapshot: network is missing");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn restore_applies_the_saved_snapshot_and_ignores_corrupt_ones() {
+        let (e, d) = engine("restore");
+        store::save(&d, &alloc(5)).unwrap();
+        e.restore().await;
+        assert_eq!(e.status().applied_version.unwrap().generation, 5);
+
+        let (e2, d2) = engine("restore-corrupt");
+        std::fs::write(store::path(&d2), b"\xff\xff garbage").unwrap();
+        e2.restore().await;
+        assert!(!e2.status().has_snapshot);
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&d2).unwrap();
+    }
+}

@@ -1,0 +1,136 @@
+//! Opening the persistent TUN device.
+//!
+//! Done with our own ioctls rather than the `tun` crate, which cannot set
+//! TUNSETPERSIST: the device must outlive the process so that a restart or crash
+//! of the dataplane leaves the address and the kernel route in place.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+pub const TUN_PATH: &str = "/dev/net/tun";
+/// Linux IFNAMSIZ minus the terminating NUL.
+pub const MAX_NAME_LEN: usize = 15;
+
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name and the flags member of the
+/// union, padded to the kernel's 40 bytes.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+// TUNSETIFF is declared _IOW('T', 202, int) but takes a struct ifreq pointer.
+nix::ioctl_write_ptr_bad!(
+    tunsetiff,
+    nix::request_code_write!(b'T', 202, std::mem::size_of::<libc::c_int>()),
+    IfReq
+);
+nix::ioctl_write_int!(tunsetpersist, b'T', 203);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunError {
+    #[error("invalid TUN name {0:?}: 1 to 15 bytes, no '/', whitespace or NUL")]
+    BadName(String),
+    #[error("{TUN_PATH} does not exist: load the tun module (modprobe tun) or give the container the device")]
+    NoDevice,
+    #[error("cannot open {TUN_PATH}: {0} (kolach-dataplaned needs CAP_NET_ADMIN)")]
+    Open(io::Error),
+    #[error("no permission to create or attach TUN {0}: kolach-dataplaned needs CAP_NET_ADMIN")]
+    Permission(String),
+    #[error("TUN {0} is in use by another process (is another kolach-dataplaned running?)")]
+    Busy(String),
+    #[error("cannot attach TUN {name}: {source} (a non-TUN device with that name exists?)")]
+    Attach { name: String, source: io::Error },
+    #[error("cannot make TUN {name} persistent: {source}")]
+    Persist { name: String, source: io::Error },
+}
+
+pub fn check_name(name: &str) -> Result<(), TunError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(TunError::BadName(name.to_string()))
+    }
+}
+
+/// Creates the TUN device `name` (IFF_TUN | IFF_NO_PI, persistent), or attaches
+/// to it if it already exists. The returned file is non-blocking and close-on-exec.
+pub fn open_persistent(name: &str) -> Result<File, TunError> {
+    check_name(name)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(TUN_PATH)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => TunError::NoDevice,
+            _ => TunError::Open(e),
+        })?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TUN | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: req is a live, properly sized ifreq for the duration of the call.
+    unsafe { tunsetiff(file.as_raw_fd(), &req) }.map_err(|errno| match errno {
+        nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => {
+            TunError::Permission(name.to_string())
+        }
+        nix::errno::Errno::EBUSY => TunError::Busy(name.to_string()),
+        e => TunError::Attach {
+            name: name.to_string(),
+            source: e.into(),
+        },
+    })?;
+    // SAFETY: TUNSETPERSIST takes an integer argument, no pointers.
+    unsafe { tunsetpersist(file.as_raw_fd(), 1) }.map_err(|e| TunError::Persist {
+        name: name.to_string(),
+        source: e.into(),
+    })?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifreq_has_kernel_size() {
+        assert_eq!(std::mem::size_of::<IfReq>(), 40);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("kolach0").is_ok());
+        assert!(check_name("abcdefghijklmno").is_ok());
+        for bad in ["", "abcdefghijklmnop", "a/b", "a b", ".."] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn request_codes_match_linux_headers() {
+        assert_eq!(
+            nix::request_code_write!(b'T', 202, std::mem::size_of::<libc::c_int>()),
+            0x400454ca
+        );
+        assert_eq!(
+            nix::request_code_write!(b'T', 203, std::mem::size_of::<libc::c_int>()),
+            0x400454cb
+        );
+    }
+}
