@@ -79,14 +79,16 @@ pub fn stale_owner(ns: &str, alive: impl Fn(u32) -> bool) -> bool {
     owner_pid(ns).is_some_and(|pid| !alive(pid))
 }
 
-/// Whether a process exists (signal 0).
+/// Whether a process exists and has not exited (a zombie counts as gone).
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

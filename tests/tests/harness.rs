@@ -112,3 +112,74 @@ fn exercise(lab: &mut Lab) -> Result<()> {
     ensure!(r.lossless(), "outsider -> host1: {}", r.output);
     Ok(())
 }
+
+#[test]
+fn processes_start_stop_restart_inside_a_namespace() {
+    use kolach_tests::process::{read_pid_file, Proc, Stopped};
+    let ns = format!("{}-u", kolach_tests::names::test_stem("proc"));
+    netns::create(&ns).unwrap();
+    let dir = std::env::temp_dir().join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let result = (|| -> Result<()> {
+        let log = dir.join("sleep.log");
+        let sleep = etcd::which("sleep").context("sleep")?;
+        let mut p = Proc::new("sleeper", &ns, &sleep, vec!["30".into()], log.clone());
+        p.start()?;
+        let pid = p.pid().context("pid")? as i32;
+        // `ip netns exec` execs the program: the pid we hold is in the namespace.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !netns::pids(&ns)?.contains(&pid) {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} not in {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ensure!(matches!(p.restart()?, Stopped::Graceful(_)));
+        ensure!(p.is_running());
+        p.kill();
+        ensure!(!p.is_running());
+        ensure!(matches!(p.stop(), Stopped::NotRunning));
+        let starts = std::fs::read_to_string(&log)?
+            .matches("=== kolach-tests: start")
+            .count();
+        ensure!(starts == 2, "{starts} start markers");
+
+        // Detached: survives being forgotten, found again by pid file and namespace.
+        let mut d =
+            Proc::new("detached", &ns, &sleep, vec!["30".into()], log).detached(dir.join("d.pid"));
+        d.start()?;
+        let pid = read_pid_file(&dir.join("d.pid")).context("pid file")?;
+        d.forget();
+        drop(d);
+        ensure!(
+            kolach_tests::names::pid_alive(pid as u32),
+            "detached process died"
+        );
+        kolach_tests::lab::destroy_namespaces(std::slice::from_ref(&ns))?;
+        // Reaped by whoever inherits it; at least it must be gone or a zombie.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        ensure!(
+            state.is_empty() || state.contains(") Z"),
+            "detached process survived: {state}"
+        );
+        Ok(())
+    })();
+    let _ = netns::delete(&ns);
+    let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap();
+}
+
+#[test]
+fn sweep_removes_namespaces_of_dead_test_processes() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let ns = format!("kt{dead}-0sweep-u");
+    netns::create(&ns).unwrap();
+    let removed = kolach_tests::demo::sweep().unwrap();
+    let still = netns::exists(&ns);
+    let _ = netns::delete(&ns);
+    assert!(removed.contains(&ns), "sweep removed {removed:?}");
+    assert!(!still);
+}
