@@ -1,1 +1,83 @@
-fn main() {}
+use clap::Parser;
+use kolach_controld::Flags;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let flags = Flags::parse();
+    let level = match flags.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => fail(anyhow::Error::new(e).context("cannot start the tokio runtime")),
+    };
+    if let Err(e) = runtime.block_on(kolach_controld::run(flags, shutdown_signal())) {
+        fail(e);
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("kolach-controld: cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn fail(e: anyhow::Error) -> ! {
+    eprintln!("kolach-controld: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = hint(&e) {
+        eprintln!("hint: {hint}");
+    }
+    std::process::exit(1);
+}
+
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use kolach_controld::registry::EtcdError;
+    use kolach_controld::underlay::UnderlayError;
+    use kolach_proto::uds::UdsError;
+    for cause in e.chain() {
+        if let Some(u) = cause.downcast_ref::<UnderlayError>() {
+            return Some(match u {
+                UnderlayError::NoDefaultRoute => "pass --iface NAME (or an address of it)",
+                _ => "check --iface; pass --public-ip if peers reach this host at another address",
+            });
+        }
+        if let Some(u) = cause.downcast_ref::<UdsError>() {
+            return Some(match u {
+                UdsError::InUse { .. } => {
+                    "another kolach-controld already runs with this --run-dir"
+                }
+                _ => "check that --run-dir exists and is writable by this user",
+            });
+        }
+        if cause.downcast_ref::<EtcdError>().is_some() {
+            return Some(
+                "check --etcd-endpoints and the --etcd-cafile/--etcd-certfile/--etcd-keyfile files",
+            );
+        }
+    }
+    None
+}

@@ -1,0 +1,187 @@
+//! Getting and keeping this host's subnet: the etcd side of the decisions
+//! [`crate::recovery`] makes. Every write is a transaction (create-if-absent,
+//! or compare the mod revision); a lost race means list again and pick again.
+
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::config::NetConfig;
+use crate::controller::Controller;
+use crate::lease::Lease;
+use crate::recovery::{self, Action, Source};
+use crate::registry::EtcdError;
+
+/// Attempts per claim before backing off (each lost race costs one).
+const ATTEMPTS: usize = 8;
+
+impl Controller {
+    /// Checks the lease we hold against the current config: release it when
+    /// it no longer fits, rewrite its value when our attributes changed.
+    pub(crate) async fn check_mine(&mut self, cfg: &NetConfig) {
+        let Some(m) = self.mine.clone() else { return };
+        let fits = if m.is_reservation() {
+            cfg.fits_network(m.subnet)
+        } else {
+            cfg.allows(m.subnet)
+        };
+        if !fits {
+            warn!(subnet = %m.subnet, network = %cfg.network, subnet_len = cfg.subnet_len,
+                subnet_min = %cfg.subnet_min, subnet_max = %cfg.subnet_max,
+                "this host's subnet does not fit the new config; releasing it and claiming another");
+            self.warn_event(format!(
+                "subnet {} no longer fits the config; releasing it",
+                m.subnet
+            ));
+            if !m.is_reservation() {
+                match self.reg.release(&m).await {
+                    Ok(true) => info!(subnet = %m.subnet, "released"),
+                    Ok(false) => info!(subnet = %m.subnet, "already changed or gone; not released"),
+                    Err(e) => return self.etcd_failed(e),
+                }
+            }
+            self.stop_keeper();
+            self.mine = None;
+            self.previous = None;
+            return;
+        }
+        let want = self.my_attrs(cfg);
+        if m.is_reservation() || m.attrs == want {
+            return;
+        }
+        match self.reg.update(&m, &want).await {
+            Ok(Some(new)) => {
+                info!(subnet = %new.subnet, backend = %want.backend_type, "lease value rewritten");
+                self.table.put(new.clone());
+                self.mine = Some(new);
+            }
+            Ok(None) => {
+                let m2 = m.clone();
+                self.lost(&m2, "our subnet key changed under us while rewriting it");
+            }
+            Err(e) => self.etcd_failed(e),
+        }
+    }
+
+    /// Gets a subnet: our own lease or reservation, the previous subnet, or
+    /// a random free one.
+    pub(crate) async fn claim(&mut self, cfg: &NetConfig) {
+        let me = self.my_attrs(cfg);
+        for attempt in 1..=ATTEMPTS {
+            let listing = match self.reg.list_subnets().await {
+                Ok(l) => l,
+                Err(e) => return self.etcd_failed(e),
+            };
+            let extra: Vec<Ipv4Net> = listing.garbage.iter().filter_map(|g| g.subnet).collect();
+            let d = recovery::decide(
+                &listing.leases,
+                &extra,
+                &me,
+                self.previous,
+                cfg,
+                &mut self.rng,
+            );
+            for note in d.notes {
+                warn!("{note}");
+                self.warn_event(note);
+            }
+            for old in &d.release {
+                match self.reg.release(old).await {
+                    Ok(true) => info!(subnet = %old.subnet, "released an old lease of this host"),
+                    Ok(false) => {}
+                    Err(e) => return self.etcd_failed(e),
+                }
+            }
+            match d.action {
+                Action::Reservation(r) => {
+                    info!(subnet = %r.subnet, public_ip = %r.attrs.public_ip, "using the reservation for this host");
+                    return self.take(r);
+                }
+                Action::Reuse { lease, rewrite } => {
+                    let lease = if rewrite {
+                        match self.reg.update(&lease, &me).await {
+                            Ok(Some(new)) => new,
+                            Ok(None) => continue,
+                            Err(e) => return self.etcd_failed(e),
+                        }
+                    } else {
+                        lease
+                    };
+                    info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
+                        "found this host's lease; keeping it");
+                    return self.take(lease);
+                }
+                Action::Claim { subnet, source } => {
+                    let lease_id = match self.spare_lease {
+                        Some(id) => id,
+                        None => match self.reg.grant(self.settings.lease_ttl).await {
+                            Ok(id) => id,
+                            Err(e) => return self.etcd_failed(e),
+                        },
+                    };
+                    self.spare_lease = Some(lease_id);
+                    match self.reg.create(subnet, &me, lease_id).await {
+                        Ok(Some(lease)) => {
+                            self.spare_lease = None;
+                            let how = match source {
+                                Source::Previous => "previous",
+                                Source::Random => "random free",
+                            };
+                            info!(subnet = %subnet, lease_id = format!("{lease_id:x}"),
+                                ttl = self.settings.lease_ttl.as_secs(), source = how, "claimed subnet");
+                            return self.take(lease);
+                        }
+                        Ok(None) => {
+                            info!(subnet = %subnet, attempt,
+                                "another host took this subnet meanwhile; listing again");
+                            if source == Source::Previous {
+                                self.previous = None;
+                            }
+                        }
+                        Err(e) => {
+                            // The spare lease may have expired; get a fresh one next time.
+                            self.spare_lease = None;
+                            return self.etcd_failed(e);
+                        }
+                    }
+                }
+                Action::Exhausted => {
+                    let msg = format!(
+                        "no free subnet between SubnetMin {} and SubnetMax {} ({} keys taken); waiting for one to be freed",
+                        cfg.subnet_min.network(), cfg.subnet_max.network(), listing.leases.len() + extra.len()
+                    );
+                    error!("{msg}");
+                    self.warn_event(msg);
+                    self.retry_later(Duration::from_secs(10));
+                    return;
+                }
+            }
+        }
+        warn!(
+            attempts = ATTEMPTS,
+            "lost every race for a subnet; backing off"
+        );
+        let d = self.retry_backoff.next_delay();
+        self.retry_later(d);
+    }
+
+    fn take(&mut self, lease: Lease) {
+        self.retry_backoff.reset();
+        self.retry_at = None;
+        self.previous = Some(lease.subnet);
+        self.table.put(lease.clone());
+        self.mine = Some(lease);
+    }
+
+    fn retry_later(&mut self, d: Duration) {
+        self.retry_at = Some(Instant::now() + d);
+    }
+
+    fn etcd_failed(&mut self, e: EtcdError) {
+        self.etcd_down(e.to_string());
+        let d = self.retry_backoff.next_delay();
+        self.retry_later(d);
+    }
+}

@@ -1,0 +1,632 @@
+//! The network config stored at `<prefix>/config` (DESIGN §4): parsing and
+//! validation, pure. Every rejection is one line naming the key, the value and
+//! the rule, because an operator reads it in a log and fixes the JSON by hand.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde_json::{Map, Value};
+
+/// The smallest subnet a host may lease; a /31 or /32 leaves no room for a
+/// bridge address plus pods.
+pub const MAX_SUBNET_LEN: u8 = 30;
+
+/// A validation failure, already worded for the log (`config: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BackendKind {
+    Udp,
+    Vxlan,
+    HostGw,
+    Alloc,
+}
+
+impl BackendKind {
+    /// The `Backend.Type` / lease `BackendType` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Udp => "udp",
+            BackendKind::Vxlan => "vxlan",
+            BackendKind::HostGw => "host-gw",
+            BackendKind::Alloc => "alloc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "udp" => Some(BackendKind::Udp),
+            "vxlan" => Some(BackendKind::Vxlan),
+            "host-gw" => Some(BackendKind::HostGw),
+            "alloc" => Some(BackendKind::Alloc),
+            _ => None,
+        }
+    }
+
+    /// Bytes the encapsulation adds to every packet (DESIGN §5).
+    pub fn overhead(self) -> u32 {
+        match self {
+            BackendKind::Udp => 28,
+            BackendKind::Vxlan => 50,
+            BackendKind::HostGw | BackendKind::Alloc => 0,
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Backend` with defaults filled in. `port` and `vni` are 0 where the backend
+/// has no such option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub port: u16,
+    pub vni: u32,
+}
+
+impl BackendConfig {
+    pub fn udp() -> Self {
+        BackendConfig {
+            kind: BackendKind::Udp,
+            port: 8285,
+            vni: 0,
+        }
+    }
+}
+
+/// A validated config with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    /// First and last subnet that may be leased, both aligned to `subnet_len`.
+    pub subnet_min: Ipv4Net,
+    pub subnet_max: Ipv4Net,
+    pub backend: BackendConfig,
+}
+
+impl NetConfig {
+    /// Whether `subnet` may be leased under this config: right size, inside
+    /// the Network, between SubnetMin and SubnetMax.
+    pub fn allows(&self, subnet: Ipv4Net) -> bool {
+        self.fits_network(subnet)
+            && subnet.network() >= self.subnet_min.network()
+            && subnet.network() <= self.subnet_max.network()
+    }
+
+    /// Right size and inside the Network; SubnetMin/Max do not bind
+    /// reservations, which the operator made on purpose.
+    pub fn fits_network(&self, subnet: Ipv4Net) -> bool {
+        subnet.prefix_len() == self.subnet_len && self.network.contains(&subnet)
+    }
+}
+
+/// A parsed config plus the warnings the operator should see once (legacy keys,
+/// unknown keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub config: NetConfig,
+    pub warnings: Vec<String>,
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "Network",
+    "SubnetLen",
+    "SubnetMin",
+    "SubnetMax",
+    "Backend",
+    "HostSubnet",
+    "FirstIP",
+    "LastIP",
+    // flannel keys kolach reads past: IPv6 and dual-stack are not supported.
+    "EnableIPv4",
+    "EnableIPv6",
+    "IPv6Network",
+    "IPv6SubnetLen",
+    "IPv6SubnetMin",
+    "IPv6SubnetMax",
+];
+
+/// Parses and validates the JSON stored at `<prefix>/config`.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, ConfigError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return err(format!("expected a JSON object, got {}", type_name(&value)));
+    };
+    let mut warnings = Vec::new();
+    for key in obj.keys() {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            warnings.push(format!("config: ignoring unknown key {key}"));
+        }
+    }
+    if obj.get("EnableIPv6") == Some(&Value::Bool(true)) {
+        warnings.push("config: EnableIPv6 is not supported; only the IPv4 Network is used".into());
+    }
+
+    let network = parse_network(&obj)?;
+    let len_key = pick_key(&obj, "SubnetLen", "HostSubnet", &mut warnings);
+    let subnet_len = parse_subnet_len(&obj, len_key, network)?;
+    let min_key = pick_key(&obj, "SubnetMin", "FirstIP", &mut warnings);
+    let max_key = pick_key(&obj, "SubnetMax", "LastIP", &mut warnings);
+    let first = subnet_at(network, subnet_len, 1);
+    let last = subnet_at(network, subnet_len, subnet_count(network, subnet_len) - 1);
+    let subnet_min = parse_bound(&obj, min_key, network, subnet_len)?.unwrap_or(first);
+    let subnet_max = parse_bound(&obj, max_key, network, subnet_len)?.unwrap_or(last);
+    if subnet_min.network() > subnet_max.network() {
+        return err(format!(
+            "{min_key} {} is after {max_key} {}",
+            subnet_min.network(),
+            subnet_max.network()
+        ));
+    }
+    let backend = parse_backend(obj.get("Backend"))?;
+    Ok(Parsed {
+        config: NetConfig {
+            network,
+            subnet_len,
+            subnet_min,
+            subnet_max,
+            backend,
+        },
+        warnings,
+    })
+}
+
+/// Resolves a key that has a legacy kolach spelling: warns about the legacy
+/// one, and says which wins when both are given. Returns the key to read.
+fn pick_key(
+    obj: &Map<String, Value>,
+    new: &'static str,
+    old: &'static str,
+    warnings: &mut Vec<String>,
+) -> &'static str {
+    match (obj.contains_key(new), obj.contains_key(old)) {
+        (true, true) => {
+            warnings.push(format!(
+                "config: both {old} and {new} are set; {new} wins ({old} is kolach's old name for it)"
+            ));
+            new
+        }
+        (false, true) => {
+            warnings.push(format!(
+                "config: {old} is kolach's old name for {new}; it still works, but please rename it"
+            ));
+            old
+        }
+        _ => new,
+    }
+}
+
+fn parse_network(obj: &Map<String, Value>) -> Result<Ipv4Net, ConfigError> {
+    let Some(v) = obj.get("Network") else {
+        return err("Network is missing (an IPv4 CIDR such as \"10.50.0.0/16\" is required)");
+    };
+    let Value::String(s) = v else {
+        return err(format!(
+            "Network {v} must be a string such as \"10.50.0.0/16\", not {}",
+            type_name(v)
+        ));
+    };
+    let net: ipnet::IpNet = match s.parse() {
+        Ok(n) => n,
+        Err(_) => {
+            return err(format!(
+                "Network {s:?} is not a CIDR such as \"10.50.0.0/16\""
+            ))
+        }
+    };
+    let ipnet::IpNet::V4(net) = net else {
+        return err(format!("Network {s} is IPv6; kolach supports IPv4 only"));
+    };
+    if net.addr() != net.network() {
+        return err(format!(
+            "Network {s} has host bits set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    if net.prefix_len() + 2 > MAX_SUBNET_LEN {
+        return err(format!(
+            "Network {net} is too small: it needs a prefix of /{} or shorter to hold at least 4 subnets of /{MAX_SUBNET_LEN} or larger",
+            MAX_SUBNET_LEN - 2
+        ));
+    }
+    Ok(net)
+}
+
+fn parse_subnet_len(
+    obj: &Map<String, Value>,
+    key: &str,
+    network: Ipv4Net,
+) -> Result<u8, ConfigError> {
+    let lo = network.prefix_len() + 2;
+    let Some(v) = obj.get(key) else {
+        return Ok(if network.prefix_len() <= 22 { 24 } else { lo });
+    };
+    let Some(n) = v.as_i64() else {
+        return err(format!(
+            "{key} {v} must be a whole number (a prefix length such as 24), not {}",
+            type_name(v)
+        ));
+    };
+    if n < i64::from(lo) || n > i64::from(MAX_SUBNET_LEN) {
+        return err(format!(
+            "{key} {n} is not in {lo}..={MAX_SUBNET_LEN} for Network {network}"
+        ));
+    }
+    Ok(n as u8)
+}
+
+/// SubnetMin/SubnetMax: an IPv4 address that starts a subnet (flannel style),
+/// or that subnet written as a CIDR.
+fn parse_bound(
+    obj: &Map<String, Value>,
+    key: &str,
+    network: Ipv4Net,
+    len: u8,
+) -> Result<Option<Ipv4Net>, ConfigError> {
+    let Some(v) = obj.get(key) else {
+        return Ok(None);
+    };
+    let Value::String(s) = v else {
+        return err(format!(
+            "{key} {v} must be a string such as \"{}\", not {}",
+            subnet_at(network, len, 1).addr(),
+            type_name(v)
+        ));
+    };
+    let addr: Ipv4Addr = match s.split_once('/') {
+        None => s.parse().ok(),
+        Some((a, l)) => match (a.parse::<Ipv4Addr>(), l.parse::<u8>()) {
+            (Ok(a), Ok(l)) if l == len => Some(a),
+            (Ok(_), Ok(l)) => {
+                return err(format!(
+                    "{key} {s} has prefix length /{l} but SubnetLen is {len}"
+                ))
+            }
+            _ => None,
+        },
+    }
+    .ok_or_else(|| ConfigError(format!("{key} {s:?} is not an IPv4 address")))?;
+    if !network.contains(&addr) {
+        return err(format!("{key} {addr} is not inside Network {network}"));
+    }
+    let subnet = Ipv4Net::new(addr, len).expect("len validated").trunc();
+    if subnet.addr() != addr {
+        return err(format!(
+            "{key} {addr} is not aligned to SubnetLen {len} (the subnet containing it starts at {})",
+            subnet.addr()
+        ));
+    }
+    Ok(Some(subnet))
+}
+
+fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(BackendConfig::udp()),
+        Some(Value::Object(o)) => o,
+        Some(v) => {
+            return err(format!(
+                "Backend {v} must be an object such as {{\"Type\": \"udp\"}}, not {}",
+                type_name(v)
+            ))
+        }
+    };
+    let kind = match obj.get("Type") {
+        None | Some(Value::Null) => BackendKind::Udp,
+        Some(Value::String(s)) => BackendKind::parse(s).ok_or_else(|| {
+            ConfigError(format!(
+                "Backend.Type {s:?} is not one of udp, vxlan, host-gw, alloc"
+            ))
+        })?,
+        Some(v) => {
+            return err(format!(
+                "Backend.Type {v} must be a string (udp, vxlan, host-gw or alloc), not {}",
+                type_name(v)
+            ))
+        }
+    };
+    let number = |key: &str, default: u32, lo: u32, hi: u32| -> Result<u32, ConfigError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => match v.as_i64() {
+                Some(n) if n >= i64::from(lo) && n <= i64::from(hi) => Ok(n as u32),
+                Some(n) => err(format!("Backend.{key} {n} is not in {lo}..={hi}")),
+                None => err(format!(
+                    "Backend.{key} {v} must be a whole number, not {}",
+                    type_name(v)
+                )),
+            },
+        }
+    };
+    Ok(match kind {
+        BackendKind::Udp => BackendConfig {
+            kind,
+            port: number("Port", 8285, 1, 65535)? as u16,
+            vni: 0,
+        },
+        BackendKind::Vxlan => BackendConfig {
+            kind,
+            port: number("Port", 8472, 1, 65535)? as u16,
+            vni: number("VNI", 1, 0, 16_777_215)?,
+        },
+        BackendKind::HostGw | BackendKind::Alloc => BackendConfig {
+            kind,
+            port: 0,
+            vni: 0,
+        },
+    })
+}
+
+fn subnet_count(network: Ipv4Net, len: u8) -> u64 {
+    1u64 << (len - network.prefix_len())
+}
+
+/// The `index`-th subnet of size `len` in `network`.
+pub fn subnet_at(network: Ipv4Net, len: u8, index: u64) -> Ipv4Net {
+    let base = u32::from(network.network()) as u64;
+    let addr = base + (index << (32 - u32::from(len)));
+    Ipv4Net::new(Ipv4Addr::from(addr as u32), len).expect("len <= 32")
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn ok(json: &str) -> Parsed {
+        parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    #[test]
+    fn good_configs() {
+        struct Case {
+            json: &'static str,
+            len: u8,
+            min: &'static str,
+            max: &'static str,
+            backend: BackendConfig,
+            warnings: usize,
+        }
+        let udp = BackendConfig::udp();
+        let cases = [
+            Case {
+                json: r#"{"Network":"10.50.0.0/16"}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: udp,
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/22"}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.3.0/24",
+                backend: udp,
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/23"}"#,
+                len: 25,
+                min: "10.50.0.128/25",
+                max: "10.50.1.128/25",
+                backend: udp,
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","SubnetLen":26,"SubnetMin":"10.50.4.0","SubnetMax":"10.50.9.192/26"}"#,
+                len: 26,
+                min: "10.50.4.0/26",
+                max: "10.50.9.192/26",
+                backend: udp,
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp","Port":9000}}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: BackendConfig {
+                    kind: BackendKind::Udp,
+                    port: 9000,
+                    vni: 0,
+                },
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan"}}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: BackendConfig {
+                    kind: BackendKind::Vxlan,
+                    port: 8472,
+                    vni: 1,
+                },
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan","VNI":42,"Port":4789}}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: BackendConfig {
+                    kind: BackendKind::Vxlan,
+                    port: 4789,
+                    vni: 42,
+                },
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","Backend":{"Type":"host-gw"}}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: BackendConfig {
+                    kind: BackendKind::HostGw,
+                    port: 0,
+                    vni: 0,
+                },
+                warnings: 0,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","Backend":{"Type":"alloc"}}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: BackendConfig {
+                    kind: BackendKind::Alloc,
+                    port: 0,
+                    vni: 0,
+                },
+                warnings: 0,
+            },
+            // kolach's original key names, one warning each.
+            Case {
+                json: r#"{"Network":"10.0.0.0/8","HostSubnet":20,"FirstIP":"10.1.0.0","LastIP":"10.2.0.0"}"#,
+                len: 20,
+                min: "10.1.0.0/20",
+                max: "10.2.0.0/20",
+                backend: udp,
+                warnings: 3,
+            },
+            // Both spellings: the new one wins, with a warning saying so.
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","HostSubnet":20,"SubnetLen":25}"#,
+                len: 25,
+                min: "10.50.0.128/25",
+                max: "10.50.255.128/25",
+                backend: udp,
+                warnings: 1,
+            },
+            Case {
+                json: r#"{"Network":"10.50.0.0/16","Frobnicate":true,"EnableIPv4":true}"#,
+                len: 24,
+                min: "10.50.1.0/24",
+                max: "10.50.255.0/24",
+                backend: udp,
+                warnings: 1,
+            },
+        ];
+        for c in cases {
+            let p = ok(c.json);
+            assert_eq!(p.config.subnet_len, c.len, "{}", c.json);
+            assert_eq!(p.config.subnet_min, net(c.min), "{}", c.json);
+            assert_eq!(p.config.subnet_max, net(c.max), "{}", c.json);
+            assert_eq!(p.config.backend, c.backend, "{}", c.json);
+            assert_eq!(p.warnings.len(), c.warnings, "{}: {:?}", c.json, p.warnings);
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_key_value_and_rule() {
+        let cases = [
+            (r#"{"Network":"10.50.0.0/16","SubnetLen":40}"#,
+             "config: SubnetLen 40 is not in 18..=30 for Network 10.50.0.0/16"),
+            (r#"{"Network":"10.50.0.0/16","SubnetLen":16}"#,
+             "config: SubnetLen 16 is not in 18..=30 for Network 10.50.0.0/16"),
+            (r#"{"Network":"10.50.0.0/16","HostSubnet":31}"#,
+             "config: HostSubnet 31 is not in 18..=30 for Network 10.50.0.0/16"),
+            (r#"{"Network":"10.50.0.0/16","SubnetLen":"24"}"#,
+             "config: SubnetLen \"24\" must be a whole number (a prefix length such as 24), not a string"),
+            (r#"{"Network":"10.50.0.0/16""#,
+             "config: not valid JSON: EOF while parsing an object at line 1 column 25"),
+            ("", "config: not valid JSON: EOF while parsing a value at line 1 column 0"),
+            (r#"["10.50.0.0/16"]"#, "config: expected a JSON object, got an array"),
+            (r#"{}"#,
+             "config: Network is missing (an IPv4 CIDR such as \"10.50.0.0/16\" is required)"),
+            (r#"{"Network":16}"#,
+             "config: Network 16 must be a string such as \"10.50.0.0/16\", not a number"),
+            (r#"{"Network":"10.50.0.0"}"#,
+             "config: Network \"10.50.0.0\" is not a CIDR such as \"10.50.0.0/16\""),
+            (r#"{"Network":"fd00::/64"}"#,
+             "config: Network fd00::/64 is IPv6; kolach supports IPv4 only"),
+            (r#"{"Network":"10.50.3.0/16"}"#,
+             "config: Network 10.50.3.0/16 has host bits set (did you mean 10.50.0.0/16?)"),
+            (r#"{"Network":"10.50.0.0/29"}"#,
+             "config: Network 10.50.0.0/29 is too small: it needs a prefix of /28 or shorter to hold at least 4 subnets of /30 or larger"),
+            (r#"{"Network":"10.50.0.0/16","SubnetMin":"10.60.1.0"}"#,
+             "config: SubnetMin 10.60.1.0 is not inside Network 10.50.0.0/16"),
+            (r#"{"Network":"10.50.0.0/16","SubnetMax":"10.50.1.5"}"#,
+             "config: SubnetMax 10.50.1.5 is not aligned to SubnetLen 24 (the subnet containing it starts at 10.50.1.0)"),
+            (r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.9.0","SubnetMax":"10.50.3.0"}"#,
+             "config: SubnetMin 10.50.9.0 is after SubnetMax 10.50.3.0"),
+            (r#"{"Network":"10.50.0.0/16","FirstIP":"10.50.9.0","LastIP":"10.50.3.0"}"#,
+             "config: FirstIP 10.50.9.0 is after LastIP 10.50.3.0"),
+            (r#"{"Network":"10.50.0.0/16","SubnetMin":"ten"}"#,
+             "config: SubnetMin \"ten\" is not an IPv4 address"),
+            (r#"{"Network":"10.50.0.0/16","SubnetMin":7}"#,
+             "config: SubnetMin 7 must be a string such as \"10.50.1.0\", not a number"),
+            (r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.4.0/25"}"#,
+             "config: SubnetMin 10.50.4.0/25 has prefix length /25 but SubnetLen is 24"),
+            (r#"{"Network":"10.50.0.0/16","Backend":{"Type":"gre"}}"#,
+             "config: Backend.Type \"gre\" is not one of udp, vxlan, host-gw, alloc"),
+            (r#"{"Network":"10.50.0.0/16","Backend":{"Type":7}}"#,
+             "config: Backend.Type 7 must be a string (udp, vxlan, host-gw or alloc), not a number"),
+            (r#"{"Network":"10.50.0.0/16","Backend":"udp"}"#,
+             "config: Backend \"udp\" must be an object such as {\"Type\": \"udp\"}, not a string"),
+            (r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp","Port":70000}}"#,
+             "config: Backend.Port 70000 is not in 1..=65535"),
+            (r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp","Port":"8285"}}"#,
+             "config: Backend.Port \"8285\" must be a whole number, not a string"),
+            (r#"{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}"#,
+             "config: Backend.VNI 16777216 is not in 0..=16777215"),
+        ];
+        for (json, want) in cases {
+            match parse(json.as_bytes()) {
+                Ok(p) => panic!("{json} was accepted: {p:?}"),
+                Err(e) => assert_eq!(e.to_string(), want, "{json}"),
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_warnings_say_which_key_wins() {
+        let p = ok(r#"{"Network":"10.50.0.0/16","FirstIP":"10.50.2.0","SubnetMin":"10.50.3.0"}"#);
+        assert_eq!(p.config.subnet_min, net("10.50.3.0/24"));
+        assert_eq!(
+            p.warnings,
+            vec!["config: both FirstIP and SubnetMin are set; SubnetMin wins (FirstIP is kolach's old name for it)"]
+        );
+    }
+
+    #[test]
+    fn allows_checks_size_network_and_bounds() {
+        let c = ok(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.4.0","SubnetMax":"10.50.8.0"}"#)
+            .config;
+        assert!(c.allows(net("10.50.4.0/24")));
+        assert!(c.allows(net("10.50.8.0/24")));
+        assert!(!c.allows(net("10.50.3.0/24")));
+        assert!(!c.allows(net("10.50.9.0/24")));
+        assert!(!c.allows(net("10.50.5.0/25")));
+        assert!(!c.allows(net("10.51.5.0/24")));
+        assert!(c.fits_network(net("10.50.200.0/24")));
+        assert!(!c.fits_network(net("10.50.200.0/26")));
+    }
+}

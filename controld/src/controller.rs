@@ -1,0 +1,569 @@
+//! The state task: owns the model (config, lease table, this host's lease,
+//! snapshot versions, dataplane progress) and reacts to the events the other
+//! tasks send. Pure modules decide; this loop does the I/O they ask for.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use kolach_proto::dataplane::Snapshot;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{self, NetConfig};
+use crate::event::{DataplaneEvent, Event, EventTx, Shutdown};
+use crate::keeper;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::registry::{Registry, SubnetEvent};
+use crate::snapshot::{self, Local, Versioner};
+use crate::subnet_env::SubnetEnv;
+use crate::table::{Change, LeaseTable};
+use crate::underlay::{self, Underlay};
+use crate::view::View;
+
+/// How many recent warnings the status keeps.
+const WARNINGS_KEPT: usize = 20;
+
+/// Static settings the state task needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lease_ttl: Duration,
+    pub subnet_file: PathBuf,
+    pub config_key: String,
+    pub epoch: u64,
+}
+
+pub struct Controller {
+    pub(crate) reg: Registry,
+    pub(crate) settings: Settings,
+    pub(crate) underlay: Underlay,
+    pub(crate) tx: EventTx,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) rng: StdRng,
+
+    pub(crate) cfg: Option<NetConfig>,
+    config_raw: Option<Option<Vec<u8>>>,
+    config_error: Option<String>,
+    pub(crate) table: LeaseTable,
+    listed: bool,
+    /// This host's lease or reservation, once held.
+    pub(crate) mine: Option<Lease>,
+    /// The subnet held before (subnet.env, or the lease just lost).
+    pub(crate) previous: Option<Ipv4Net>,
+    keeper: Option<(i64, JoinHandle<()>)>,
+    keepalive: Option<(i64, std::time::Instant)>,
+    /// A granted etcd lease not yet attached to a key (after a lost race).
+    pub(crate) spare_lease: Option<i64>,
+    /// When to try claiming again after a failure; None = now.
+    pub(crate) retry_at: Option<Instant>,
+    pub(crate) retry_backoff: Backoff,
+
+    versioner: Versioner,
+    snapshots: watch::Sender<Option<Snapshot>>,
+    peer_count: u32,
+    /// subnet.env content of each snapshot generation not yet acknowledged.
+    pending_env: BTreeMap<u64, SubnetEnv>,
+    acked_env: Option<SubnetEnv>,
+    written_env: Option<SubnetEnv>,
+    ready_sent: bool,
+    dp_connected: bool,
+    applied_generation: u64,
+
+    etcd_reachable: bool,
+    etcd_error: Option<String>,
+    warnings: VecDeque<String>,
+    view: watch::Sender<Arc<View>>,
+}
+
+impl Controller {
+    pub fn new(
+        reg: Registry,
+        settings: Settings,
+        underlay: Underlay,
+        tx: EventTx,
+        shutdown: Shutdown,
+        snapshots: watch::Sender<Option<Snapshot>>,
+        view: watch::Sender<Arc<View>>,
+    ) -> Self {
+        let previous = crate::subnet_env::read_previous(&settings.subnet_file);
+        if let Some(p) = previous {
+            info!(subnet = %p, file = %settings.subnet_file.display(), "previous subnet from subnet.env");
+        }
+        Controller {
+            reg,
+            versioner: Versioner::new(settings.epoch),
+            settings,
+            underlay,
+            tx,
+            shutdown,
+            rng: StdRng::from_os_rng(),
+            cfg: None,
+            config_raw: None,
+            config_error: None,
+            table: LeaseTable::new(),
+            listed: false,
+            mine: None,
+            previous,
+            keeper: None,
+            keepalive: None,
+            spare_lease: None,
+            retry_at: None,
+            retry_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+            snapshots,
+            peer_count: 0,
+            pending_env: BTreeMap::new(),
+            acked_env: None,
+            written_env: None,
+            ready_sent: false,
+            dp_connected: false,
+            applied_generation: 0,
+            etcd_reachable: false,
+            etcd_error: None,
+            warnings: VecDeque::new(),
+            view,
+        }
+    }
+
+    /// The loop: apply an event, reconcile, publish; until shutdown.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.reconcile() => {}
+                _ = shutdown.wait() => break,
+            }
+            self.publish();
+            let retry = self.retry_at;
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = sleep_until_opt(retry) => self.retry_at = None,
+                _ = tick.tick() => self.periodic(),
+                _ = shutdown.wait() => break,
+            }
+            // Take everything already queued before reconciling again.
+            while let Ok(ev) = rx.try_recv() {
+                self.handle(ev);
+            }
+        }
+        if let Some((_, h)) = self.keeper.take() {
+            h.abort();
+        }
+        debug!("state task stopped");
+    }
+
+    pub(crate) fn my_attrs(&self, cfg: &NetConfig) -> LeaseAttrs {
+        LeaseAttrs::new(self.underlay.public_ip, cfg.backend.kind.as_str())
+    }
+
+    pub(crate) fn warn_event(&mut self, msg: String) {
+        if self.warnings.len() == WARNINGS_KEPT {
+            self.warnings.pop_front();
+        }
+        self.warnings.push_back(msg);
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::EtcdUp => {
+                if !self.etcd_reachable && self.etcd_error.is_some() {
+                    info!(endpoints = %self.reg.endpoints(), "etcd reachable again");
+                }
+                self.etcd_reachable = true;
+                self.etcd_error = None;
+            }
+            Event::EtcdDown(msg) => self.etcd_down(msg),
+            Event::Config(raw) => self.on_config(raw),
+            Event::Listed(l) => {
+                let relist = self.listed;
+                for g in &l.garbage {
+                    warn!(key = %g.key, error = %g.error, "ignoring unreadable subnet lease");
+                }
+                let changes = self.table.replace(l.leases, l.garbage, l.revision);
+                self.listed = true;
+                if relist {
+                    info!(
+                        revision = l.revision,
+                        changes = changes.len(),
+                        "subnets listed again"
+                    );
+                }
+                for c in changes {
+                    self.on_change(c);
+                }
+                if let Some(m) = self.mine.clone() {
+                    if self.table.get(&m.subnet).is_none() && m.mod_revision <= l.revision {
+                        self.lost(&m, "our subnet key is gone from etcd");
+                    }
+                }
+            }
+            Event::Subnet(e) => self.on_subnet(e),
+            Event::KeepAlive { lease_id, ttl } => {
+                if self.mine.as_ref().is_some_and(|m| m.lease_id == lease_id) {
+                    self.keepalive = Some((ttl, std::time::Instant::now()));
+                }
+            }
+            Event::LeaseLost { lease_id, reason } => {
+                if let Some(m) = self.mine.clone().filter(|m| m.lease_id == lease_id) {
+                    self.lost(&m, &reason);
+                }
+            }
+            Event::Dataplane(d) => self.on_dataplane(d),
+        }
+    }
+
+    pub(crate) fn etcd_down(&mut self, msg: String) {
+        if self.etcd_reachable || self.etcd_error.is_none() {
+            warn!(error = %msg, "etcd unreachable; retrying (the dataplane keeps its routes)");
+        } else {
+            debug!(error = %msg, "etcd still unreachable");
+        }
+        self.etcd_reachable = false;
+        self.etcd_error = Some(msg);
+    }
+
+    fn on_config(&mut self, raw: Option<Vec<u8>>) {
+        if self.config_raw.as_ref() == Some(&raw) {
+            return;
+        }
+        self.config_raw = Some(raw.clone());
+        let parsed = match &raw {
+            None => Err(config::ConfigError(format!(
+                "{} does not exist; write a config such as {{\"Network\": \"10.50.0.0/16\"}}",
+                self.settings.config_key
+            ))),
+            Some(bytes) => config::parse(bytes),
+        };
+        match parsed {
+            Err(e) => {
+                let msg = e.to_string();
+                if self.cfg.is_some() {
+                    error!("{msg} (keeping the last good config, its lease and routes)");
+                } else {
+                    error!("{msg} (waiting for a valid config)");
+                }
+                self.warn_event(msg.clone());
+                self.config_error = Some(msg);
+            }
+            Ok(p) => {
+                for w in &p.warnings {
+                    warn!("{w}");
+                }
+                if self.config_error.take().is_some() {
+                    info!("config is valid again");
+                }
+                if self.cfg.as_ref() != Some(&p.config) {
+                    let c = &p.config;
+                    info!(network = %c.network, subnet_len = c.subnet_len, subnet_min = %c.subnet_min,
+                        subnet_max = %c.subnet_max, backend = %c.backend.kind, port = c.backend.port,
+                        vni = c.backend.vni, "config applied");
+                    self.cfg = Some(p.config);
+                }
+            }
+        }
+    }
+
+    fn on_subnet(&mut self, e: SubnetEvent) {
+        let change = match e {
+            SubnetEvent::Put(l) => self.table.put(l),
+            SubnetEvent::Deleted { subnet, revision } => self.table.delete(subnet, revision),
+            SubnetEvent::Garbage(g) => {
+                let hits_mine = self
+                    .mine
+                    .as_ref()
+                    .is_some_and(|m| g.subnet == Some(m.subnet) && g.mod_revision > m.mod_revision);
+                let (key, error) = (g.key.clone(), g.error.clone());
+                if self.table.note_garbage(g) {
+                    warn!(key = %key, error = %error, "ignoring unreadable subnet lease");
+                }
+                if hits_mine {
+                    let m = self.mine.clone().expect("checked");
+                    self.lost(
+                        &m,
+                        "our subnet key was overwritten with an unreadable value",
+                    );
+                }
+                return;
+            }
+            SubnetEvent::GarbageDeleted { key, revision } => {
+                self.table.forget_garbage(&key, revision);
+                return;
+            }
+        };
+        self.on_change(change);
+    }
+
+    /// Notices when a table change concerns this host's own key.
+    fn on_change(&mut self, change: Change) {
+        let Some(m) = self.mine.clone() else { return };
+        match change {
+            Change::Removed(old) if old.subnet == m.subnet => {
+                self.lost(&m, "our subnet key was deleted");
+            }
+            Change::Added(new) | Change::Updated { new, .. } if new.subnet == m.subnet => {
+                if new.attrs.public_ip == m.attrs.public_ip && new.lease_id == m.lease_id {
+                    self.mine = Some(new);
+                } else if new.mod_revision > m.mod_revision {
+                    self.lost(
+                        &m,
+                        &format!(
+                            "our subnet key now names PublicIP {} (etcd lease {:x})",
+                            new.attrs.public_ip, new.lease_id
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// This host no longer holds `m`: say so loudly and claim again (the same
+    /// subnet if its key is free).
+    pub(crate) fn lost(&mut self, m: &Lease, reason: &str) {
+        if self.mine.as_ref().map(|x| x.subnet) != Some(m.subnet) {
+            return;
+        }
+        warn!(subnet = %m.subnet, lease_id = format!("{:x}", m.lease_id), reason,
+            "LOST this host's subnet lease; claiming again");
+        self.warn_event(format!("lost lease {}: {reason}", m.subnet));
+        self.stop_keeper();
+        self.previous = Some(m.subnet);
+        self.mine = None;
+        self.keepalive = None;
+        self.retry_at = None;
+    }
+
+    fn on_dataplane(&mut self, d: DataplaneEvent) {
+        match d {
+            DataplaneEvent::Connected => {
+                self.dp_connected = true;
+            }
+            DataplaneEvent::Disconnected(why) => {
+                if self.dp_connected {
+                    self.warn_event(format!("dataplane disconnected: {why}"));
+                }
+                self.dp_connected = false;
+            }
+            DataplaneEvent::Reply {
+                generation,
+                applied,
+                reason,
+                applied_version,
+            } => {
+                if !applied {
+                    warn!(generation, reason = %reason, applied = ?applied_version,
+                        "dataplane refused the snapshot");
+                    self.warn_event(format!(
+                        "dataplane refused generation {generation}: {reason}"
+                    ));
+                    return;
+                }
+                self.applied_generation = self.applied_generation.max(generation);
+                if let Some(env) = self.pending_env.get(&generation).cloned() {
+                    self.acked_env = Some(env);
+                }
+                self.pending_env.retain(|g, _| *g > generation);
+                self.write_subnet_env();
+            }
+        }
+    }
+
+    /// Writes subnet.env from the last snapshot the dataplane applied, then
+    /// tells systemd we are ready (first time only).
+    fn write_subnet_env(&mut self) {
+        let Some(env) = self.acked_env.clone() else {
+            return;
+        };
+        if self.written_env.as_ref() == Some(&env) {
+            return;
+        }
+        let path = self.settings.subnet_file.clone();
+        match crate::subnet_env::write_atomic(&path, &env.render()) {
+            Ok(()) => {
+                info!(file = %path.display(), network = %env.network, subnet = %env.subnet,
+                    mtu = env.mtu, "wrote subnet.env");
+                self.written_env = Some(env);
+                if !self.ready_sent {
+                    self.ready_sent = true;
+                    match crate::notify::sd_notify("READY=1") {
+                        Ok(true) => info!("told systemd READY=1"),
+                        Ok(false) => {}
+                        Err(e) => warn!(error = %e, "sd_notify failed"),
+                    }
+                }
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "cannot write subnet.env; will retry");
+                self.warn_event(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
+
+    fn periodic(&mut self) {
+        match underlay::current_mtu(&self.underlay.iface) {
+            Ok(mtu) if mtu != self.underlay.mtu => {
+                info!(iface = %self.underlay.iface, old = self.underlay.mtu, new = mtu, "underlay MTU changed");
+                self.underlay.mtu = mtu;
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "cannot re-read the underlay MTU"),
+        }
+        self.write_subnet_env();
+    }
+
+    pub(crate) fn start_keeper(&mut self, lease_id: i64) {
+        if lease_id == 0 || self.keeper.as_ref().is_some_and(|(id, _)| *id == lease_id) {
+            return;
+        }
+        self.stop_keeper();
+        let h = tokio::spawn(keeper::keep(
+            self.reg.clone(),
+            lease_id,
+            self.tx.clone(),
+            self.shutdown.clone(),
+        ));
+        self.keeper = Some((lease_id, h));
+    }
+
+    pub(crate) fn stop_keeper(&mut self) {
+        if let Some((_, h)) = self.keeper.take() {
+            h.abort();
+        }
+    }
+
+    /// Brings etcd and the dataplane in line with the model.
+    async fn reconcile(&mut self) {
+        let Some(cfg) = self.cfg.clone() else { return };
+        if !self.listed {
+            return;
+        }
+        if self.retry_at.is_some_and(|t| t > Instant::now()) {
+            self.push_snapshot();
+            return;
+        }
+        if self.mine.is_some() {
+            self.check_mine(&cfg).await;
+        }
+        if self.mine.is_none() {
+            self.claim(&cfg).await;
+        }
+        if let Some(m) = &self.mine {
+            let id = m.lease_id;
+            self.start_keeper(id);
+        }
+        self.push_snapshot();
+    }
+
+    /// Pushes a new snapshot if the content changed. Never before the initial
+    /// list, and only while this host holds a lease.
+    fn push_snapshot(&mut self) {
+        let (Some(cfg), Some(m)) = (&self.cfg, &self.mine) else {
+            return;
+        };
+        if !self.listed {
+            return;
+        }
+        let local = Local {
+            subnet: m.subnet,
+            public_ip: self.underlay.public_ip,
+            iface: self.underlay.iface.clone(),
+            underlay_mtu: self.underlay.mtu,
+        };
+        let content = snapshot::build(cfg, &local, self.table.leases());
+        let env = SubnetEnv {
+            network: cfg.network,
+            subnet: m.subnet,
+            mtu: content.mtu,
+            ipmasq: false,
+        };
+        let routes = content.routes.len();
+        if let Some(s) = self.versioner.stamp(content, self.table.revision()) {
+            let generation = self.versioner.generation();
+            info!(
+                generation,
+                routes,
+                revision = self.table.revision(),
+                "new snapshot"
+            );
+            self.peer_count = routes as u32;
+            self.pending_env.insert(generation, env);
+            self.snapshots.send_replace(Some(s));
+        }
+    }
+
+    fn phase(&self) -> &'static str {
+        if self.cfg.is_none() {
+            if self.etcd_reachable {
+                "waiting-for-config"
+            } else {
+                "waiting-for-etcd"
+            }
+        } else if !self.listed {
+            "listing"
+        } else if self.mine.is_none() {
+            "claiming"
+        } else if self.applied_generation == 0 {
+            "waiting-for-dataplane"
+        } else {
+            "running"
+        }
+    }
+
+    fn publish(&self) {
+        let mut leases: Vec<Lease> = self.table.leases().cloned().collect();
+        if let Some(m) = &self.mine {
+            if !leases.iter().any(|l| l.subnet == m.subnet) {
+                leases.push(m.clone());
+                leases.sort_by_key(|l| l.subnet);
+            }
+        }
+        let v = View {
+            phase: self.phase(),
+            subnet: self.mine.as_ref().map(|m| m.subnet),
+            reservation: self.mine.as_ref().is_some_and(Lease::is_reservation),
+            lease_id: self.mine.as_ref().map_or(0, |m| m.lease_id),
+            public_ip: Some(self.underlay.public_ip),
+            iface: self.underlay.iface.clone(),
+            backend: self
+                .cfg
+                .as_ref()
+                .map(|c| c.backend.kind.to_string())
+                .unwrap_or_default(),
+            network: self.cfg.as_ref().map(|c| c.network),
+            mtu: self
+                .cfg
+                .as_ref()
+                .map_or(0, |c| snapshot::overlay_mtu(c, self.underlay.mtu)),
+            keepalive: self.keepalive,
+            etcd_reachable: self.etcd_reachable,
+            watched_revision: self.table.revision(),
+            dataplane_connected: self.dp_connected,
+            epoch: self.versioner.epoch(),
+            generation: self.versioner.generation(),
+            applied_generation: self.applied_generation,
+            peer_count: self.peer_count,
+            config_error: self.config_error.clone().unwrap_or_default(),
+            warnings: self.warnings.iter().cloned().collect(),
+            leases,
+        };
+        self.view.send_replace(Arc::new(v));
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,154 @@
+//! Command-line flags (DESIGN §7); every flag can also come from `KOLACH_<FLAG>`.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kolach-controld",
+    version,
+    about = "kolach control daemon: leases this host's subnet from etcd, watches the peers and pushes route-table snapshots to kolach-dataplaned"
+)]
+pub struct Flags {
+    /// etcd endpoints, comma separated.
+    #[arg(
+        long,
+        env = "KOLACH_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// etcd key prefix holding `config` and `subnets/`.
+    #[arg(
+        long,
+        env = "KOLACH_ETCD_PREFIX",
+        default_value = "/coreos.com/network"
+    )]
+    pub etcd_prefix: String,
+
+    /// CA certificate (PEM) to verify etcd's server certificate.
+    #[arg(long, env = "KOLACH_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, env = "KOLACH_ETCD_CERTFILE", requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+
+    /// Client key (PEM) for etcd.
+    #[arg(long, env = "KOLACH_ETCD_KEYFILE", requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+
+    /// etcd user name.
+    #[arg(long, env = "KOLACH_ETCD_USERNAME", requires = "etcd_password")]
+    pub etcd_username: Option<String>,
+
+    /// etcd password.
+    #[arg(
+        long,
+        env = "KOLACH_ETCD_PASSWORD",
+        requires = "etcd_username",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+
+    /// Underlay interface, by name or by one of its IPv4 addresses
+    /// (default: the interface of the default route).
+    #[arg(long, env = "KOLACH_IFACE")]
+    pub iface: Option<String>,
+
+    /// Address other hosts reach this one at, written into the lease
+    /// (default: the underlay interface's address).
+    #[arg(long, env = "KOLACH_PUBLIC_IP")]
+    pub public_ip: Option<Ipv4Addr>,
+
+    /// Where to write subnet.env.
+    #[arg(
+        long,
+        env = "KOLACH_SUBNET_FILE",
+        default_value = "/run/kolach/subnet.env"
+    )]
+    pub subnet_file: PathBuf,
+
+    /// Directory holding controld.sock and dataplaned.sock.
+    #[arg(long, env = "KOLACH_RUN_DIR", default_value = "/run/kolach")]
+    pub run_dir: PathBuf,
+
+    /// TTL of this host's etcd lease: seconds (`86400`) or with a unit (`90s`, `10m`, `24h`).
+    #[arg(long, env = "KOLACH_SUBNET_LEASE_TTL", default_value = "24h", value_parser = parse_ttl)]
+    pub subnet_lease_ttl: Duration,
+
+    /// More logging: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_V")]
+    pub verbose: u8,
+}
+
+/// `86400`, `90s`, `10m`, `24h` (also `d`); at least 5 s, which keeps the
+/// keepalive interval (TTL/3) above a second.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 86400, 90s, 10m or 24h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    let secs = n
+        .checked_mul(mult)
+        .filter(|&v| v <= i64::MAX as u64)
+        .ok_or_else(|| format!("{s:?} is too long"))?;
+    if secs < 5 {
+        return Err(format!(
+            "{s:?} is too short: the lease TTL must be at least 5s"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("86400").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_ttl("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_ttl("24h").unwrap(), Duration::from_secs(86400));
+        assert!(parse_ttl("1").is_err());
+        assert!(parse_ttl("10x").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let f = Flags::try_parse_from(["kolach-controld"]).unwrap();
+        assert_eq!(f.etcd_endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(f.etcd_prefix, "/coreos.com/network");
+        assert_eq!(f.subnet_file, PathBuf::from("/run/kolach/subnet.env"));
+        assert_eq!(f.run_dir, PathBuf::from("/run/kolach"));
+        assert_eq!(f.subnet_lease_ttl, Duration::from_secs(86400));
+        let f = Flags::try_parse_from([
+            "kolach-controld",
+            "--etcd-endpoints",
+            "http://a:2379,http://b:2379",
+            "-vv",
+            "--public-ip",
+            "198.18.0.1",
+        ])
+        .unwrap();
+        assert_eq!(f.etcd_endpoints.len(), 2);
+        assert_eq!(f.verbose, 2);
+        assert!(Flags::try_parse_from(["kolach-controld", "--etcd-certfile", "c.pem"]).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! kolach-controld: leases this host's subnet from etcd, watches everyone
+//! else's, and pushes full route-table snapshots to kolach-dataplaned.
+//!
+//! Pure logic (tested in memory):
+//! - [`config`]: parse and validate `<prefix>/config` (DESIGN §4), legacy keys included.
+//! - [`subnet`]: subnet key names and random choice among free candidates.
+//! - [`lease`]: lease values (flannel's JSON) and records.
+//! - [`table`]: the lease table the peer watch maintains, per-key revision guarded.
+//! - [`recovery`]: which subnet to hold after a (re)start or a loss.
+//! - [`snapshot`]: turning config + lease table into a versioned snapshot.
+//! - [`subnet_env`]: subnet.env content and its atomic write.
+//! - [`backoff`]: retry delays.
+//!
+//! I/O around it:
+//! - [`registry`]: the only module that talks to etcd; every subnet write is a txn.
+//! - [`watcher`]: list + watch of `<prefix>/subnets/`, and the config watch.
+//! - [`keeper`]: etcd lease keepalive.
+//! - [`controller`] and [`claim`]: the single state task that owns the model.
+//! - [`dataplane`]: the `Dataplane.Sync` stream with reconnect.
+//! - [`api`] and [`view`]: `kolach.control.v1.Control` on `<run-dir>/controld.sock`.
+//! - [`underlay`]: interface, address and MTU; [`notify`]: sd_notify.
+//! - [`flags`]: the command line; [`event`]: messages between tasks and shutdown.
+
+pub mod api;
+pub mod backoff;
+pub mod claim;
+pub mod config;
+pub mod controller;
+pub mod dataplane;
+pub mod event;
+pub mod flags;
+pub mod keeper;
+pub mod lease;
+pub mod notify;
+pub mod recovery;
+pub mod registry;
+pub mod snapshot;
+pub mod subnet;
+pub mod subnet_env;
+pub mod table;
+pub mod underlay;
+pub mod view;
+pub mod watcher;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use kolach_proto::control::control_server::ControlServer;
+use kolach_proto::{uds, CONTROLD_SOCKET, DATAPLANED_SOCKET};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+pub use flags::Flags;
+
+use crate::backoff::Backoff;
+use crate::controller::{Controller, Settings};
+use crate::event::{sleep_or_stop, Shutdown};
+use crate::registry::{EtcdOptions, Registry};
+use crate::view::View;
+
+/// Runs the daemon until `shutdown` resolves. Returns an error only for
+/// problems retrying cannot fix (no underlay interface, socket in use, bad
+/// TLS files); an unreachable etcd or dataplane is waited for.
+pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let underlay = underlay::detect(flags.iface.as_deref(), flags.public_ip)
+        .context("cannot find the underlay interface")?;
+    info!(iface = %underlay.iface, address = %underlay.iface_addr, public_ip = %underlay.public_ip,
+        mtu = underlay.mtu, "underlay");
+
+    std::fs::create_dir_all(&flags.run_dir)
+        .with_context(|| format!("cannot create run dir {}", flags.run_dir.display()))?;
+    let sock_path = flags.run_dir.join(CONTROLD_SOCKET);
+    let listener = uds::bind(&sock_path).await?;
+
+    let (stop_tx, stop) = Shutdown::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (view_tx, view_rx) = watch::channel(Arc::new(View {
+        phase: "waiting-for-etcd",
+        public_ip: Some(underlay.public_ip),
+        iface: underlay.iface.clone(),
+        ..View::default()
+    }));
+    let registry_cell: Arc<OnceLock<Registry>> = Arc::new(OnceLock::new());
+    let api = api::ControlApi {
+        statics: api::Static {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            start_time_unix: now.as_secs() as i64,
+            etcd_endpoints: flags.etcd_endpoints.clone(),
+            subnet_file: flags.subnet_file.clone(),
+        },
+        view: view_rx,
+        registry: registry_cell.clone(),
+    };
+    let mut api_stop = stop.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ControlServer::new(api))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                api_stop.wait().await
+            }),
+    );
+    info!(socket = %sock_path.display(), "serving the control API");
+
+    let result = tokio::select! {
+        r = run_core(&flags, underlay, now.as_nanos() as u64, stop.clone(), view_tx, registry_cell) => r,
+        _ = shutdown => Ok(()),
+    };
+    info!("shutting down (the lease stays; the dataplane keeps its routes)");
+    let _ = stop_tx.send(true);
+    if let Err(e) = server.await {
+        warn!(error = %e, "control API task failed");
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    result
+}
+
+/// Connects to etcd and runs the tasks; returns only on a fatal error or
+/// when `stop` is signalled.
+async fn run_core(
+    flags: &Flags,
+    underlay: underlay::Underlay,
+    epoch: u64,
+    mut stop: Shutdown,
+    view_tx: watch::Sender<Arc<View>>,
+    registry_cell: Arc<OnceLock<Registry>>,
+) -> anyhow::Result<()> {
+    let opts = EtcdOptions {
+        endpoints: flags.etcd_endpoints.clone(),
+        prefix: flags.etcd_prefix.clone(),
+        cafile: flags.etcd_cafile.clone(),
+        certfile: flags.etcd_certfile.clone(),
+        keyfile: flags.etcd_keyfile.clone(),
+        username: flags.etcd_username.clone(),
+        password: flags.etcd_password.clone(),
+    };
+    let mut backoff = Backoff::etcd();
+    let reg = loop {
+        match Registry::connect(&opts).await {
+            Ok(r) => break r,
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "cannot connect to etcd; retrying");
+                if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e).context("cannot set up the etcd client"),
+        }
+    };
+    let _ = registry_cell.set(reg.clone());
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (snap_tx, snap_rx) = watch::channel(None);
+    let settings = Settings {
+        lease_ttl: flags.subnet_lease_ttl,
+        subnet_file: flags.subnet_file.clone(),
+        config_key: reg.config_key(),
+        epoch,
+    };
+    let tasks = vec![
+        tokio::spawn(watcher::config(reg.clone(), tx.clone(), stop.clone())),
+        tokio::spawn(watcher::subnets(reg.clone(), tx.clone(), stop.clone())),
+        tokio::spawn(dataplane::sync(
+            flags.run_dir.join(DATAPLANED_SOCKET),
+            snap_rx,
+            tx.clone(),
+            stop.clone(),
+        )),
+    ];
+    let controller = Controller::new(reg, settings, underlay, tx, stop.clone(), snap_tx, view_tx);
+    controller.run(rx).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}

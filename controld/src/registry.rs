@@ -1,0 +1,383 @@
+//! The only module that talks to etcd (v3 API).
+//!
+//! Every write to a subnet key is a transaction: create compares the key's
+//! create revision with 0, update and release compare its mod revision. So
+//! kolach can never overwrite another host's lease (DESIGN §3).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
+use ipnet::Ipv4Net;
+
+use crate::lease::{Lease, LeaseAttrs};
+use crate::subnet;
+use crate::table::Garbage;
+
+/// Unary calls that take longer than this count as "etcd unreachable".
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd unreachable at {endpoints}: {source}")]
+    Unreachable {
+        endpoints: String,
+        source: etcd_client::Error,
+    },
+    #[error("etcd unreachable at {endpoints}: no answer within {}s", CALL_TIMEOUT.as_secs())]
+    Timeout { endpoints: String },
+    #[error("cannot read {what} {}: {source}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--etcd-cafile/--etcd-certfile need https:// endpoints, got {0}")]
+    TlsNeedsHttps(String),
+    #[error("etcd lease {0:x} no longer exists")]
+    LeaseGone(i64),
+}
+
+impl EtcdError {
+    /// Whether retrying later can help (as opposed to a setup mistake).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            EtcdError::Unreachable { .. } | EtcdError::Timeout { .. }
+        )
+    }
+}
+
+/// How to reach etcd (from the flags).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub cafile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// A listing of `<prefix>/subnets/` at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub leases: Vec<Lease>,
+    pub garbage: Vec<Garbage>,
+    pub revision: i64,
+}
+
+/// One change seen by the subnet watch.
+#[derive(Debug, Clone)]
+pub enum SubnetEvent {
+    Put(Lease),
+    Deleted { subnet: Ipv4Net, revision: i64 },
+    Garbage(Garbage),
+    GarbageDeleted { key: String, revision: i64 },
+}
+
+/// One decoded key under `<prefix>/subnets/`.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    Lease(Lease),
+    Garbage(Garbage),
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    client: Client,
+    prefix: String,
+    endpoints: String,
+}
+
+impl Registry {
+    /// Builds the client. The connection itself is lazy: an unreachable etcd
+    /// shows up as errors from the calls, which the callers retry.
+    pub async fn connect(opts: &EtcdOptions) -> Result<Self, EtcdError> {
+        let endpoints = opts.endpoints.join(",");
+        let mut co = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if opts.cafile.is_some() || opts.certfile.is_some() {
+            if let Some(e) = opts.endpoints.iter().find(|e| e.starts_with("http://")) {
+                return Err(EtcdError::TlsNeedsHttps(e.clone()));
+            }
+            let read = |what, p: &PathBuf| {
+                std::fs::read(p).map_err(|source| EtcdError::TlsFile {
+                    what,
+                    path: p.clone(),
+                    source,
+                })
+            };
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &opts.cafile {
+                tls = tls.ca_certificate(Certificate::from_pem(read("--etcd-cafile", ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&opts.certfile, &opts.keyfile) {
+                tls = tls.identity(Identity::from_pem(
+                    read("--etcd-certfile", cert)?,
+                    read("--etcd-keyfile", key)?,
+                ));
+            }
+            co = co.with_tls(tls);
+        }
+        if let (Some(u), Some(p)) = (&opts.username, &opts.password) {
+            co = co.with_user(u.clone(), p.clone());
+        }
+        let client = Client::connect(&opts.endpoints, Some(co))
+            .await
+            .map_err(|source| EtcdError::Unreachable {
+                endpoints: endpoints.clone(),
+                source,
+            })?;
+        Ok(Registry {
+            client,
+            prefix: opts.prefix.trim_end_matches('/').to_string(),
+            endpoints,
+        })
+    }
+
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    pub fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    pub fn subnet_key(&self, subnet: Ipv4Net) -> String {
+        format!("{}{}", self.subnets_prefix(), subnet::key_name(subnet))
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, EtcdError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(CALL_TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(EtcdError::Unreachable {
+                endpoints: self.endpoints.clone(),
+                source,
+            }),
+            Err(_) => Err(EtcdError::Timeout {
+                endpoints: self.endpoints.clone(),
+            }),
+        }
+    }
+
+    /// The config value (None when the key is absent) and the revision read at.
+    pub async fn get_config(&self) -> Result<(Option<Vec<u8>>, i64), EtcdError> {
+        let mut kv = self.client.kv_client();
+        let resp = self.call(kv.get(self.config_key(), None)).await?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        Ok((resp.kvs().first().map(|kv| kv.value().to_vec()), rev))
+    }
+
+    pub async fn list_subnets(&self) -> Result<Listing, EtcdError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .call(kv.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())))
+            .await?;
+        let mut listing = Listing {
+            revision: resp.header().map_or(0, |h| h.revision()),
+            ..Listing::default()
+        };
+        for kv in resp.kvs() {
+            match self.decode(kv) {
+                Decoded::Lease(l) => listing.leases.push(l),
+                Decoded::Garbage(g) => listing.garbage.push(g),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Turns a key/value under the subnets prefix into a lease, or a garbage
+    /// record naming what is wrong with it.
+    pub fn decode(&self, kv: &KeyValue) -> Decoded {
+        let key = String::from_utf8_lossy(kv.key());
+        let name = key
+            .strip_prefix(&self.subnets_prefix())
+            .unwrap_or(&key)
+            .to_string();
+        let garbage = |subnet, error: String| {
+            Decoded::Garbage(Garbage {
+                key: name.clone(),
+                subnet,
+                error,
+                mod_revision: kv.mod_revision(),
+            })
+        };
+        let subnet = match subnet::parse_key(&name) {
+            Ok(s) => s,
+            Err(e) => return garbage(None, e.to_string()),
+        };
+        match LeaseAttrs::parse(kv.value()) {
+            Ok(attrs) => Decoded::Lease(Lease {
+                subnet,
+                attrs,
+                lease_id: kv.lease(),
+                mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
+            }),
+            Err(e) => garbage(Some(subnet), e.to_string()),
+        }
+    }
+
+    pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
+        let mut lc = self.client.lease_client();
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        Ok(self.call(lc.grant(ttl, None)).await?.id())
+    }
+
+    pub async fn revoke(&self, lease_id: i64) -> Result<(), EtcdError> {
+        let mut lc = self.client.lease_client();
+        self.call(lc.revoke(lease_id)).await.map(|_| ())
+    }
+
+    /// Seconds the etcd lease has left; None when it no longer exists.
+    pub async fn time_to_live(&self, lease_id: i64) -> Result<Option<i64>, EtcdError> {
+        let mut lc = self.client.lease_client();
+        let ttl = self.call(lc.time_to_live(lease_id, None)).await?.ttl();
+        Ok((ttl >= 0).then_some(ttl))
+    }
+
+    /// Creates `subnet`'s key attached to `lease_id` if the key does not exist.
+    /// Returns the new lease record, or None when someone else holds the key.
+    pub async fn create(
+        &self,
+        subnet: Ipv4Net,
+        attrs: &LeaseAttrs,
+        lease_id: i64,
+    ) -> Result<Option<Lease>, EtcdError> {
+        let key = self.subnet_key(subnet);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                attrs.to_json(),
+                Some(PutOptions::new().with_lease(lease_id)),
+            )]);
+        let mut kv = self.client.kv_client();
+        let resp = self.call(kv.txn(txn)).await?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        Ok(resp.succeeded().then(|| Lease {
+            subnet,
+            attrs: attrs.clone(),
+            lease_id,
+            mod_revision: rev,
+            create_revision: rev,
+        }))
+    }
+
+    /// Rewrites the value of a key we hold, only if it is unchanged since
+    /// `lease` was read. Keeps the key's etcd lease. None on conflict.
+    pub async fn update(
+        &self,
+        lease: &Lease,
+        attrs: &LeaseAttrs,
+    ) -> Result<Option<Lease>, EtcdError> {
+        let key = self.subnet_key(lease.subnet);
+        let opts = (lease.lease_id != 0).then(|| PutOptions::new().with_lease(lease.lease_id));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                lease.mod_revision,
+            )])
+            .and_then([TxnOp::put(key, attrs.to_json(), opts)]);
+        let mut kv = self.client.kv_client();
+        let resp = self.call(kv.txn(txn)).await?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        Ok(resp.succeeded().then(|| Lease {
+            attrs: attrs.clone(),
+            mod_revision: rev,
+            ..lease.clone()
+        }))
+    }
+
+    /// Deletes a key we hold, only if it is unchanged since `lease` was read.
+    /// Returns whether it was deleted.
+    pub async fn release(&self, lease: &Lease) -> Result<bool, EtcdError> {
+        let key = self.subnet_key(lease.subnet);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                lease.mod_revision,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut kv = self.client.kv_client();
+        Ok(self.call(kv.txn(txn)).await?.succeeded())
+    }
+
+    /// Opens a keepalive stream. A lease that is already gone is
+    /// [`EtcdError::LeaseGone`], not a transient error.
+    pub async fn keep_alive(
+        &self,
+        lease_id: i64,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), EtcdError> {
+        let mut lc = self.client.lease_client();
+        match self.call(lc.keep_alive(lease_id)).await {
+            Err(EtcdError::Unreachable {
+                source: etcd_client::Error::LeaseKeepAliveError(_),
+                ..
+            }) => Err(EtcdError::LeaseGone(lease_id)),
+            Err(EtcdError::Unreachable {
+                source: etcd_client::Error::GRpcStatus(s),
+                ..
+            }) if s.code() == tonic::Code::NotFound => Err(EtcdError::LeaseGone(lease_id)),
+            other => other,
+        }
+    }
+
+    /// Watches `<prefix>/subnets/` from `start_revision` (inclusive), with
+    /// previous values.
+    pub async fn watch_subnets(&self, start_revision: i64) -> Result<WatchStream, EtcdError> {
+        let mut wc = self.client.watch_client();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(start_revision);
+        self.call(wc.watch(self.subnets_prefix(), Some(opts))).await
+    }
+
+    pub async fn watch_config(&self, start_revision: i64) -> Result<WatchStream, EtcdError> {
+        let mut wc = self.client.watch_client();
+        let opts = WatchOptions::new().with_start_revision(start_revision);
+        self.call(wc.watch(self.config_key(), Some(opts))).await
+    }
+
+    /// Decodes one watch event under the subnets prefix.
+    pub fn subnet_event(&self, ev: &etcd_client::Event) -> Option<SubnetEvent> {
+        let kv = ev.kv()?;
+        match ev.event_type() {
+            EventType::Put => Some(match self.decode(kv) {
+                Decoded::Lease(l) => SubnetEvent::Put(l),
+                Decoded::Garbage(g) => SubnetEvent::Garbage(g),
+            }),
+            EventType::Delete => {
+                let key = String::from_utf8_lossy(kv.key());
+                let name = key.strip_prefix(&self.subnets_prefix()).unwrap_or(&key);
+                Some(match subnet::parse_key(name) {
+                    Ok(subnet) => SubnetEvent::Deleted {
+                        subnet,
+                        revision: kv.mod_revision(),
+                    },
+                    Err(_) => SubnetEvent::GarbageDeleted {
+                        key: name.to_string(),
+                        revision: kv.mod_revision(),
+                    },
+                })
+            }
+        }
+    }
+}
