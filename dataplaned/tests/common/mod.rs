@@ -1,0 +1,192 @@
+//! Helpers for kernel tests: network namespaces the test made (removed on drop,
+//! also when the test panics) and a tokio runtime whose threads live inside one.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ipnet::Ipv4Net;
+use kolach_proto::dataplane as pb;
+use nix::sched::{setns, CloneFlags};
+
+/// A network namespace `kdp-<tag>-<pid>`, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("kdp-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> args...`, which must succeed; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// `ip -n <ns> -j args...` parsed.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ip(&full)).expect("ip -j prints JSON")
+    }
+
+    /// Whether a link exists in the namespace.
+    pub fn has_link(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name, "link", "show", "dev", name])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs a program inside the namespace (`ip netns exec`), with a timeout.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["10", "ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        Command::new("timeout")
+            .args(&full)
+            .output()
+            .expect("timeout(1) runs")
+    }
+
+    /// A multi-thread tokio runtime whose worker threads (and every thread and
+    /// socket they create) live in this namespace.
+    pub fn runtime(&self) -> NsRuntime {
+        let path = format!("/run/netns/{}", self.name);
+        let rt = std::thread::spawn(move || {
+            let f = File::open(&path).expect("namespace file");
+            setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime")
+        })
+        .join()
+        .expect("runtime thread");
+        NsRuntime { rt }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+pub struct NsRuntime {
+    rt: tokio::runtime::Runtime,
+}
+
+impl NsRuntime {
+    /// Runs `f` on a worker thread (inside the namespace) and waits for it.
+    pub fn run<F>(&self, f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.block_on(self.rt.spawn(f)).expect("task panicked")
+    }
+}
+
+pub fn run(prog: &str, args: &[&str]) -> String {
+    let o = Command::new(prog).args(args).output().expect("spawn");
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+/// A fresh run dir under the temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("kdp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A udp snapshot for a host holding `local` at `public_ip`, with `peers`.
+pub fn udp_snapshot(
+    generation: u64,
+    local: &str,
+    public_ip: &str,
+    peers: &[(&str, &str)],
+) -> pb::Snapshot {
+    let net = |s: &str| Some(s.parse::<Ipv4Net>().unwrap().into());
+    let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap().into());
+    pb::Snapshot {
+        version: Some(pb::SnapshotVersion {
+            epoch: 1,
+            generation,
+            etcd_revision: 10 + generation as i64,
+        }),
+        backend: Some(pb::Backend {
+            r#type: pb::BackendType::Udp as i32,
+            port: 8285,
+            vni: 0,
+        }),
+        network: net("10.50.0.0/16"),
+        local_subnet: net(local),
+        public_ip: ip(public_ip),
+        iface: "u0".into(),
+        mtu: 1472,
+        routes: peers
+            .iter()
+            .map(|(subnet, pip)| pb::Route {
+                subnet: net(subnet),
+                public_ip: ip(pip),
+                vtep_mac: vec![],
+            })
+            .collect(),
+    }
+}
+
+/// The IPv4 addresses of `dev` as "a.b.c.d/len".
+pub fn addresses(ns: &Netns, dev: &str) -> Vec<String> {
+    let v = ns.ip_json(&["addr", "show", "dev", dev]);
+    v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+/// Polls `f` for up to 3 s.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -1,0 +1,164 @@
+//! The udp backend against a real kernel, inside a network namespace this test
+//! makes: the TUN device, its address and MTU, subnet changes, restart with a
+//! restored snapshot, ICMP answers, and --cleanup.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{addresses, eventually, udp_snapshot, Netns, TempDir};
+use kolach_dataplaned::engine::{Engine, Origin};
+use kolach_dataplaned::netlink::{Kernel, RtNetlink};
+
+fn underlay(ns: &Netns, ip: &str) {
+    // No dummy module on every kernel; a veth pair with one end unused will do.
+    ns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"]);
+    ns.ip(&["addr", "add", ip, "dev", "u0"]);
+    ns.ip(&["link", "set", "u0", "up"]);
+    ns.ip(&["link", "set", "u1", "up"]);
+}
+
+fn new_engine(rt: &common::NsRuntime, dir: &TempDir) -> Arc<Engine> {
+    let dir = dir.0.clone();
+    rt.run(async move {
+        let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
+        Arc::new(Engine::new(dir, "kolach0".into(), k))
+    })
+}
+
+#[test]
+fn tun_lifecycle_address_change_restart_and_cleanup() {
+    let ns = Netns::new("tun");
+    let rt = ns.runtime();
+    let dir = TempDir::new("tun-run");
+    underlay(&ns, "198.18.0.1/24");
+
+    let e = new_engine(&rt, &dir);
+    let snap = udp_snapshot(
+        1,
+        "10.50.18.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    let e2 = e.clone();
+    let r = rt.run(async move { e2.apply(snap, Origin::Controld).await });
+    assert!(r.applied, "{}", r.reason);
+
+    let link = &ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0];
+    assert_eq!(link["linkinfo"]["info_kind"], "tun");
+    assert_eq!(link["linkinfo"]["info_data"]["persist"], true);
+    assert_eq!(link["linkinfo"]["info_data"]["pi"], false);
+    assert_eq!(link["mtu"], 1472);
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert_eq!(addresses(&ns, "kolach0"), ["10.50.18.0/16"]);
+    let routes = ns.ip(&["route", "show", "dev", "kolach0"]);
+    assert!(routes.contains("10.50.0.0/16"), "{routes}");
+    let st = e.status();
+    assert_eq!(
+        (st.device.as_str(), st.mode.as_str(), st.route_count),
+        ("kolach0", "basic", 1)
+    );
+
+    // A changed subnet replaces the address; a changed MTU is applied.
+    let mut snap = udp_snapshot(
+        2,
+        "10.50.9.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    snap.mtu = 1400;
+    let e2 = e.clone();
+    let r = rt.run(async move { e2.apply(snap, Origin::Controld).await });
+    assert!(r.applied, "{}", r.reason);
+    assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
+    assert_eq!(
+        ns.ip_json(&["link", "show", "dev", "kolach0"])[0]["mtu"],
+        1400
+    );
+
+    // Graceful stop: the device and its address stay.
+    let e2 = e.clone();
+    rt.run(async move { e2.shutdown().await });
+    drop(e);
+    assert!(ns.has_link("kolach0"));
+    assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
+
+    // A new process reattaches and restores the saved snapshot.
+    let e = new_engine(&rt, &dir);
+    let e2 = e.clone();
+    rt.run(async move { e2.restore().await });
+    let st = e.status();
+    assert!(st.has_snapshot);
+    assert_eq!(st.applied_version.unwrap().generation, 2);
+    assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
+    // The same snapshot from controld is a no-op.
+    let snap = udp_snapshot(
+        2,
+        "10.50.9.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    let e2 = e.clone();
+    let r = rt.run(async move { e2.apply(snap, Origin::Controld).await });
+    assert_eq!((r.applied, r.reason.as_str()), (true, "already applied"));
+    let e2 = e.clone();
+    rt.run(async move { e2.shutdown().await });
+
+    // --cleanup removes the device and the saved snapshot.
+    let d = dir.0.clone();
+    rt.run(async move {
+        let k = RtNetlink::connect().unwrap();
+        kolach_dataplaned::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+    })
+    .unwrap();
+    assert!(!ns.has_link("kolach0"));
+    assert!(!kolach_dataplaned::store::path(&dir.0).exists());
+}
+
+#[test]
+fn unleased_destination_gets_net_unreachable_from_the_kernel() {
+    let ns = Netns::new("icmp");
+    let rt = ns.runtime();
+    let dir = TempDir::new("icmp-run");
+    underlay(&ns, "198.18.0.1/24");
+    let e = new_engine(&rt, &dir);
+    let snap = udp_snapshot(
+        1,
+        "10.50.18.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    let e2 = e.clone();
+    assert!(
+        rt.run(async move { e2.apply(snap, Origin::Controld).await })
+            .applied
+    );
+
+    // ping from the host itself: source is the TUN address, and the answer
+    // (from that same address) must get past the martian-source check.
+    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Destination Net Unreachable"),
+        "ping said: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("icmp_unreachable_sent", || {
+        e.status().counters.unwrap().icmp_unreachable_sent >= 1
+    });
+    let c = e.status().counters.unwrap();
+    assert!(c.dropped["unleased"] >= 1);
+
+    // TTL 1 to a leased peer: time exceeded, and nothing sent.
+    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "-t", "1", "10.50.7.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Time to live exceeded"), "ping said: {text}");
+    let c = e.status().counters.unwrap();
+    assert!(c.dropped["ttl-exceeded"] >= 1);
+    assert_eq!(c.udp_tx_packets, 0);
+
+    // Outside the Network is not ours: the kernel never routes it to us, and
+    // the TUN sees only our own overlay traffic.
+    let e2 = e.clone();
+    rt.run(async move { e2.shutdown().await });
+}
