@@ -1,6 +1,8 @@
 //! Logging: tracing to stderr, info by default, `-v` for debug/trace,
 //! `RUST_LOG` overrides.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(verbose: u8) {
@@ -13,5 +15,6 @@ pub fn init(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
