@@ -35,15 +35,17 @@ fn restart_keeps_subnet(lab: &mut Lab, crash: bool) -> Result<()> {
         host.controld.kill();
         host.dataplaned.kill();
     } else {
-        let (c, d) = host.stop();
-        ensure!(
-            matches!(c, Stopped::Graceful(_)),
-            "controld did not exit on SIGTERM within 5s: {c:?}"
-        );
-        ensure!(
-            matches!(d, Stopped::Graceful(_)),
-            "dataplaned did not exit on SIGTERM within 5s: {d:?}"
-        );
+        // controld first, as systemd would order them; each gets 10 s.
+        for p in [&mut host.controld, &mut host.dataplaned] {
+            let t = Instant::now();
+            let how = p.stop_within(Duration::from_secs(10));
+            eprintln!("{} stopped in {:?}: {how:?}", p.label, t.elapsed());
+            ensure!(
+                matches!(how, Stopped::Graceful(_)),
+                "{} did not exit within 10s of SIGTERM: {how:?}",
+                p.label
+            );
+        }
     }
     let restarted = Instant::now();
     lab.host_mut(2).start()?;
