@@ -54,7 +54,7 @@ impl Controller {
         match self.reg.update(&m, &want).await {
             Ok(Some(new)) => {
                 info!(subnet = %new.subnet, backend = %want.backend_type, "lease value rewritten");
-                self.table.put(new.clone());
+                self.table.put_own(new.clone());
                 self.mine = Some(new);
             }
             Ok(None) => {
@@ -171,7 +171,7 @@ impl Controller {
         self.retry_backoff.reset();
         self.retry_at = None;
         self.previous = Some(lease.subnet);
-        self.table.put(lease.clone());
+        self.table.put_own(lease.clone());
         self.mine = Some(lease);
     }
 

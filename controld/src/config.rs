@@ -629,4 +629,29 @@ mod tests {
         assert!(c.fits_network(net("10.50.200.0/24")));
         assert!(!c.fits_network(net("10.50.200.0/26")));
     }
+
+    /// Mangled input never panics: every byte sequence is either a config or
+    /// a one-line error.
+    #[test]
+    fn mangled_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let seed = br#"{"Network":"10.50.0.0/16","SubnetLen":26,"SubnetMin":"10.50.4.0","SubnetMax":"10.50.9.192","HostSubnet":25,"Backend":{"Type":"vxlan","VNI":7,"Port":4789}}"#;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let mut b = seed.to_vec();
+            for _ in 0..rng.random_range(1..6) {
+                let i = rng.random_range(0..b.len());
+                match rng.random_range(0..3) {
+                    0 => b[i] = rng.random(),
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, b"0123456789/.,:\"-{}[]"[rng.random_range(0..16)]),
+                }
+            }
+            if let Err(e) = parse(&b) {
+                assert!(!e.to_string().contains('\n'), "{e}");
+            }
+        }
+    }
 }

@@ -82,7 +82,7 @@ pub struct Flags {
     pub subnet_lease_ttl: Duration,
 
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
-    #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_V")]
+    #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_VERBOSE")]
     pub verbose: u8,
 }
 

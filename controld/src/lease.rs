@@ -182,4 +182,21 @@ mod tests {
             assert_eq!(LeaseAttrs::parse(bytes).unwrap_err(), want);
         }
     }
+
+    #[test]
+    fn mangled_values_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let seed = br#"{"PublicIP":"198.18.0.3","BackendType":"vxlan","BackendData":{"VtepMAC":"aa:bb:cc:dd:ee:ff"}}"#;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..20_000 {
+            let mut b = seed.to_vec();
+            for _ in 0..rng.random_range(1..6) {
+                let i = rng.random_range(0..b.len());
+                b[i] = rng.random();
+            }
+            if let Ok(a) = LeaseAttrs::parse(&b) {
+                assert_eq!(LeaseAttrs::parse(a.to_json().as_bytes()).unwrap(), a);
+            }
+        }
+    }
 }

@@ -132,9 +132,21 @@ impl LeaseTable {
         }
     }
 
+    /// Records a lease this host just wrote. Unlike [`Self::put`] it does not
+    /// advance the table's revision: events before that write may still be
+    /// on their way through the watch.
+    pub fn put_own(&mut self, lease: Lease) -> Change {
+        let revision = self.revision;
+        let change = self.put(lease);
+        self.revision = revision;
+        change
+    }
+
     /// Applies a delete at `revision`; ignored when the table's entry is newer.
     pub fn delete(&mut self, subnet: Ipv4Net, revision: i64) -> Change {
         self.revision = self.revision.max(revision);
+        self.garbage
+            .retain(|_, g| g.subnet != Some(subnet) || g.mod_revision >= revision);
         match self.leases.get(&subnet) {
             Some(old) if old.mod_revision < revision => {
                 Change::Removed(self.leases.remove(&subnet).expect("present"))
