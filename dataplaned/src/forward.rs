@@ -280,4 +280,60 @@ mod tests {
             Err(DropReason::Malformed)
         );
     }
+
+    /// Random and mutated packets through both directions: nothing panics, a
+    /// forwarded packet is still valid with its TTL one lower, and every ICMP
+    /// answer is a valid packet addressed to the offender's source.
+    #[test]
+    fn random_and_mutated_packets_never_break_the_checks() {
+        let (a, b) = pair();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut ans = [0u8; icmp::MAX_ANSWER_LEN];
+        let dsts = ["10.50.7.9", "10.50.99.1", "8.8.8.8", "10.50.255.255"];
+        for i in 0..50_000u32 {
+            let dst = ip(dsts[i as usize % dsts.len()]);
+            let len = (rnd() % 80) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+            let opts: Vec<u8> = (0..(rnd() % 3) * 4).map(|_| rnd() as u8).collect();
+            let mut pkt = build(
+                ip("10.50.18.5"),
+                dst,
+                (rnd() % 4) as u8,
+                (rnd() % 3) as u8,
+                &opts,
+                &payload,
+            );
+            // Mutate some of them anywhere, header included.
+            if i % 3 == 0 && !pkt.is_empty() {
+                let at = rnd() as usize % pkt.len();
+                pkt[at] ^= 1 << (rnd() % 8);
+            }
+            if i % 7 == 0 {
+                pkt.truncate(rnd() as usize % (pkt.len() + 1));
+            }
+            let before = packet::parse(&pkt).ok();
+            match from_tun(&a, &mut pkt, &mut ans) {
+                TunVerdict::Send(_) => {
+                    let after = packet::parse(&pkt).expect("still valid");
+                    assert_eq!(after.ttl + 1, before.unwrap().ttl);
+                    let _ = from_udp(&b, ip("198.18.0.1"), &pkt);
+                }
+                TunVerdict::Drop {
+                    answer: Some(n), ..
+                } => {
+                    let info = packet::parse(&ans[..n]).expect("answer is valid");
+                    assert_eq!(info.dst, before.unwrap().src);
+                    assert_eq!(packet::checksum(&ans[20..n]), 0);
+                }
+                TunVerdict::Drop { answer: None, .. } => {}
+            }
+            let _ = from_udp(&b, ip("198.18.0.1"), &pkt);
+        }
+    }
 }

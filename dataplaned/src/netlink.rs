@@ -52,12 +52,14 @@ pub trait Kernel: Send + Sync {
 
 /// Gives `name` exactly the IPv4 address `addr` (removing stale ones first, so
 /// a changed subnet replaces the old address), the MTU, and brings it up.
+/// Returns warnings: a read-only /proc/sys (some containers) costs only the
+/// ICMP answers, not forwarding, so it does not fail the apply.
 pub async fn configure_device(
     k: &dyn Kernel,
     name: &str,
     addr: Ipv4Net,
     mtu: u32,
-) -> Result<(), KernelError> {
+) -> Result<Vec<String>, KernelError> {
     let (index, _kind) = k
         .link(name)
         .await?
@@ -74,7 +76,15 @@ pub async fn configure_device(
         k.add_address(index, addr).await?;
     }
     k.set_mtu_up(index, mtu).await?;
-    k.set_accept_local(name).await
+    Ok(match k.set_accept_local(name).await {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(device = name, error = %e, "ICMP errors to local senders will be dropped by the kernel");
+            vec![format!(
+                "{e}: ICMP errors to local senders will be dropped by the kernel"
+            )]
+        }
+    })
 }
 
 /// [`Kernel`] over an rtnetlink connection, in the network namespace of the
@@ -250,6 +260,8 @@ pub(crate) mod fake {
         pub calls: Mutex<Vec<String>>,
         /// name → (index, addresses, mtu, up)
         pub links: Mutex<HashMap<String, FakeLink>>,
+        /// Make set_accept_local fail, as on a read-only /proc/sys.
+        pub sysctl_read_only: std::sync::atomic::AtomicBool,
     }
 
     impl FakeKernel {
@@ -322,7 +334,19 @@ pub(crate) mod fake {
         }
         fn set_accept_local<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), KernelError>> {
             self.record(format!("accept-local {name}"));
-            Box::pin(async { Ok(()) })
+            let ro = self
+                .sysctl_read_only
+                .load(std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move {
+                if ro {
+                    Err(KernelError::Sysctl {
+                        path: format!("/proc/sys/net/ipv4/conf/{name}/accept_local"),
+                        source: std::io::Error::from_raw_os_error(libc::EROFS),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
         }
     }
 }
@@ -387,6 +411,25 @@ mod tests {
         assert_eq!(
             k.links.lock().unwrap()["kolach0"].1,
             vec![n("10.50.9.0/16")]
+        );
+    }
+
+    #[tokio::test]
+    async fn read_only_sysctl_is_a_warning_not_a_failure() {
+        let k = FakeKernel::with_link("kolach0", 7);
+        k.sysctl_read_only
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let w = configure_device(&k, "kolach0", n("10.50.18.0/16"), 1472)
+            .await
+            .unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("cannot set /proc/sys/net/ipv4/conf/kolach0/accept_local"),
+            "{w:?}"
+        );
+        assert_eq!(
+            k.links.lock().unwrap()["kolach0"].1,
+            vec![n("10.50.18.0/16")]
         );
     }
 

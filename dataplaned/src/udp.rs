@@ -120,12 +120,13 @@ impl UdpBackend {
             Some(t) => t.clone(),
             None => Arc::new(tun::open_persistent(&self.tun_name)?),
         };
-        configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
+        let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
                 device: self.tun_name.clone(),
                 source,
             })?;
+        warnings.extend(device_warnings);
         self.tun = Some(tun.clone());
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
         if let Some(sock) = new_socket {
