@@ -21,3 +21,24 @@ pub fn sd_notify(state: &str) -> io::Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_ready_to_the_socket() {
+        let dir = std::env::temp_dir().join(format!("kolach-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        assert!(sd_notify("READY=1").unwrap());
+        std::env::remove_var("NOTIFY_SOCKET");
+        let mut buf = [0u8; 64];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        assert!(!sd_notify("READY=1").unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

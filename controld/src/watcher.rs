@@ -9,10 +9,19 @@ use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
 use crate::registry::{Registry, SubnetEvent};
 
 /// Runs until shutdown, feeding [`Event::Listed`] and [`Event::Subnet`].
-pub async fn subnets(reg: Registry, tx: EventTx, mut shutdown: Shutdown) {
+pub async fn subnets(reg: Registry, tx: EventTx, shutdown: Shutdown) {
+    subnets_from(reg, tx, shutdown, None).await
+}
+
+/// Like [`subnets`], but resumes from `resume` (a revision) instead of
+/// listing first: what happens after a broken watch.
+pub async fn subnets_from(
+    reg: Registry,
+    tx: EventTx,
+    mut shutdown: Shutdown,
+    mut resume: Option<i64>,
+) {
     let mut backoff = Backoff::etcd();
-    // The revision to resume watching from; None means list first.
-    let mut resume: Option<i64> = None;
     loop {
         let start = match resume {
             Some(r) => r,

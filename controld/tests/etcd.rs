@@ -458,3 +458,131 @@ async fn no_dataplane_no_subnet_env_then_push_on_connect() {
     .await;
     assert_eq!(a.dp.as_ref().unwrap().rec.last().unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resuming_from_a_compacted_revision_lists_again() {
+    use kolach_controld::event::{Event, Shutdown};
+    use kolach_controld::registry::{EtcdOptions, Registry};
+
+    let etcd = Etcd::start().await;
+    let peer = r#"{"PublicIP":"198.18.0.1"}"#;
+    etcd.fake_peer("10.50.1.0/24", peer).await;
+    let resume = etcd
+        .client()
+        .await
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+        + 1;
+    // Changes the watch would have to see: a delete and a put...
+    etcd.delete_subnet(net("10.50.1.0/24")).await;
+    etcd.fake_peer("10.50.2.0/24", r#"{"PublicIP":"198.18.0.2"}"#)
+        .await;
+    // ...but their history is compacted away.
+    let mut c = etcd.client().await;
+    let now = c.get("x", None).await.unwrap().header().unwrap().revision();
+    c.compact(now, None).await.unwrap();
+
+    let reg = Registry::connect(&EtcdOptions {
+        endpoints: vec![etcd.url.clone()],
+        prefix: common::PREFIX.into(),
+        ..EtcdOptions::default()
+    })
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = Shutdown::new();
+    let task = tokio::spawn(kolach_controld::watcher::subnets_from(
+        reg,
+        tx,
+        stop,
+        Some(resume),
+    ));
+    let listing = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.recv().await.unwrap() {
+                Event::Listed(l) => return l,
+                Event::Subnet(e) => panic!("event from a compacted history: {e:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a fresh listing");
+    let subnets: Vec<Ipv4Net> = listing.leases.iter().map(|l| l.subnet).collect();
+    assert_eq!(subnets, vec![net("10.50.2.0/24")]);
+    assert!(listing.revision >= now);
+    let _ = stop_tx.send(true);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_until_sigterm_and_keeps_its_lease() {
+    let etcd = Etcd::start().await;
+    etcd.put_config(NET16).await;
+    let dir = TempDir::new("bin");
+    let dp = common::FakeDataplane::start(dir.path()).await;
+    let env_file = dir.path().join("subnet.env");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kolach-controld"))
+        .env("KOLACH_ETCD_ENDPOINTS", &etcd.url)
+        .env("KOLACH_IFACE", "lo")
+        .env("KOLACH_PUBLIC_IP", "198.18.0.1")
+        .env("KOLACH_RUN_DIR", dir.path())
+        .env("KOLACH_SUBNET_FILE", &env_file)
+        .env("KOLACH_SUBNET_LEASE_TTL", "60s")
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        "subnet.env from the binary",
+        || {
+            let f = env_file.clone();
+            async move { f.exists() }
+        },
+    )
+    .await;
+    assert!(dp.rec.count() >= 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kolach-controld did not exit on SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(!dir.path().join("controld.sock").exists(), "socket removed");
+    assert_eq!(
+        etcd.subnets().await.len(),
+        1,
+        "the lease stays for the next start"
+    );
+    dp.stop().await;
+}
+
+#[test]
+fn the_binary_exits_1_with_a_hint_when_the_interface_is_missing() {
+    let dir = TempDir::new("bin-bad");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kolach-controld"))
+        .args(["--iface", "eth9nope", "--run-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no interface named eth9nope"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}

@@ -95,37 +95,49 @@ impl Etcd {
 
     async fn spawn(&mut self) {
         let data = self.dir.path().join("data");
-        let child = Command::new("/usr/bin/etcd")
-            .args([
-                "--name=t",
-                &format!("--data-dir={}", data.display()),
-                &format!("--listen-client-urls={}", self.url),
-                &format!("--advertise-client-urls={}", self.url),
-                &format!("--listen-peer-urls={}", self.peer),
-                &format!("--initial-advertise-peer-urls={}", self.peer),
-                &format!("--initial-cluster=t={}", self.peer),
-                "--logger=zap",
-                "--log-level=error",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/bin/etcd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = Client::connect([&self.url], None).await {
-                if c.get("health-probe", None).await.is_ok() {
-                    return;
-                }
+        for attempt in 0..5 {
+            if attempt > 0 {
+                // The ports were probably taken by a neighbour test meanwhile.
+                self.url = format!("http://127.0.0.1:{}", free_port());
+                self.peer = format!("http://127.0.0.1:{}", free_port());
+                let _ = std::fs::remove_dir_all(&data);
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not come up at {}",
-                self.url
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut child = Command::new("/usr/bin/etcd")
+                .args([
+                    "--name=t",
+                    &format!("--data-dir={}", data.display()),
+                    &format!("--listen-client-urls={}", self.url),
+                    &format!("--advertise-client-urls={}", self.url),
+                    &format!("--listen-peer-urls={}", self.peer),
+                    &format!("--initial-advertise-peer-urls={}", self.peer),
+                    &format!("--initial-cluster=t={}", self.peer),
+                    "--logger=zap",
+                    "--log-level=error",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start /usr/bin/etcd");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if let Ok(mut c) = Client::connect([&self.url], None).await {
+                    if c.get("health-probe", None).await.is_ok() {
+                        self.child = Some(child);
+                        return;
+                    }
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
+        panic!("etcd did not come up at {}", self.url);
     }
 
     /// Kills etcd (data kept) to simulate an outage.
@@ -478,15 +490,20 @@ impl Host {
             .map(|s| Ipv4Net::try_from(s).unwrap())
     }
 
-    /// Waits until subnet.env exists and returns the subnet the status reports.
+    /// Waits until this controld is running (the dataplane applied its
+    /// snapshot) with subnet.env written, and returns its subnet.
     pub async fn ready(&self) -> Ipv4Net {
         let f = self.subnet_file();
-        wait_for(Duration::from_secs(15), "subnet.env", || {
+        wait_for(Duration::from_secs(20), "running with subnet.env", || {
             let f = f.clone();
-            async move { f.exists() }
+            async move { f.exists() && self.status().await.phase == "running" }
         })
         .await;
-        self.subnet().await.expect("subnet in status")
+        let subnet = self.subnet().await.expect("subnet in status");
+        let env = self.subnet_env().unwrap();
+        let first = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
+        assert!(env.contains(&format!("KOLACH_SUBNET={first}/")), "{env}");
+        subnet
     }
 
     pub fn routes(&self) -> Vec<Ipv4Net> {
