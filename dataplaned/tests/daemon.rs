@@ -89,6 +89,37 @@ async fn client(dir: &Path) -> DataplaneClient<Channel> {
     DataplaneClient::new(ch)
 }
 
+/// From a thread running as uid 65534 (per-thread setresuid, so the rest of
+/// the test stays root): whether Status works, and Apply's status code.
+fn unprivileged_calls(dir: &Path) -> (bool, tonic::Code) {
+    use std::os::unix::fs::PermissionsExt;
+    let sock = dir.join(kolach_proto::DATAPLANED_SOCKET);
+    // Let the other uid open the socket at all; the gate is what is tested.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: a raw syscall changes only this thread's credentials.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresuid");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = client(&dir).await;
+            let status_ok = c.status(StatusRequest {}).await.is_ok();
+            let code = c
+                .apply(udp_snapshot(9, "10.50.18.0/24", "198.18.0.1", &[]))
+                .await
+                .unwrap_err()
+                .code();
+            (status_ok, code)
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn daemon_serves_stops_restores_and_cleans_up() {
     let ns = Netns::new("bin");
@@ -150,6 +181,10 @@ fn daemon_serves_stops_restores_and_cleans_up() {
         assert_eq!(st.mode, "basic");
         assert!(st.counters.unwrap().dropped.contains_key("unknown-sender"));
     });
+    assert_eq!(
+        unprivileged_calls(&dir.0),
+        (true, tonic::Code::PermissionDenied)
+    );
     assert!(d.terminate(Duration::from_secs(5)).success());
     assert!(ns.has_link("kolach0"), "SIGTERM must leave the TUN device");
     assert_eq!(common::addresses(&ns, "kolach0"), ["10.50.18.0/16"]);

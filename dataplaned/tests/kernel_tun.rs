@@ -76,6 +76,31 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
         1400
     );
 
+    // Switching to alloc stops the loop but leaves the device; back to udp.
+    let mut alloc = udp_snapshot(3, "10.50.9.0/24", "198.18.0.1", &[]);
+    alloc.backend.as_mut().unwrap().r#type = kolach_proto::dataplane::BackendType::Alloc as i32;
+    let e2 = e.clone();
+    assert!(
+        rt.run(async move { e2.apply(alloc, Origin::Controld).await })
+            .applied
+    );
+    let st = e.status();
+    assert_eq!((st.mode.as_str(), st.device.as_str()), ("none", ""));
+    assert!(ns.has_link("kolach0"));
+    let mut snap = udp_snapshot(
+        4,
+        "10.50.9.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    snap.mtu = 1400;
+    let e2 = e.clone();
+    assert!(
+        rt.run(async move { e2.apply(snap, Origin::Controld).await })
+            .applied
+    );
+    assert_eq!(e.status().mode, "basic");
+
     // Graceful stop: the device and its address stay.
     let e2 = e.clone();
     rt.run(async move { e2.shutdown().await });
@@ -89,11 +114,11 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     rt.run(async move { e2.restore().await });
     let st = e.status();
     assert!(st.has_snapshot);
-    assert_eq!(st.applied_version.unwrap().generation, 2);
+    assert_eq!(st.applied_version.unwrap().generation, 4);
     assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
     // The same snapshot from controld is a no-op.
     let snap = udp_snapshot(
-        2,
+        4,
         "10.50.9.0/24",
         "198.18.0.1",
         &[("10.50.7.0/24", "198.18.0.2")],
