@@ -127,7 +127,10 @@ impl Registry {
             co = co.with_tls(tls);
         }
         if let (Some(u), Some(p)) = (&opts.username, &opts.password) {
-            co = co.with_user(u.clone(), p.clone());
+            // etcd's auth tokens expire (5 min by default); refresh them.
+            co = co
+                .with_user(u.clone(), p.clone())
+                .with_auto_token_refresh(true);
         }
         let client = Client::connect(&opts.endpoints, Some(co))
             .await

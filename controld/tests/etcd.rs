@@ -586,3 +586,67 @@ fn the_binary_exits_1_with_a_hint_when_the_interface_is_missing() {
     assert!(err.contains("no interface named eth9nope"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let etcd = Etcd::start_with(true).await;
+    etcd.put_config(NET16).await;
+    let t = etcd.tls().unwrap().clone();
+    let (ca, cert, key) = (
+        t.ca.display().to_string(),
+        t.client_cert.display().to_string(),
+        t.client_key.display().to_string(),
+    );
+    let extra = [
+        "--etcd-cafile",
+        ca.as_str(),
+        "--etcd-certfile",
+        cert.as_str(),
+        "--etcd-keyfile",
+        key.as_str(),
+    ];
+    let a = Host::start_in(
+        &etcd,
+        std::sync::Arc::new(TempDir::new("tls")),
+        "198.18.0.1",
+        true,
+        &extra,
+    )
+    .await;
+    a.ready().await;
+    assert!(a.status().await.etcd_reachable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password() {
+    let etcd = Etcd::start().await;
+    etcd.put_config(NET16).await;
+    let mut c = etcd.client().await;
+    c.user_add("root", "s3cret", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let extra = ["--etcd-username", "root", "--etcd-password", "s3cret"];
+    let a = Host::start_in(
+        &etcd,
+        std::sync::Arc::new(TempDir::new("auth")),
+        "198.18.0.1",
+        true,
+        &extra,
+    )
+    .await;
+    a.ready().await;
+    // A wrong password is retried, never fatal, and shows in the status.
+    let bad = ["--etcd-username", "root", "--etcd-password", "wrong"];
+    let b = Host::start_in(
+        &etcd,
+        std::sync::Arc::new(TempDir::new("auth")),
+        "198.18.0.2",
+        true,
+        &bad,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = b.status().await;
+    assert!(!st.etcd_reachable);
+    assert_eq!(st.phase, "waiting-for-etcd");
+}

@@ -76,21 +76,148 @@ pub struct Etcd {
     pub url: String,
     peer: String,
     dir: TempDir,
+    /// Extra etcd flags (TLS); with TLS the client URL is https.
+    extra: Vec<String>,
+    tls: Option<Tls>,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the openssl command.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Tls {
+    pub fn make(dir: &Path) -> Tls {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kolach-test-ca",
+        ]);
+        for who in ["server", "client"] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN={who}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
+        }
+        Tls {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Self::start_with(false).await
+    }
+
+    /// With `tls`, etcd serves https only and demands client certificates.
+    pub async fn start_with(tls: bool) -> Etcd {
         let dir = TempDir::new("etcd");
-        let url = format!("http://127.0.0.1:{}", free_port());
+        let (scheme, extra, tls) = if tls {
+            let t = Tls::make(dir.path());
+            let extra = vec![
+                format!("--cert-file={}", t.server_cert.display()),
+                format!("--key-file={}", t.server_key.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth".to_string(),
+            ];
+            ("https", extra, Some(t))
+        } else {
+            ("http", vec![], None)
+        };
+        let url = format!("{scheme}://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{}", free_port());
         let mut e = Etcd {
             child: None,
             url,
             peer,
             dir,
+            extra,
+            tls,
         };
         e.spawn().await;
         e
+    }
+
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    fn connect_options(&self) -> Option<etcd_client::ConnectOptions> {
+        self.tls.as_ref().map(|t| {
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(
+                    std::fs::read(&t.ca).unwrap(),
+                ))
+                .identity(etcd_client::Identity::from_pem(
+                    std::fs::read(&t.client_cert).unwrap(),
+                    std::fs::read(&t.client_key).unwrap(),
+                ));
+            etcd_client::ConnectOptions::new().with_tls(tls)
+        })
     }
 
     async fn spawn(&mut self) {
@@ -98,7 +225,8 @@ impl Etcd {
         for attempt in 0..5 {
             if attempt > 0 {
                 // The ports were probably taken by a neighbour test meanwhile.
-                self.url = format!("http://127.0.0.1:{}", free_port());
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                self.url = format!("{scheme}://127.0.0.1:{}", free_port());
                 self.peer = format!("http://127.0.0.1:{}", free_port());
                 let _ = std::fs::remove_dir_all(&data);
             }
@@ -114,6 +242,7 @@ impl Etcd {
                     "--logger=zap",
                     "--log-level=error",
                 ])
+                .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -123,7 +252,7 @@ impl Etcd {
                 if child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if let Ok(mut c) = Client::connect([&self.url], None).await {
+                if let Ok(mut c) = Client::connect([&self.url], self.connect_options()).await {
                     if c.get("health-probe", None).await.is_ok() {
                         self.child = Some(child);
                         return;
@@ -155,7 +284,9 @@ impl Etcd {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect([&self.url], None).await.unwrap()
+        Client::connect([&self.url], self.connect_options())
+            .await
+            .unwrap()
     }
 
     pub async fn put_config(&self, json: &str) {
