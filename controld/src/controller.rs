@@ -18,11 +18,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{self, NetConfig};
-use crate::event::{DataplaneEvent, Event, EventTx, Shutdown};
+use crate::event::{Event, EventTx, Shutdown};
 use crate::keeper;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::registry::{Registry, SubnetEvent};
-use crate::snapshot::{self, Local, Versioner};
+use crate::snapshot::Versioner;
 use crate::subnet_env::SubnetEnv;
 use crate::table::{Change, LeaseTable};
 use crate::underlay::{self, Underlay};
@@ -50,36 +50,36 @@ pub struct Controller {
 
     pub(crate) cfg: Option<NetConfig>,
     config_raw: Option<Option<Vec<u8>>>,
-    config_error: Option<String>,
+    pub(crate) config_error: Option<String>,
     pub(crate) table: LeaseTable,
-    listed: bool,
+    pub(crate) listed: bool,
     /// This host's lease or reservation, once held.
     pub(crate) mine: Option<Lease>,
     /// The subnet held before (subnet.env, or the lease just lost).
     pub(crate) previous: Option<Ipv4Net>,
     keeper: Option<(i64, JoinHandle<()>)>,
-    keepalive: Option<(i64, std::time::Instant)>,
+    pub(crate) keepalive: Option<(i64, std::time::Instant)>,
     /// A granted etcd lease not yet attached to a key (after a lost race).
     pub(crate) spare_lease: Option<i64>,
     /// When to try claiming again after a failure; None = now.
     pub(crate) retry_at: Option<Instant>,
     pub(crate) retry_backoff: Backoff,
 
-    versioner: Versioner,
-    snapshots: watch::Sender<Option<Snapshot>>,
-    peer_count: u32,
+    pub(crate) versioner: Versioner,
+    pub(crate) snapshots: watch::Sender<Option<Snapshot>>,
+    pub(crate) peer_count: u32,
     /// subnet.env content of each snapshot generation not yet acknowledged.
-    pending_env: BTreeMap<u64, SubnetEnv>,
-    acked_env: Option<SubnetEnv>,
-    written_env: Option<SubnetEnv>,
-    ready_sent: bool,
-    dp_connected: bool,
-    applied_generation: u64,
+    pub(crate) pending_env: BTreeMap<u64, SubnetEnv>,
+    pub(crate) acked_env: Option<SubnetEnv>,
+    pub(crate) written_env: Option<SubnetEnv>,
+    pub(crate) ready_sent: bool,
+    pub(crate) dp_connected: bool,
+    pub(crate) applied_generation: u64,
 
-    etcd_reachable: bool,
+    pub(crate) etcd_reachable: bool,
     etcd_error: Option<String>,
-    warnings: VecDeque<String>,
-    view: watch::Sender<Arc<View>>,
+    pub(crate) warnings: VecDeque<String>,
+    pub(crate) view: watch::Sender<Arc<View>>,
 }
 
 impl Controller {
@@ -344,72 +344,6 @@ impl Controller {
         self.retry_at = None;
     }
 
-    fn on_dataplane(&mut self, d: DataplaneEvent) {
-        match d {
-            DataplaneEvent::Connected => {
-                self.dp_connected = true;
-            }
-            DataplaneEvent::Disconnected(why) => {
-                if self.dp_connected {
-                    self.warn_event(format!("dataplane disconnected: {why}"));
-                }
-                self.dp_connected = false;
-            }
-            DataplaneEvent::Reply {
-                generation,
-                applied,
-                reason,
-                applied_version,
-            } => {
-                if !applied {
-                    warn!(generation, reason = %reason, applied = ?applied_version,
-                        "dataplane refused the snapshot");
-                    self.warn_event(format!(
-                        "dataplane refused generation {generation}: {reason}"
-                    ));
-                    return;
-                }
-                self.applied_generation = self.applied_generation.max(generation);
-                if let Some(env) = self.pending_env.get(&generation).cloned() {
-                    self.acked_env = Some(env);
-                }
-                self.pending_env.retain(|g, _| *g > generation);
-                self.write_subnet_env();
-            }
-        }
-    }
-
-    /// Writes subnet.env from the last snapshot the dataplane applied, then
-    /// tells systemd we are ready (first time only).
-    fn write_subnet_env(&mut self) {
-        let Some(env) = self.acked_env.clone() else {
-            return;
-        };
-        if self.written_env.as_ref() == Some(&env) {
-            return;
-        }
-        let path = self.settings.subnet_file.clone();
-        match crate::subnet_env::write_atomic(&path, &env.render()) {
-            Ok(()) => {
-                info!(file = %path.display(), network = %env.network, subnet = %env.subnet,
-                    mtu = env.mtu, "wrote subnet.env");
-                self.written_env = Some(env);
-                if !self.ready_sent {
-                    self.ready_sent = true;
-                    match crate::notify::sd_notify("READY=1") {
-                        Ok(true) => info!("told systemd READY=1"),
-                        Ok(false) => {}
-                        Err(e) => warn!(error = %e, "sd_notify failed"),
-                    }
-                }
-            }
-            Err(e) => {
-                error!(file = %path.display(), error = %e, "cannot write subnet.env; will retry");
-                self.warn_event(format!("cannot write {}: {e}", path.display()));
-            }
-        }
-    }
-
     fn periodic(&mut self) {
         match underlay::current_mtu(&self.underlay.iface) {
             Ok(mtu) if mtu != self.underlay.mtu => {
@@ -463,101 +397,6 @@ impl Controller {
             self.start_keeper(id);
         }
         self.push_snapshot();
-    }
-
-    /// Pushes a new snapshot if the content changed. Never before the initial
-    /// list, and only while this host holds a lease.
-    fn push_snapshot(&mut self) {
-        let (Some(cfg), Some(m)) = (&self.cfg, &self.mine) else {
-            return;
-        };
-        if !self.listed {
-            return;
-        }
-        let local = Local {
-            subnet: m.subnet,
-            public_ip: self.underlay.public_ip,
-            iface: self.underlay.iface.clone(),
-            underlay_mtu: self.underlay.mtu,
-        };
-        let content = snapshot::build(cfg, &local, self.table.leases());
-        let env = SubnetEnv {
-            network: cfg.network,
-            subnet: m.subnet,
-            mtu: content.mtu,
-            ipmasq: false,
-        };
-        let routes = content.routes.len();
-        if let Some(s) = self.versioner.stamp(content, self.table.revision()) {
-            let generation = self.versioner.generation();
-            info!(
-                generation,
-                routes,
-                revision = self.table.revision(),
-                "new snapshot"
-            );
-            self.peer_count = routes as u32;
-            self.pending_env.insert(generation, env);
-            self.snapshots.send_replace(Some(s));
-        }
-    }
-
-    fn phase(&self) -> &'static str {
-        if self.cfg.is_none() {
-            if self.etcd_reachable {
-                "waiting-for-config"
-            } else {
-                "waiting-for-etcd"
-            }
-        } else if !self.listed {
-            "listing"
-        } else if self.mine.is_none() {
-            "claiming"
-        } else if self.applied_generation == 0 {
-            "waiting-for-dataplane"
-        } else {
-            "running"
-        }
-    }
-
-    fn publish(&self) {
-        let mut leases: Vec<Lease> = self.table.leases().cloned().collect();
-        if let Some(m) = &self.mine {
-            if !leases.iter().any(|l| l.subnet == m.subnet) {
-                leases.push(m.clone());
-                leases.sort_by_key(|l| l.subnet);
-            }
-        }
-        let v = View {
-            phase: self.phase(),
-            subnet: self.mine.as_ref().map(|m| m.subnet),
-            reservation: self.mine.as_ref().is_some_and(Lease::is_reservation),
-            lease_id: self.mine.as_ref().map_or(0, |m| m.lease_id),
-            public_ip: Some(self.underlay.public_ip),
-            iface: self.underlay.iface.clone(),
-            backend: self
-                .cfg
-                .as_ref()
-                .map(|c| c.backend.kind.to_string())
-                .unwrap_or_default(),
-            network: self.cfg.as_ref().map(|c| c.network),
-            mtu: self
-                .cfg
-                .as_ref()
-                .map_or(0, |c| snapshot::overlay_mtu(c, self.underlay.mtu)),
-            keepalive: self.keepalive,
-            etcd_reachable: self.etcd_reachable,
-            watched_revision: self.table.revision(),
-            dataplane_connected: self.dp_connected,
-            epoch: self.versioner.epoch(),
-            generation: self.versioner.generation(),
-            applied_generation: self.applied_generation,
-            peer_count: self.peer_count,
-            config_error: self.config_error.clone().unwrap_or_default(),
-            warnings: self.warnings.iter().cloned().collect(),
-            leases,
-        };
-        self.view.send_replace(Arc::new(v));
     }
 }
 

@@ -15,7 +15,8 @@
 //! - [`registry`]: the only module that talks to etcd; every subnet write is a txn.
 //! - [`watcher`]: list + watch of `<prefix>/subnets/`, and the config watch.
 //! - [`keeper`]: etcd lease keepalive.
-//! - [`controller`] and [`claim`]: the single state task that owns the model.
+//! - [`controller`], [`claim`] and [`push`]: the single state task that owns the model,
+//!   how it gets its subnet, and what it sends out (snapshots, subnet.env, status).
 //! - [`dataplane`]: the `Dataplane.Sync` stream with reconnect.
 //! - [`api`] and [`view`]: `kolach.control.v1.Control` on `<run-dir>/controld.sock`.
 //! - [`underlay`]: interface, address and MTU; [`notify`]: sd_notify.
@@ -32,6 +33,7 @@ pub mod flags;
 pub mod keeper;
 pub mod lease;
 pub mod notify;
+pub mod push;
 pub mod recovery;
 pub mod registry;
 pub mod snapshot;

@@ -1,0 +1,177 @@
+//! What leaves the state task: snapshots to the dataplane (never before the
+//! initial list, never without a lease), subnet.env once the dataplane applied
+//! a snapshot (then sd_notify READY=1), and the view the control API serves.
+
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::controller::Controller;
+use crate::event::DataplaneEvent;
+use crate::lease::Lease;
+use crate::snapshot::{self, Local};
+use crate::subnet_env::SubnetEnv;
+use crate::view::View;
+
+impl Controller {
+    pub(crate) fn on_dataplane(&mut self, d: DataplaneEvent) {
+        match d {
+            DataplaneEvent::Connected => {
+                self.dp_connected = true;
+            }
+            DataplaneEvent::Disconnected(why) => {
+                if self.dp_connected {
+                    self.warn_event(format!("dataplane disconnected: {why}"));
+                }
+                self.dp_connected = false;
+            }
+            DataplaneEvent::Reply {
+                generation,
+                applied,
+                reason,
+                applied_version,
+            } => {
+                if !applied {
+                    warn!(generation, reason = %reason, applied = ?applied_version,
+                        "dataplane refused the snapshot");
+                    self.warn_event(format!(
+                        "dataplane refused generation {generation}: {reason}"
+                    ));
+                    return;
+                }
+                self.applied_generation = self.applied_generation.max(generation);
+                if let Some(env) = self.pending_env.get(&generation).cloned() {
+                    self.acked_env = Some(env);
+                }
+                self.pending_env.retain(|g, _| *g > generation);
+                self.write_subnet_env();
+            }
+        }
+    }
+
+    /// Writes subnet.env from the last snapshot the dataplane applied, then
+    /// tells systemd we are ready (first time only).
+    pub(crate) fn write_subnet_env(&mut self) {
+        let Some(env) = self.acked_env.clone() else {
+            return;
+        };
+        if self.written_env.as_ref() == Some(&env) {
+            return;
+        }
+        let path = self.settings.subnet_file.clone();
+        match crate::subnet_env::write_atomic(&path, &env.render()) {
+            Ok(()) => {
+                info!(file = %path.display(), network = %env.network, subnet = %env.subnet,
+                    mtu = env.mtu, "wrote subnet.env");
+                self.written_env = Some(env);
+                if !self.ready_sent {
+                    self.ready_sent = true;
+                    match crate::notify::sd_notify("READY=1") {
+                        Ok(true) => info!("told systemd READY=1"),
+                        Ok(false) => {}
+                        Err(e) => warn!(error = %e, "sd_notify failed"),
+                    }
+                }
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "cannot write subnet.env; will retry");
+                self.warn_event(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// Pushes a new snapshot if the content changed. Never before the initial
+    /// list, and only while this host holds a lease.
+    pub(crate) fn push_snapshot(&mut self) {
+        let (Some(cfg), Some(m)) = (&self.cfg, &self.mine) else {
+            return;
+        };
+        if !self.listed {
+            return;
+        }
+        let local = Local {
+            subnet: m.subnet,
+            public_ip: self.underlay.public_ip,
+            iface: self.underlay.iface.clone(),
+            underlay_mtu: self.underlay.mtu,
+        };
+        let content = snapshot::build(cfg, &local, self.table.leases());
+        let env = SubnetEnv {
+            network: cfg.network,
+            subnet: m.subnet,
+            mtu: content.mtu,
+            ipmasq: false,
+        };
+        let routes = content.routes.len();
+        if let Some(s) = self.versioner.stamp(content, self.table.revision()) {
+            let generation = self.versioner.generation();
+            info!(
+                generation,
+                routes,
+                revision = self.table.revision(),
+                "new snapshot"
+            );
+            self.peer_count = routes as u32;
+            self.pending_env.insert(generation, env);
+            self.snapshots.send_replace(Some(s));
+        }
+    }
+
+    pub(crate) fn phase(&self) -> &'static str {
+        if self.cfg.is_none() {
+            if self.etcd_reachable {
+                "waiting-for-config"
+            } else {
+                "waiting-for-etcd"
+            }
+        } else if !self.listed {
+            "listing"
+        } else if self.mine.is_none() {
+            "claiming"
+        } else if self.applied_generation == 0 {
+            "waiting-for-dataplane"
+        } else {
+            "running"
+        }
+    }
+
+    pub(crate) fn publish(&self) {
+        let mut leases: Vec<Lease> = self.table.leases().cloned().collect();
+        if let Some(m) = &self.mine {
+            if !leases.iter().any(|l| l.subnet == m.subnet) {
+                leases.push(m.clone());
+                leases.sort_by_key(|l| l.subnet);
+            }
+        }
+        let v = View {
+            phase: self.phase(),
+            subnet: self.mine.as_ref().map(|m| m.subnet),
+            reservation: self.mine.as_ref().is_some_and(Lease::is_reservation),
+            lease_id: self.mine.as_ref().map_or(0, |m| m.lease_id),
+            public_ip: Some(self.underlay.public_ip),
+            iface: self.underlay.iface.clone(),
+            backend: self
+                .cfg
+                .as_ref()
+                .map(|c| c.backend.kind.to_string())
+                .unwrap_or_default(),
+            network: self.cfg.as_ref().map(|c| c.network),
+            mtu: self
+                .cfg
+                .as_ref()
+                .map_or(0, |c| snapshot::overlay_mtu(c, self.underlay.mtu)),
+            keepalive: self.keepalive,
+            etcd_reachable: self.etcd_reachable,
+            watched_revision: self.table.revision(),
+            dataplane_connected: self.dp_connected,
+            epoch: self.versioner.epoch(),
+            generation: self.versioner.generation(),
+            applied_generation: self.applied_generation,
+            peer_count: self.peer_count,
+            config_error: self.config_error.clone().unwrap_or_default(),
+            warnings: self.warnings.iter().cloned().collect(),
+            leases,
+        };
+        self.view.send_replace(Arc::new(v));
+    }
+}
