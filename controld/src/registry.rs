@@ -38,6 +38,11 @@ pub enum EtcdError {
     },
     #[error("--etcd-cafile/--etcd-certfile need https:// endpoints, got {0}")]
     TlsNeedsHttps(String),
+    #[error("bad --etcd-endpoints {endpoints}: {source}")]
+    BadEndpoint {
+        endpoints: String,
+        source: etcd_client::Error,
+    },
     #[error("etcd lease {0:x} no longer exists")]
     LeaseGone(i64),
 }
@@ -132,12 +137,21 @@ impl Registry {
                 .with_user(u.clone(), p.clone())
                 .with_auto_token_refresh(true);
         }
-        let client = Client::connect(&opts.endpoints, Some(co))
-            .await
-            .map_err(|source| EtcdError::Unreachable {
-                endpoints: endpoints.clone(),
-                source,
-            })?;
+        let client =
+            Client::connect(&opts.endpoints, Some(co))
+                .await
+                .map_err(|source| match source {
+                    etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
+                        EtcdError::BadEndpoint {
+                            endpoints: endpoints.clone(),
+                            source,
+                        }
+                    }
+                    source => EtcdError::Unreachable {
+                        endpoints: endpoints.clone(),
+                        source,
+                    },
+                })?;
         Ok(Registry {
             client,
             prefix: opts.prefix.trim_end_matches('/').to_string(),

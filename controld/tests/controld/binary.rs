@@ -72,3 +72,23 @@ fn the_binary_exits_1_with_a_hint_when_the_interface_is_missing() {
     assert!(err.contains("no interface named eth9nope"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[test]
+fn a_bad_endpoint_is_fatal_with_a_hint() {
+    let dir = TempDir::new("bin-ep");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kolach-controld"))
+        .args([
+            "--iface",
+            "lo",
+            "--etcd-endpoints",
+            "http://[bad",
+            "--run-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad --etcd-endpoints http://[bad"), "{err}");
+    assert!(err.contains("hint: check --etcd-endpoints"), "{err}");
+}
