@@ -11,6 +11,7 @@
 //! - [`bins`]: where the kolach binaries under test are.
 //! - [`host`]: one host: run dir, both daemons, subnet.env, pod.
 //! - [`lab`]: the whole thing, and its teardown; [`lab::run`] wraps a test body.
+//! - [`teardown`]: graceful stop with a deadline, namespace and dir removal.
 //! - [`mesh`]: bring up a mesh, query the daemons, wait for convergence, ping.
 //! - [`kernel`]: links and addresses as the kernel shows them (`ip -j`).
 //! - [`query`]: gRPC over the run dir sockets.
@@ -33,6 +34,7 @@ pub mod packet;
 pub mod process;
 pub mod query;
 pub mod subnet_env;
+pub mod teardown;
 pub mod topology;
 pub mod traffic;
 
