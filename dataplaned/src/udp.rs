@@ -51,6 +51,23 @@ pub struct UdpBackend {
     loops: Option<Loops>,
 }
 
+/// Socket buffer size: a burst from the TUN side of a peer must not overflow
+/// the default ~200 KiB receive queue while our loop thread is busy.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Raises the socket's buffers; with CAP_NET_ADMIN the FORCE variants go past
+/// net.core.{r,w}mem_max. Failure only costs throughput.
+fn size_buffers(s: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let r = setsockopt(s, sockopt::RcvBufForce, &SOCKET_BUFFER)
+        .or_else(|_| setsockopt(s, sockopt::RcvBuf, &SOCKET_BUFFER));
+    let w = setsockopt(s, sockopt::SndBufForce, &SOCKET_BUFFER)
+        .or_else(|_| setsockopt(s, sockopt::SndBuf, &SOCKET_BUFFER));
+    if let Err(e) = r.and(w) {
+        tracing::debug!(error = %e, "cannot raise UDP socket buffers");
+    }
+}
+
 /// Binds PublicIP:Port; where the PublicIP is not a local address (a NATed
 /// host's `--public-ip`), falls back to the wildcard address and says so.
 fn bind(wanted: SocketAddrV4) -> Result<(UdpSocket, Option<String>), UdpError> {
@@ -112,6 +129,7 @@ impl UdpBackend {
             Some(b) if b.wanted == wanted => None,
             _ => {
                 let (sock, warning) = bind(wanted)?;
+                size_buffers(&sock);
                 warnings.extend(warning);
                 Some(sock)
             }
