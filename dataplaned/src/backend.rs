@@ -111,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn alloc_apply_touches_nothing() {
-        let k = crate::netlink::fake::FakeKernel::default();
+        let k = crate::fake_kernel::FakeKernel::default();
         let mut b =
             Backend::create(BackendKind::Alloc, "kolach0", Arc::new(Counters::default())).unwrap();
         let mut s = crate::snapshot::validate(&crate::snapshot::tests::good()).unwrap();

@@ -58,7 +58,7 @@ pub async fn cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::fake::FakeKernel;
+    use crate::fake_kernel::FakeKernel;
 
     #[tokio::test]
     async fn removes_tun_and_snapshot_and_reports_all_errors() {

@@ -247,7 +247,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::fake::FakeKernel;
+    use crate::fake_kernel::FakeKernel;
     use crate::snapshot::tests::good;
 
     fn engine(name: &str) -> (Engine, PathBuf) {

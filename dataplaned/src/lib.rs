@@ -7,7 +7,8 @@
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
 //! - [`routes`]: the route table: destination → peer, sender → its subnets.
 //! - [`forward`]: the udp backend's per-packet decisions built from those.
-//! - [`snapshot`]: validating a received snapshot; the ordering rule.
+//! - [`snapshot`]: validating a received snapshot into typed values.
+//! - [`ordering`]: whether a snapshot may replace the applied one.
 //! - [`counters`]: packet and drop counters shared by the loop and Status.
 //!
 //! Around it:
@@ -29,10 +30,13 @@ pub mod cleanup;
 pub mod config;
 pub mod counters;
 pub mod engine;
+#[cfg(test)]
+mod fake_kernel;
 pub mod forward;
 pub mod icmp;
 pub mod netlink;
 pub mod observability;
+pub mod ordering;
 pub mod packet;
 pub mod routes;
 pub mod signals;
