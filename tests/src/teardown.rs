@@ -10,16 +10,23 @@ use crate::names::{self, Names};
 use crate::netns;
 use crate::process::{Proc, Stopped};
 
-/// SIGTERM to all at once, then up to 5 s for each, then SIGKILL; a process
+/// How long a lab's processes get to exit after SIGTERM at teardown. A daemon
+/// is expected to exit promptly; this only bounds the wait for one that does not.
+pub const TEARDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// SIGTERM to all at once, then up to [`TEARDOWN_GRACE`] in all, then SIGKILL; a process
 /// that needed SIGKILL is reported on stderr.
 pub fn stop_all(mut procs: Vec<&mut Proc>) {
     for p in procs.iter_mut() {
         p.terminate();
     }
-    let deadline = Instant::now() + crate::process::STOP_GRACE;
+    let deadline = Instant::now() + TEARDOWN_GRACE;
     for p in procs {
         if let Stopped::Killed = p.wait_or_kill(deadline) {
-            eprintln!("kolach-tests: {} ignored SIGTERM for 5s; killed", p.label);
+            eprintln!(
+                "kolach-tests: {} still running {TEARDOWN_GRACE:?} after SIGTERM; killed",
+                p.label
+            );
         }
     }
 }
