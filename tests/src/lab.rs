@@ -62,6 +62,12 @@ impl Lab {
     /// A lab named `stem` with its files in `dir`. Leftovers of the same name
     /// (namespaces, the dir) are removed first. Creates the underlay.
     pub fn create(stem: &str, dir: &Path, mode: Mode) -> Result<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            anyhow::bail!(
+                "labs need root: they create network namespaces (run `sudo make test`, or as root)"
+            );
+        }
         let names = Names::new(stem);
         destroy_leftovers(&names, dir)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
