@@ -72,6 +72,7 @@ pub fn build<'a>(
         iface: local.iface.clone(),
         mtu: overlay_mtu(cfg, local.underlay_mtu),
         routes,
+        local_vtep_mac: Vec::new(),
     }
 }
 

@@ -228,6 +228,7 @@ pub(crate) mod tests {
             public_ip: ip("198.18.0.1"),
             iface: "eth0".into(),
             mtu: 1472,
+            local_vtep_mac: vec![],
             routes: vec![pb::Route {
                 subnet: net("10.50.7.0/24"),
                 public_ip: ip("198.18.0.2"),

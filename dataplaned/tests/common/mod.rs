@@ -156,6 +156,7 @@ pub fn udp_snapshot(
         public_ip: ip(public_ip),
         iface: "u0".into(),
         mtu: 1472,
+        local_vtep_mac: vec![],
         routes: peers
             .iter()
             .map(|(subnet, pip)| pb::Route {
