@@ -16,8 +16,9 @@ DEMO_HOSTS ?= 3
 TEST_THREADS ?= 2
 BIN := target/debug
 
+# gcc/libc6-dev build ring (etcd TLS); openssl makes the test CA of the TLS tests.
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler iproute2 iputils-ping \
-	iperf3 tcpdump procps util-linux coreutils
+	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down
@@ -31,7 +32,7 @@ deps-apt:
 	for p in $(DEB_PACKAGES); do \
 		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
 	done; \
-	for c in etcd etcdctl protoc ip ping; do \
+	for c in etcd etcdctl protoc ip bridge ping cc openssl; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
 	if [ -n "$$missing" ]; then \
