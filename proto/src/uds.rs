@@ -91,8 +91,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, UdsError> {
     let listener = UnixListener::bind(path).map_err(bind_err)?;
     let group = nix::unistd::Group::from_name("kolach").ok().flatten();
     let mode = if let Some(g) = group {
-        nix::unistd::chown(path, None, Some(g.gid))
-            .map_err(|e| bind_err(io::Error::from_raw_os_error(e as i32)))?;
+        // Under systemd with Group=kolach the file already has the group; skip the
+        // syscall then, since the units' seccomp filter refuses chown.
+        let meta = std::fs::metadata(path).map_err(bind_err)?;
+        if std::os::unix::fs::MetadataExt::gid(&meta) != g.gid.as_raw() {
+            nix::unistd::chown(path, None, Some(g.gid))
+                .map_err(|e| bind_err(io::Error::from_raw_os_error(e as i32)))?;
+        }
         0o660
     } else {
         0o600
