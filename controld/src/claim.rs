@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::config::NetConfig;
 use crate::controller::Controller;
-use crate::lease::Lease;
+use crate::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
 use crate::recovery::{self, Action, Source};
 use crate::registry::EtcdError;
 
@@ -48,21 +48,38 @@ impl Controller {
             return;
         }
         let want = self.my_attrs(cfg);
-        if m.is_reservation() || m.attrs == want {
+        let Some(why) = rewrite_reason(&m, &want) else {
             return;
-        }
-        match self.reg.update(&m, &want).await {
+        };
+        match self.rewrite(&m, &want, &why).await {
             Ok(Some(new)) => {
-                info!(subnet = %new.subnet, backend = %want.backend_type, "lease value rewritten");
                 self.table.put_own(new.clone());
                 self.mine = Some(new);
             }
             Ok(None) => {
-                let m2 = m.clone();
-                self.lost(&m2, "our subnet key changed under us while rewriting it");
+                self.lost(&m, "our subnet key changed under us while rewriting it");
             }
             Err(e) => self.etcd_failed(e),
         }
+    }
+
+    /// Rewrites the value of this host's key to `want` (a txn comparing its
+    /// mod revision: never blind), keeping the subnet and its etcd lease.
+    /// None when the key changed meanwhile.
+    async fn rewrite(
+        &mut self,
+        m: &Lease,
+        want: &LeaseAttrs,
+        why: &Rewrite,
+    ) -> Result<Option<Lease>, EtcdError> {
+        let new = self.reg.update(m, want).await?;
+        match &new {
+            Some(n) => info!(subnet = %n.subnet, reason = %why, old = %m.value, new = %n.value,
+                reservation = n.is_reservation(), "rewrote this host's lease value"),
+            None => info!(subnet = %m.subnet, reason = %why,
+                "this host's key changed while rewriting its value"),
+        }
+        Ok(new)
     }
 
     /// Gets a subnet: our own lease or reservation, the previous subnet, or
@@ -95,19 +112,26 @@ impl Controller {
                 }
             }
             match d.action {
-                Action::Reservation(r) => {
+                Action::Reservation { lease, rewrite } => {
+                    let r = match rewrite {
+                        Some(why) => match self.rewrite(&lease, &me, &why).await {
+                            Ok(Some(new)) => new,
+                            Ok(None) => continue,
+                            Err(e) => return self.etcd_failed(e),
+                        },
+                        None => lease,
+                    };
                     info!(subnet = %r.subnet, public_ip = %r.attrs.public_ip, "using the reservation for this host");
                     return self.take(r);
                 }
                 Action::Reuse { lease, rewrite } => {
-                    let lease = if rewrite {
-                        match self.reg.update(&lease, &me).await {
+                    let lease = match rewrite {
+                        Some(why) => match self.rewrite(&lease, &me, &why).await {
                             Ok(Some(new)) => new,
                             Ok(None) => continue,
                             Err(e) => return self.etcd_failed(e),
-                        }
-                    } else {
-                        lease
+                        },
+                        None => lease,
                     };
                     info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
                         "found this host's lease; keeping it");

@@ -21,6 +21,7 @@ use crate::config::{self, NetConfig};
 use crate::event::{Event, EventTx, Shutdown};
 use crate::keeper;
 use crate::lease::{Lease, LeaseAttrs};
+use crate::peers::SkipReport;
 use crate::registry::{Registry, SubnetEvent};
 use crate::snapshot::Versioner;
 use crate::subnet_env::SubnetEnv;
@@ -68,6 +69,8 @@ pub struct Controller {
     pub(crate) versioner: Versioner,
     pub(crate) snapshots: watch::Sender<Option<Snapshot>>,
     pub(crate) peer_count: u32,
+    /// Peer leases not routed (another backend, no VtepMAC), each logged once.
+    pub(crate) skipped: SkipReport,
     /// subnet.env content of each snapshot generation not yet acknowledged.
     pub(crate) pending_env: BTreeMap<u64, SubnetEnv>,
     pub(crate) acked_env: Option<SubnetEnv>,
@@ -118,6 +121,7 @@ impl Controller {
             retry_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
             snapshots,
             peer_count: 0,
+            skipped: SkipReport::default(),
             pending_env: BTreeMap::new(),
             acked_env: None,
             written_env: None,
@@ -163,8 +167,9 @@ impl Controller {
         debug!("state task stopped");
     }
 
+    /// The value this host's key should hold under `cfg`.
     pub(crate) fn my_attrs(&self, cfg: &NetConfig) -> LeaseAttrs {
-        LeaseAttrs::new(self.underlay.public_ip, cfg.backend.kind.as_str())
+        LeaseAttrs::ours(cfg.backend.kind, self.underlay.public_ip)
     }
 
     pub(crate) fn warn_event(&mut self, msg: String) {

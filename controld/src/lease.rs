@@ -4,11 +4,21 @@
 //! `{"PublicIP":"198.18.0.1","BackendType":"udp","BackendData":null}`. flannel's
 //! udp leases carry no BackendType and read as udp. BackendData stays raw JSON:
 //! only the backend that wrote it knows its shape.
+//!
+//! What this host writes per backend (ISSUE 3): udp, host-gw and alloc
+//! `"BackendData":null`; vxlan `"BackendData":{"VtepMAC":"0e:6b:.."}`. When
+//! the stored value of this host's key differs from that in any byte (another
+//! backend, another MAC, flannel's or an older kolach's spelling),
+//! [`rewrite_reason`] says why it must be rewritten.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::config::BackendKind;
+use crate::vtep::Mac;
 
 /// What a host says about itself in its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +50,21 @@ impl LeaseAttrs {
             public_ip,
             backend_type: backend_type.to_string(),
             backend_data: None,
+        }
+    }
+
+    /// The value this host publishes when it runs `backend`.
+    pub fn ours(backend: BackendKind, public_ip: Ipv4Addr) -> Self {
+        let backend_data = match backend {
+            BackendKind::Vxlan => Some(json!({
+                "VtepMAC": Mac::for_public_ip(public_ip).to_string()
+            })),
+            BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc => None,
+        };
+        LeaseAttrs {
+            public_ip,
+            backend_type: backend.as_str().to_string(),
+            backend_data,
         }
     }
 
@@ -106,6 +131,9 @@ impl LeaseAttrs {
 pub struct Lease {
     pub subnet: Ipv4Net,
     pub attrs: LeaseAttrs,
+    /// The value exactly as stored: two values can read the same and still
+    /// differ (flannel's udp lease has no BackendType).
+    pub value: String,
     /// The etcd lease the key is attached to; 0 for a reservation.
     pub lease_id: i64,
     pub mod_revision: i64,
@@ -115,6 +143,51 @@ pub struct Lease {
 impl Lease {
     pub fn is_reservation(&self) -> bool {
         self.lease_id == 0
+    }
+}
+
+/// Why this host's stored lease value must be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// It names another PublicIP (a reservation or lease for our old address).
+    PublicIp { stored: Ipv4Addr },
+    /// The config moved this host to another backend.
+    Backend { stored: String },
+    /// Same backend, other BackendData (e.g. another VtepMAC, or none).
+    BackendData,
+    /// Same meaning, other spelling: written by flannel or an older kolach.
+    Spelling,
+}
+
+impl fmt::Display for Rewrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rewrite::PublicIp { stored } => write!(f, "it names PublicIP {stored}"),
+            Rewrite::Backend { stored } => write!(f, "it names BackendType {stored}"),
+            Rewrite::BackendData => f.write_str("its BackendData differs"),
+            Rewrite::Spelling => f.write_str("it is spelled the old way"),
+        }
+    }
+}
+
+/// Whether `stored` (this host's key) must be rewritten to hold `want`, and
+/// why; None when it already holds exactly `want.to_json()`.
+pub fn rewrite_reason(stored: &Lease, want: &LeaseAttrs) -> Option<Rewrite> {
+    let have = &stored.attrs;
+    if have.public_ip != want.public_ip {
+        Some(Rewrite::PublicIp {
+            stored: have.public_ip,
+        })
+    } else if have.backend_type != want.backend_type {
+        Some(Rewrite::Backend {
+            stored: have.backend_type.clone(),
+        })
+    } else if have.backend_data != want.backend_data {
+        Some(Rewrite::BackendData)
+    } else if stored.value != want.to_json() {
+        Some(Rewrite::Spelling)
+    } else {
+        None
     }
 }
 
@@ -154,6 +227,109 @@ mod tests {
             r#"{"PublicIP":"198.18.0.1","BackendType":"udp","BackendData":null}"#
         );
         assert_eq!(LeaseAttrs::parse(a.to_json().as_bytes()).unwrap(), a);
+    }
+
+    #[test]
+    fn our_value_per_backend() {
+        let ip: Ipv4Addr = "198.18.0.1".parse().unwrap();
+        let want = [
+            (
+                BackendKind::Udp,
+                r#"{"PublicIP":"198.18.0.1","BackendType":"udp","BackendData":null}"#,
+            ),
+            (
+                BackendKind::Vxlan,
+                r#"{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:6b:c6:12:00:01"}}"#,
+            ),
+            (
+                BackendKind::HostGw,
+                r#"{"PublicIP":"198.18.0.1","BackendType":"host-gw","BackendData":null}"#,
+            ),
+            (
+                BackendKind::Alloc,
+                r#"{"PublicIP":"198.18.0.1","BackendType":"alloc","BackendData":null}"#,
+            ),
+        ];
+        for (kind, json) in want {
+            let a = LeaseAttrs::ours(kind, ip);
+            assert_eq!(a.to_json(), json, "{kind}");
+            assert_eq!(LeaseAttrs::parse(json.as_bytes()).unwrap(), a);
+        }
+    }
+
+    fn stored(value: &str) -> Lease {
+        Lease {
+            subnet: "10.50.18.0/24".parse().unwrap(),
+            attrs: LeaseAttrs::parse(value.as_bytes()).unwrap(),
+            value: value.to_string(),
+            lease_id: 7,
+            mod_revision: 3,
+            create_revision: 3,
+        }
+    }
+
+    #[test]
+    fn rewrite_decision() {
+        let ip: Ipv4Addr = "198.18.0.1".parse().unwrap();
+        let udp = LeaseAttrs::ours(BackendKind::Udp, ip);
+        let vxlan = LeaseAttrs::ours(BackendKind::Vxlan, ip);
+        let host_gw = LeaseAttrs::ours(BackendKind::HostGw, ip);
+        // Exactly what we write: nothing to do.
+        assert_eq!(rewrite_reason(&stored(&udp.to_json()), &udp), None);
+        assert_eq!(rewrite_reason(&stored(&vxlan.to_json()), &vxlan), None);
+        // Backend switch, both ways.
+        assert_eq!(
+            rewrite_reason(&stored(&udp.to_json()), &vxlan),
+            Some(Rewrite::Backend {
+                stored: "udp".into()
+            })
+        );
+        assert_eq!(
+            rewrite_reason(&stored(&vxlan.to_json()), &host_gw),
+            Some(Rewrite::Backend {
+                stored: "vxlan".into()
+            })
+        );
+        // An older kolach's vxlan lease (no MAC) and flannel's (random MAC, VNI).
+        for old in [
+            r#"{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":null}"#,
+            r#"{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:6b:c6:12:00:01"}}"#,
+            r#"{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"aa:bb:cc:dd:ee:ff"}}"#,
+        ] {
+            assert_eq!(
+                rewrite_reason(&stored(old), &vxlan),
+                Some(Rewrite::BackendData),
+                "{old}"
+            );
+        }
+        // flannel's udp spelling reads the same but is rewritten once.
+        assert_eq!(
+            rewrite_reason(&stored(r#"{"PublicIP":"198.18.0.1"}"#), &udp),
+            Some(Rewrite::Spelling)
+        );
+        assert_eq!(
+            rewrite_reason(
+                &stored(r#"{"BackendType":"udp","PublicIP":"198.18.0.1","BackendData":null}"#),
+                &udp
+            ),
+            Some(Rewrite::Spelling)
+        );
+        assert_eq!(
+            rewrite_reason(
+                &stored(r#"{"PublicIP":"198.18.0.9","BackendType":"udp","BackendData":null}"#),
+                &udp
+            ),
+            Some(Rewrite::PublicIp {
+                stored: "198.18.0.9".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            Rewrite::Backend {
+                stored: "udp".into()
+            }
+            .to_string(),
+            "it names BackendType udp"
+        );
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! Pure logic (tested in memory):
 //! - [`config`]: parse and validate `<prefix>/config` (DESIGN §4), legacy keys included.
 //! - [`subnet`]: subnet key names and random choice among free candidates.
-//! - [`lease`]: lease values (flannel's JSON) and records.
+//! - [`lease`]: lease values (flannel's JSON) and records; what this host
+//!   writes per backend and when its stored value must be rewritten.
+//! - [`vtep`]: the vxlan VTEP MAC, derived from the PublicIP.
+//! - [`peers`]: which peer leases are routed (same backend, usable VtepMAC)
+//!   and the report of the skipped ones.
 //! - [`table`]: the lease table the peer watch maintains, per-key revision guarded.
 //! - [`recovery`]: which subnet to hold after a (re)start or a loss.
 //! - [`snapshot`]: turning config + lease table into a versioned snapshot.
@@ -33,6 +37,7 @@ pub mod flags;
 pub mod keeper;
 pub mod lease;
 pub mod notify;
+pub mod peers;
 pub mod push;
 pub mod recovery;
 pub mod registry;
@@ -42,6 +47,7 @@ pub mod subnet_env;
 pub mod table;
 pub mod underlay;
 pub mod view;
+pub mod vtep;
 pub mod watcher;
 
 use std::future::Future;

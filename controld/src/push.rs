@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 use crate::controller::Controller;
 use crate::event::DataplaneEvent;
 use crate::lease::Lease;
+use crate::peers::{self, Note, SkipReason, Skipped};
 use crate::snapshot::{self, Local};
 use crate::subnet_env::SubnetEnv;
 use crate::view::View;
@@ -95,7 +96,17 @@ impl Controller {
             iface: self.underlay.iface.clone(),
             underlay_mtu: self.underlay.mtu,
         };
-        let content = snapshot::build(cfg, &local, self.table.leases());
+        let peers = peers::classify(
+            cfg.backend.kind,
+            cfg.network,
+            m.subnet,
+            local.public_ip,
+            self.table.leases(),
+        );
+        for note in self.skipped.update(&peers) {
+            log_note(&note);
+        }
+        let content = snapshot::build(cfg, &local, &peers.routed);
         let env = SubnetEnv {
             network: cfg.network,
             subnet: m.subnet,
@@ -107,6 +118,7 @@ impl Controller {
             let generation = self.versioner.generation();
             info!(
                 generation,
+                backend = %cfg.backend.kind,
                 routes,
                 revision = self.table.revision(),
                 "new snapshot"
@@ -169,9 +181,34 @@ impl Controller {
             applied_generation: self.applied_generation,
             peer_count: self.peer_count,
             config_error: self.config_error.clone().unwrap_or_default(),
-            warnings: self.warnings.iter().cloned().collect(),
+            // What stands now (skipped peers) first, then recent events.
+            warnings: self
+                .skipped
+                .warnings()
+                .into_iter()
+                .chain(self.warnings.iter().cloned())
+                .collect(),
             leases,
         };
         self.view.send_replace(Arc::new(v));
+    }
+}
+
+/// One line per skipped lease when it is first skipped, and when it is
+/// routed again; never per event.
+fn log_note(note: &Note) {
+    match note {
+        Note::Skipped(
+            s @ Skipped {
+                reason: SkipReason::OtherBackend,
+                ..
+            },
+        ) => warn!(subnet = %s.subnet, public_ip = %s.public_ip, backend = %s.backend,
+            ours = %s.ours, "ignoring a lease of another backend"),
+        Note::Skipped(s) => warn!(subnet = %s.subnet, public_ip = %s.public_ip,
+            backend = %s.backend, ours = %s.ours,
+            "not routing a vxlan lease without a valid BackendData.VtepMAC"),
+        Note::Routed(s) => info!(subnet = %s.subnet, public_ip = %s.public_ip, ours = %s.ours,
+            "routing a lease skipped before"),
     }
 }

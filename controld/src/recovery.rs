@@ -7,18 +7,25 @@ use ipnet::Ipv4Net;
 use rand::Rng;
 
 use crate::config::NetConfig;
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
 use crate::subnet::{self, overlaps};
 
 /// What to do about this host's subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Keep an existing lease of ours. `rewrite` when its value differs from
-    /// what we would write (e.g. the backend changed): a txn comparing the
-    /// key's mod revision.
-    Reuse { lease: Lease, rewrite: bool },
-    /// A reservation names us: use it as is (no etcd lease, no keepalive).
-    Reservation(Lease),
+    /// Keep an existing lease of ours. `rewrite` says why its value must be
+    /// rewritten first (e.g. the backend changed): a txn comparing the key's
+    /// mod revision, which keeps the subnet.
+    Reuse {
+        lease: Lease,
+        rewrite: Option<Rewrite>,
+    },
+    /// A reservation names us: use it (no etcd lease, no keepalive), after
+    /// rewriting its value when `rewrite` says so (it stays a reservation).
+    Reservation {
+        lease: Lease,
+        rewrite: Option<Rewrite>,
+    },
     /// Create this key (create-if-absent).
     Claim { subnet: Ipv4Net, source: Source },
     /// Every candidate is taken.
@@ -92,11 +99,14 @@ pub fn decide<R: Rng + ?Sized>(
         .collect();
 
     let action = if let Some(r) = reservation {
-        Action::Reservation(r.clone())
+        Action::Reservation {
+            lease: r.clone(),
+            rewrite: rewrite_reason(r, me),
+        }
     } else if let Some(l) = keep {
         Action::Reuse {
             lease: l.clone(),
-            rewrite: l.attrs != *me,
+            rewrite: rewrite_reason(l, me),
         }
     } else {
         let taken: Vec<Ipv4Net> = leases
@@ -129,7 +139,7 @@ pub fn decide<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::config::{self, BackendKind};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
@@ -144,13 +154,15 @@ mod tests {
     }
 
     fn me() -> LeaseAttrs {
-        LeaseAttrs::new(ME.parse().unwrap(), "udp")
+        LeaseAttrs::ours(BackendKind::Udp, ME.parse().unwrap())
     }
 
     fn lease(subnet: &str, ip: &str, lease_id: i64) -> Lease {
+        let attrs = LeaseAttrs::ours(BackendKind::Udp, ip.parse().unwrap());
         Lease {
             subnet: net(subnet),
-            attrs: LeaseAttrs::new(ip.parse().unwrap(), "udp"),
+            value: attrs.to_json(),
+            attrs,
             lease_id,
             mod_revision: 5,
             create_revision: 5,
@@ -178,21 +190,40 @@ mod tests {
             d.action,
             Action::Reuse {
                 lease: leases[0].clone(),
-                rewrite: false
+                rewrite: None
             }
         );
     }
 
     #[test]
     fn rewrites_own_lease_when_backend_changed() {
+        // Our old vxlan lease, now configured for udp: same subnet, new value.
         let mut l = lease("10.50.2.0/24", ME, 9);
-        l.attrs.backend_type = "vxlan".into();
-        let d = run(std::slice::from_ref(&l), None, &small());
+        l.attrs = LeaseAttrs::ours(BackendKind::Vxlan, ME.parse().unwrap());
+        l.value = l.attrs.to_json();
+        let d = run(std::slice::from_ref(&l), Some("10.50.4.0/24"), &small());
+        assert!(d.release.is_empty());
         assert_eq!(
             d.action,
             Action::Reuse {
                 lease: l,
-                rewrite: true
+                rewrite: Some(Rewrite::Backend {
+                    stored: "vxlan".into()
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn reservation_value_is_rewritten_too() {
+        let mut r = lease("10.50.3.0/24", ME, 0);
+        r.value = format!(r#"{{"PublicIP":"{ME}"}}"#);
+        let d = run(std::slice::from_ref(&r), None, &small());
+        assert_eq!(
+            d.action,
+            Action::Reservation {
+                lease: r,
+                rewrite: Some(Rewrite::Spelling)
             }
         );
     }
@@ -201,7 +232,13 @@ mod tests {
     fn reservation_wins_and_own_leases_are_released() {
         let leases = [lease("10.50.2.0/24", ME, 9), lease("10.50.3.0/24", ME, 0)];
         let d = run(&leases, None, &small());
-        assert_eq!(d.action, Action::Reservation(leases[1].clone()));
+        assert_eq!(
+            d.action,
+            Action::Reservation {
+                lease: leases[1].clone(),
+                rewrite: None
+            }
+        );
         assert_eq!(d.release, vec![leases[0].clone()]);
     }
 
@@ -209,7 +246,13 @@ mod tests {
     fn reservation_outside_min_max_still_counts_but_not_outside_network() {
         let r = lease("10.50.200.0/24", ME, 0);
         let d = run(std::slice::from_ref(&r), None, &small());
-        assert_eq!(d.action, Action::Reservation(r));
+        assert_eq!(
+            d.action,
+            Action::Reservation {
+                lease: r,
+                rewrite: None
+            }
+        );
         let far = lease("10.60.1.0/24", ME, 0);
         let d = run(std::slice::from_ref(&far), None, &small());
         assert!(matches!(d.action, Action::Claim { .. }));
@@ -313,7 +356,7 @@ mod tests {
             d.action,
             Action::Reuse {
                 lease: leases[1].clone(),
-                rewrite: false
+                rewrite: None
             }
         );
         assert_eq!(d.release, vec![leases[0].clone()]);

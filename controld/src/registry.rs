@@ -241,6 +241,7 @@ impl Registry {
             Ok(attrs) => Decoded::Lease(Lease {
                 subnet,
                 attrs,
+                value: String::from_utf8_lossy(kv.value()).into_owned(),
                 lease_id: kv.lease(),
                 mod_revision: kv.mod_revision(),
                 create_revision: kv.create_revision(),
@@ -276,11 +277,12 @@ impl Registry {
         lease_id: i64,
     ) -> Result<Option<Lease>, EtcdError> {
         let key = self.subnet_key(subnet);
+        let value = attrs.to_json();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 key,
-                attrs.to_json(),
+                value.clone(),
                 Some(PutOptions::new().with_lease(lease_id)),
             )]);
         let mut kv = self.client.kv_client();
@@ -289,6 +291,7 @@ impl Registry {
         Ok(resp.succeeded().then(|| Lease {
             subnet,
             attrs: attrs.clone(),
+            value,
             lease_id,
             mod_revision: rev,
             create_revision: rev,
@@ -296,7 +299,8 @@ impl Registry {
     }
 
     /// Rewrites the value of a key we hold, only if it is unchanged since
-    /// `lease` was read. Keeps the key's etcd lease. None on conflict.
+    /// `lease` was read. Keeps the key's etcd lease (a reservation stays one:
+    /// no lease). None on conflict.
     pub async fn update(
         &self,
         lease: &Lease,
@@ -304,18 +308,20 @@ impl Registry {
     ) -> Result<Option<Lease>, EtcdError> {
         let key = self.subnet_key(lease.subnet);
         let opts = (lease.lease_id != 0).then(|| PutOptions::new().with_lease(lease.lease_id));
+        let value = attrs.to_json();
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
                 CompareOp::Equal,
                 lease.mod_revision,
             )])
-            .and_then([TxnOp::put(key, attrs.to_json(), opts)]);
+            .and_then([TxnOp::put(key, value.clone(), opts)]);
         let mut kv = self.client.kv_client();
         let resp = self.call(kv.txn(txn)).await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok(resp.succeeded().then(|| Lease {
             attrs: attrs.clone(),
+            value,
             mod_revision: rev,
             ..lease.clone()
         }))

@@ -1,7 +1,8 @@
 //! Building the route-table snapshot the dataplane applies, pure.
 //!
-//! A snapshot is always full: config, this host's lease and every peer lease
-//! of the configured backend, sorted by subnet. [`Versioner`] stamps it with
+//! A snapshot is always full: config, this host's lease and every peer
+//! [`crate::peers::classify`] routes to, sorted by subnet; for vxlan also this
+//! host's VTEP MAC and each peer's. [`Versioner`] stamps it with
 //! (epoch, generation, etcd revision) and bumps the generation only when the
 //! content changed, which is what lets the dataplane order snapshots.
 
@@ -11,7 +12,8 @@ use ipnet::Ipv4Net;
 use kolach_proto::dataplane::{Backend, BackendType, Route, Snapshot, SnapshotVersion};
 
 use crate::config::{BackendKind, NetConfig};
-use crate::lease::Lease;
+use crate::peers::Peer;
+use crate::vtep::Mac;
 
 /// What this host contributes to its own snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,28 +39,22 @@ fn wire_type(kind: BackendKind) -> BackendType {
     }
 }
 
-/// The snapshot content, without a version.
-pub fn build<'a>(
-    cfg: &NetConfig,
-    local: &Local,
-    leases: impl IntoIterator<Item = &'a Lease>,
-) -> Snapshot {
+/// The snapshot content, without a version. `peers` are the routed ones,
+/// already sorted by subnet.
+pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
     let kind = cfg.backend.kind;
-    let mut peers: Vec<&Lease> = leases
-        .into_iter()
-        .filter(|l| l.subnet != local.subnet && l.attrs.public_ip != local.public_ip)
-        .filter(|l| BackendKind::parse(&l.attrs.backend_type) == Some(kind))
-        .filter(|l| cfg.network.contains(&l.subnet))
-        .collect();
-    peers.sort_by_key(|l| l.subnet);
     let routes = peers
-        .into_iter()
-        .map(|l| Route {
-            subnet: Some(l.subnet.into()),
-            public_ip: Some(l.attrs.public_ip.into()),
-            vtep_mac: vtep_mac(l).map(|m| m.to_vec()).unwrap_or_default(),
+        .iter()
+        .map(|p| Route {
+            subnet: Some(p.lease.subnet.into()),
+            public_ip: Some(p.lease.attrs.public_ip.into()),
+            vtep_mac: p.vtep_mac.map(Mac::to_vec).unwrap_or_default(),
         })
         .collect();
+    let local_vtep_mac = match kind {
+        BackendKind::Vxlan => Mac::for_public_ip(local.public_ip).to_vec(),
+        BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc => Vec::new(),
+    };
     Snapshot {
         version: None,
         backend: Some(Backend {
@@ -72,20 +68,8 @@ pub fn build<'a>(
         iface: local.iface.clone(),
         mtu: overlay_mtu(cfg, local.underlay_mtu),
         routes,
-        local_vtep_mac: Vec::new(),
+        local_vtep_mac,
     }
-}
-
-/// A vxlan peer's `BackendData.VtepMAC` ("aa:bb:cc:dd:ee:ff"), if present and
-/// well formed.
-fn vtep_mac(l: &Lease) -> Option<[u8; 6]> {
-    let s = l.attrs.backend_data.as_ref()?.get("VtepMAC")?.as_str()?;
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// Stamps snapshots: generation 1 for the first, +1 for each that differs
@@ -137,13 +121,15 @@ impl Versioner {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::lease::LeaseAttrs;
-    use serde_json::json;
+    use crate::lease::{Lease, LeaseAttrs};
+    use crate::peers::classify;
 
-    fn lease(subnet: &str, ip: &str, backend: &str) -> Lease {
+    fn lease(subnet: &str, ip: &str, backend: BackendKind) -> Lease {
+        let attrs = LeaseAttrs::ours(backend, ip.parse().unwrap());
         Lease {
             subnet: subnet.parse().unwrap(),
-            attrs: LeaseAttrs::new(ip.parse().unwrap(), backend),
+            value: attrs.to_json(),
+            attrs,
             lease_id: 1,
             mod_revision: 1,
             create_revision: 1,
@@ -159,6 +145,20 @@ mod tests {
         }
     }
 
+    fn cfg(backend: &str) -> NetConfig {
+        config::parse(
+            format!(r#"{{"Network":"10.50.0.0/16","Backend":{{"Type":"{backend}"}}}}"#).as_bytes(),
+        )
+        .unwrap()
+        .config
+    }
+
+    fn snap(c: &NetConfig, leases: &[Lease]) -> Snapshot {
+        let l = local();
+        let peers = classify(c.backend.kind, c.network, l.subnet, l.public_ip, leases);
+        build(c, &l, &peers.routed)
+    }
+
     fn subnets(s: &Snapshot) -> Vec<String> {
         s.routes
             .iter()
@@ -171,19 +171,17 @@ mod tests {
     }
 
     #[test]
-    fn peers_of_my_backend_sorted_self_excluded() {
+    fn udp_peers_sorted_self_excluded() {
         let c = config::parse(br#"{"Network":"10.50.0.0/16"}"#)
             .unwrap()
             .config;
         let leases = [
-            lease("10.50.30.0/24", "198.18.0.3", "udp"),
-            lease("10.50.18.0/24", "198.18.0.1", "udp"),
-            lease("10.50.7.0/24", "198.18.0.2", "udp"),
-            lease("10.50.9.0/24", "198.18.0.4", "vxlan"),
-            lease("10.50.10.0/24", "198.18.0.1", "udp"),
-            lease("10.60.1.0/24", "198.18.0.5", "udp"),
+            lease("10.50.30.0/24", "198.18.0.3", BackendKind::Udp),
+            lease("10.50.18.0/24", "198.18.0.1", BackendKind::Udp),
+            lease("10.50.7.0/24", "198.18.0.2", BackendKind::Udp),
+            lease("10.50.9.0/24", "198.18.0.4", BackendKind::Vxlan),
         ];
-        let s = build(&c, &local(), &leases);
+        let s = snap(&c, &leases);
         assert_eq!(subnets(&s), vec!["10.50.7.0/24", "10.50.30.0/24"]);
         assert_eq!(s.mtu, 1472);
         let b = s.backend.unwrap();
@@ -192,33 +190,66 @@ mod tests {
             (BackendType::Udp as i32, 8285, 0)
         );
         assert_eq!(s.iface, "eth0");
+        assert!(s.local_vtep_mac.is_empty());
+        assert!(s.routes.iter().all(|r| r.vtep_mac.is_empty()));
         assert!(s.version.is_none());
     }
 
     #[test]
-    fn vxlan_routes_carry_the_vtep_mac() {
-        let c = config::parse(br#"{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan"}}"#)
-            .unwrap()
-            .config;
-        let mut l = lease("10.50.7.0/24", "198.18.0.2", "vxlan");
-        l.attrs.backend_data = Some(json!({"VtepMAC":"aa:bb:cc:dd:ee:0f"}));
-        let s = build(&c, &local(), [&l]);
+    fn vxlan_carries_the_local_and_peer_macs() {
+        let c = cfg("vxlan");
+        let leases = [
+            lease("10.50.7.0/24", "198.18.0.2", BackendKind::Vxlan),
+            lease("10.50.8.0/24", "198.18.0.3", BackendKind::Udp),
+        ];
+        let s = snap(&c, &leases);
         assert_eq!(s.mtu, 1450);
+        let b = s.backend.unwrap();
         assert_eq!(
-            s.routes[0].vtep_mac,
-            vec![0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f]
+            (b.r#type, b.port, b.vni),
+            (BackendType::Vxlan as i32, 8472, 1)
         );
-        l.attrs.backend_data = Some(json!({"VtepMAC":"nonsense"}));
-        assert!(build(&c, &local(), [&l]).routes[0].vtep_mac.is_empty());
+        assert_eq!(s.local_vtep_mac, vec![0x0e, 0x6b, 198, 18, 0, 1]);
+        assert_eq!(subnets(&s), vec!["10.50.7.0/24"]);
+        assert_eq!(s.routes[0].vtep_mac, vec![0x0e, 0x6b, 198, 18, 0, 2]);
+    }
+
+    #[test]
+    fn mtu_and_type_per_backend() {
+        for (backend, wire, mtu) in [
+            ("udp", BackendType::Udp, 1472),
+            ("vxlan", BackendType::Vxlan, 1450),
+            ("host-gw", BackendType::HostGw, 1500),
+            ("alloc", BackendType::Alloc, 1500),
+        ] {
+            let c = cfg(backend);
+            assert_eq!(overlay_mtu(&c, 1500), mtu, "{backend}");
+            let s = snap(&c, &[]);
+            assert_eq!(s.mtu, mtu, "{backend}");
+            assert_eq!(s.backend.unwrap().r#type, wire as i32, "{backend}");
+            assert_eq!(s.local_vtep_mac.is_empty(), backend != "vxlan");
+        }
+        // A tiny underlay never underflows.
+        assert_eq!(overlay_mtu(&cfg("vxlan"), 40), 0);
+    }
+
+    #[test]
+    fn host_gw_and_alloc_route_their_own_type() {
+        let leases = [
+            lease("10.50.7.0/24", "198.18.0.2", BackendKind::HostGw),
+            lease("10.50.8.0/24", "198.18.0.3", BackendKind::Alloc),
+        ];
+        let s = snap(&cfg("host-gw"), &leases);
+        assert_eq!(subnets(&s), vec!["10.50.7.0/24"]);
+        assert!(s.routes[0].vtep_mac.is_empty());
+        assert_eq!(subnets(&snap(&cfg("alloc"), &leases)), vec!["10.50.8.0/24"]);
     }
 
     #[test]
     fn generation_moves_only_on_change() {
-        let c = config::parse(br#"{"Network":"10.50.0.0/16"}"#)
-            .unwrap()
-            .config;
+        let c = cfg("udp");
         let mut v = Versioner::new(42);
-        let a = build(&c, &local(), &[]);
+        let a = snap(&c, &[]);
         let s1 = v.stamp(a.clone(), 10).unwrap();
         assert_eq!(
             s1.version.unwrap(),
@@ -229,9 +260,12 @@ mod tests {
             }
         );
         assert!(v.stamp(a, 11).is_none());
-        let peers = [lease("10.50.7.0/24", "198.18.0.2", "udp")];
-        let s2 = v.stamp(build(&c, &local(), &peers), 12).unwrap();
+        let peers = [lease("10.50.7.0/24", "198.18.0.2", BackendKind::Udp)];
+        let s2 = v.stamp(snap(&c, &peers), 12).unwrap();
         assert_eq!(s2.version.unwrap().generation, 2);
         assert_eq!(v.generation(), 2);
+        // A backend switch is a new snapshot even with no peers.
+        let s3 = v.stamp(snap(&cfg("vxlan"), &[]), 12).unwrap();
+        assert_eq!(s3.version.unwrap().generation, 3);
     }
 }

@@ -195,6 +195,7 @@ mod tests {
         Lease {
             subnet: subnet.parse().unwrap(),
             attrs: LeaseAttrs::new(ip.parse().unwrap(), "udp"),
+            value: LeaseAttrs::new(ip.parse().unwrap(), "udp").to_json(),
             lease_id: 7,
             mod_revision: rev,
             create_revision: rev,

@@ -2,11 +2,13 @@
 //! restarts, reservations, races, config changes, lost leases, outages.
 //! Hosts use `--iface lo --public-ip 198.18.0.x`; no packets are sent.
 
+mod backends;
 mod binary;
 mod common;
 mod config;
 mod leases;
 mod outage;
+mod skipped;
 
 use ipnet::Ipv4Net;
 

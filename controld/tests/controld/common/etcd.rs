@@ -270,6 +270,15 @@ impl Etcd {
             .collect()
     }
 
+    /// The value and etcd lease id of one subnet key, if it exists.
+    pub async fn subnet(&self, subnet: Ipv4Net) -> Option<(String, i64)> {
+        self.subnets()
+            .await
+            .into_iter()
+            .find(|(s, _, _)| *s == subnet)
+            .map(|(_, v, l)| (v, l))
+    }
+
     pub async fn delete_subnet(&self, subnet: Ipv4Net) {
         let key = format!(
             "{PREFIX}/subnets/{}-{}",

@@ -164,6 +164,11 @@ impl Host {
         subnet
     }
 
+    /// The last snapshot the fake dataplane received.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.dp.as_ref().and_then(|d| d.rec.last())
+    }
+
     pub fn routes(&self) -> Vec<Ipv4Net> {
         self.dp
             .as_ref()
