@@ -14,18 +14,27 @@
 //! - [`teardown`]: graceful stop with a deadline, namespace and dir removal.
 //! - [`mesh`]: bring up a mesh, query the daemons, wait for convergence, ping.
 //! - [`kernel`]: links and addresses as the kernel shows them (`ip -j`).
+//! - [`backend`]: the backends' configs, MTUs, device names and VTEP MACs.
+//! - [`kobjects`]: kolach's routes, neighbours, FDB entries and links in a
+//!   host's kernel (`ip -j`, `bridge -j`).
+//! - [`kmesh`]: what each host's kernel should hold under a backend, and
+//!   waiting for it.
+//! - [`steady_ping`]: a fast ping in the background, with every lost probe.
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`traffic`]: ping and UDP inside namespaces.
 //! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
 //! - [`subnet_env`]: parsing subnet.env.
 //! - [`demo`]: the state behind `kolach-lab up/down/ping-matrix`.
 
+pub mod backend;
 pub mod bins;
 pub mod cmd;
 pub mod demo;
 pub mod etcd;
 pub mod host;
 pub mod kernel;
+pub mod kmesh;
+pub mod kobjects;
 pub mod lab;
 pub mod mesh;
 pub mod names;
@@ -33,9 +42,11 @@ pub mod netns;
 pub mod packet;
 pub mod process;
 pub mod query;
+pub mod steady_ping;
 pub mod subnet_env;
 pub mod teardown;
 pub mod topology;
 pub mod traffic;
 
+pub use backend::Backend;
 pub use lab::{run, Lab};

@@ -16,11 +16,16 @@ use crate::traffic::{self, PingResult};
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
 
 impl Lab {
-    /// etcd, the network config, `hosts` hosts with both daemons, a pod each,
-    /// and every dataplane holding a route to every other host.
+    /// etcd, the udp network config, `hosts` hosts with both daemons, a pod
+    /// each, and every dataplane holding a route to every other host.
     pub fn mesh(&mut self, hosts: u8) -> Result<()> {
+        self.mesh_with(hosts, NETWORK_CONFIG)
+    }
+
+    /// [`Lab::mesh`] with another network config (e.g. [`Backend::config`](crate::backend::Backend::config)).
+    pub fn mesh_with(&mut self, hosts: u8, config: &str) -> Result<()> {
         self.start_etcd()?;
-        self.put_config(NETWORK_CONFIG)?;
+        self.put_config(config)?;
         for _ in 0..hosts {
             let n = self.add_host()?;
             self.start_host(n)?;
@@ -183,29 +188,40 @@ impl Lab {
         traffic::ping(&self.pod(a).ns, self.pod(b).ip, count, 1.0)
     }
 
-    /// Every ordered pair of pods pings with no loss; returns the failures.
+    /// Every ordered pair of pods pings with no loss (all pairs at once);
+    /// returns the failures.
     pub fn ping_all_pairs(&self, count: u32) -> Vec<String> {
         let ids = self.host_ids();
-        let mut failures = Vec::new();
-        for &a in &ids {
-            for &b in &ids {
-                if a == b {
-                    continue;
-                }
-                match self.ping_pods(a, b, count) {
-                    Ok(r) if r.lossless() => {}
-                    Ok(r) => failures.push(format!(
-                        "pod{a} -> pod{b} ({}): {}/{} received\n{}",
-                        self.pod(b).ip,
-                        r.received,
-                        r.transmitted,
-                        r.output.trim()
-                    )),
-                    Err(e) => failures.push(format!("pod{a} -> pod{b}: {e:#}")),
-                }
-            }
-        }
-        failures
+        let pairs: Vec<(u8, u8, String, std::net::Ipv4Addr)> = ids
+            .iter()
+            .flat_map(|&a| ids.iter().map(move |&b| (a, b)))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| (a, b, self.pod(a).ns.clone(), self.pod(b).ip))
+            .collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pairs
+                .into_iter()
+                .map(|(a, b, ns, to)| {
+                    s.spawn(move || match traffic::ping(&ns, to, count, 1.0) {
+                        Ok(r) if r.lossless() => None,
+                        Ok(r) => Some(format!(
+                            "pod{a} -> pod{b} ({to}): {}/{} received\n{}",
+                            r.received,
+                            r.transmitted,
+                            r.output.trim()
+                        )),
+                        Err(e) => Some(format!("pod{a} -> pod{b}: {e:#}")),
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Some("ping thread panicked".into()))
+                })
+                .collect()
+        })
     }
 
     /// Fails unless every ordered pair pings without loss.
