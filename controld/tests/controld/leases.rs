@@ -234,7 +234,9 @@ async fn a_deleted_or_revoked_own_lease_is_reclaimed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_and_garbage_are_watched() {
     let etcd = Etcd::start().await;
-    etcd.put_config(NET16).await;
+    // Away from the fake peers' keys, which are plain puts.
+    etcd.put_config(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.100.0"}"#)
+        .await;
     let a = Host::start(&etcd, "198.18.0.1", true).await;
     a.ready().await;
     // A flannel udp peer (no BackendType), a vxlan peer (other backend), garbage.

@@ -10,7 +10,9 @@ use crate::{net, NET16};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_keeps_state_and_recovers() {
     let mut etcd = Etcd::start().await;
-    etcd.put_config(NET16).await;
+    // Away from the fake peer's key (a plain put) below.
+    etcd.put_config(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.100.0"}"#)
+        .await;
     let a = Host::start(&etcd, "198.18.0.1", true).await;
     let b = Host::start(&etcd, "198.18.0.2", true).await;
     let sa = a.ready().await;
