@@ -1,122 +1,121 @@
 //! The backends behind one enum, chosen by a factory from the snapshot's type.
 //!
-//! udp runs the TUN/UDP packet loop; alloc does nothing (leases only). vxlan and
-//! host-gw program the kernel and are the next issue: the factory refuses them
-//! with a reason instead of pretending.
+//! udp runs the TUN/UDP packet loop; vxlan and host-gw program the kernel,
+//! which then forwards; alloc does nothing (leases only). Every apply ends in
+//! [`sync`](crate::sync::sync), which also removes what an earlier backend left
+//! in the kernel, so switching backends needs no special path.
 
 use std::sync::Arc;
 
 use crate::counters::Counters;
+use crate::hostgw::HostGwBackend;
 use crate::netlink::Kernel;
 use crate::snapshot::{BackendKind, ValidSnapshot};
+use crate::sync::{sync, Desired, SyncError};
 use crate::udp::{UdpBackend, UdpError};
+use crate::vxlan::VxlanBackend;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("backend {0} is not implemented yet")]
-    NotImplemented(&'static str),
     #[error(transparent)]
     Udp(#[from] UdpError),
+    #[error(transparent)]
+    Kernel(#[from] SyncError),
+}
+
+/// What an apply did, for the status.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Problems worth showing in `DataplaneStatus.errors`.
+    pub warnings: Vec<String>,
+    /// Peers actually routed.
+    pub routes: usize,
 }
 
 pub enum Backend {
-    Alloc,
+    Alloc { tun: String },
     Udp(UdpBackend),
+    Vxlan(VxlanBackend),
+    HostGw(HostGwBackend),
 }
 
 impl Backend {
     /// Makes a backend of `kind`; nothing runs until the first apply.
-    pub fn create(
-        kind: BackendKind,
-        tun_name: &str,
-        counters: Arc<Counters>,
-    ) -> Result<Backend, BackendError> {
+    pub fn create(kind: BackendKind, tun_name: &str, counters: Arc<Counters>) -> Backend {
         match kind {
-            BackendKind::Udp => Ok(Backend::Udp(UdpBackend::new(tun_name, counters))),
-            BackendKind::Alloc => Ok(Backend::Alloc),
-            BackendKind::Vxlan | BackendKind::HostGw => {
-                Err(BackendError::NotImplemented(kind.name()))
-            }
+            BackendKind::Udp => Backend::Udp(UdpBackend::new(tun_name, counters)),
+            BackendKind::Vxlan => Backend::Vxlan(VxlanBackend::new(tun_name)),
+            BackendKind::HostGw => Backend::HostGw(HostGwBackend::new(tun_name)),
+            BackendKind::Alloc => Backend::Alloc {
+                tun: tun_name.to_string(),
+            },
         }
     }
 
     pub fn kind(&self) -> BackendKind {
         match self {
-            Backend::Alloc => BackendKind::Alloc,
+            Backend::Alloc { .. } => BackendKind::Alloc,
             Backend::Udp(_) => BackendKind::Udp,
+            Backend::Vxlan(_) => BackendKind::Vxlan,
+            Backend::HostGw(_) => BackendKind::HostGw,
         }
     }
 
     /// The device this backend forwards through, if any.
     pub fn device(&self) -> Option<&str> {
         match self {
-            Backend::Alloc => None,
+            Backend::Alloc { .. } => None,
             Backend::Udp(u) => Some(u.device()),
+            Backend::Vxlan(v) => v.device(),
+            Backend::HostGw(h) => h.device(),
         }
     }
 
-    /// Packet I/O mode for the status.
+    /// Packet I/O mode for the status: who moves the packets.
     pub fn mode(&self) -> &'static str {
         match self {
-            Backend::Alloc => "none",
+            Backend::Alloc { .. } => "none",
             Backend::Udp(_) => "basic",
+            Backend::Vxlan(_) | Backend::HostGw(_) => "kernel",
         }
     }
 
-    /// Applies a snapshot; returns warnings worth showing in the status.
+    /// Applies a snapshot.
     pub async fn apply(
         &mut self,
         s: &ValidSnapshot,
         kernel: &dyn Kernel,
-    ) -> Result<Vec<String>, BackendError> {
+    ) -> Result<Outcome, BackendError> {
         match self {
-            Backend::Alloc => Ok(Vec::new()),
-            Backend::Udp(u) => Ok(u.apply(s, kernel).await?),
+            Backend::Alloc { tun } => {
+                let report = sync(kernel, &Desired::only_tun(tun, false)).await?;
+                Ok(Outcome {
+                    warnings: report.errors,
+                    routes: s.routes.len(),
+                })
+            }
+            Backend::Udp(u) => {
+                let mut warnings = u.apply(s, kernel).await?;
+                let report = sync(kernel, &Desired::only_tun(u.device(), true)).await?;
+                warnings.extend(report.errors);
+                Ok(Outcome {
+                    warnings,
+                    routes: s.routes.len(),
+                })
+            }
+            Backend::Vxlan(v) => Ok(v.apply(s, kernel).await?),
+            Backend::HostGw(h) => Ok(h.apply(s, kernel).await?),
         }
     }
 
     /// Stops the runtime (threads, fds); kernel state stays.
     pub fn stop(&mut self) {
-        match self {
-            Backend::Alloc => {}
-            Backend::Udp(u) => u.stop(),
+        if let Backend::Udp(u) = self {
+            u.stop();
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn factory() {
-        let c = Arc::new(Counters::default());
-        assert_eq!(
-            Backend::create(BackendKind::Udp, "kolach0", c.clone())
-                .unwrap()
-                .kind(),
-            BackendKind::Udp
-        );
-        let alloc = Backend::create(BackendKind::Alloc, "kolach0", c.clone()).unwrap();
-        assert_eq!(alloc.kind(), BackendKind::Alloc);
-        assert_eq!(alloc.device(), None);
-        for k in [BackendKind::Vxlan, BackendKind::HostGw] {
-            let e = Backend::create(k, "kolach0", c.clone()).err().unwrap();
-            assert_eq!(
-                e.to_string(),
-                format!("backend {} is not implemented yet", k.name())
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn alloc_apply_touches_nothing() {
-        let k = crate::fake_kernel::FakeKernel::default();
-        let mut b =
-            Backend::create(BackendKind::Alloc, "kolach0", Arc::new(Counters::default())).unwrap();
-        let mut s = crate::snapshot::validate(&crate::snapshot::tests::good()).unwrap();
-        s.backend = BackendKind::Alloc;
-        assert!(b.apply(&s, &k).await.unwrap().is_empty());
-        assert!(k.take_calls().is_empty());
-    }
-}
+#[path = "backend_tests.rs"]
+mod tests;

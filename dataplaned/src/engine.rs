@@ -32,6 +32,8 @@ pub struct Applied {
     pub at: SystemTime,
     pub device: Option<String>,
     pub mode: &'static str,
+    /// Peers actually routed (host-gw skips unreachable ones).
+    pub route_count: usize,
     pub warnings: Vec<String>,
 }
 
@@ -111,33 +113,47 @@ impl Engine {
             }
         }
 
+        let previous = self.applied.load_full();
         let result = match backend.as_mut() {
             Some(b) if b.kind() == s.backend => b.apply(&s, &*self.kernel).await,
-            _ => match Backend::create(s.backend, &self.tun_name, self.counters.clone()) {
-                Ok(mut fresh) => match fresh.apply(&s, &*self.kernel).await {
-                    Ok(w) => {
-                        if let Some(mut old) = backend.replace(fresh) {
+            _ => {
+                // A switch (or the first apply): the old runtime stops first so
+                // that the new backend can remove the old one's devices.
+                if let Some(old) = backend.as_mut() {
+                    old.stop();
+                }
+                let mut fresh = Backend::create(s.backend, &self.tun_name, self.counters.clone());
+                match fresh.apply(&s, &*self.kernel).await {
+                    Ok(o) => {
+                        if let Some(old) = backend.replace(fresh) {
                             tracing::info!(
                                 from = old.kind().name(),
                                 to = s.backend.name(),
                                 "backend changed"
                             );
-                            old.stop();
                         }
-                        Ok(w)
+                        Ok(o)
                     }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
+                    Err(e) => {
+                        // Bring the old backend back with what it had.
+                        if let (Some(old), Some(p)) = (backend.as_mut(), previous.as_ref()) {
+                            if let Err(e) = old.apply(&p.snapshot, &*self.kernel).await {
+                                tracing::warn!(error = %e, "cannot restore the previous backend");
+                            }
+                        }
+                        Err(e)
+                    }
+                }
+            }
         };
-        let mut warnings = match result {
-            Ok(w) => w,
+        let outcome = match result {
+            Ok(o) => o,
             Err(e) => {
                 tracing::warn!(version = %s.version, error = %e, "snapshot not applied");
                 return self.reply(false, e.to_string());
             }
         };
+        let mut warnings = outcome.warnings;
         if origin == Origin::Controld {
             if let Err(e) = store::save(&self.run_dir, &raw) {
                 tracing::warn!(error = %e, "cannot save the applied snapshot; a restart will wait for controld");
@@ -151,12 +167,13 @@ impl Engine {
             etcd_revision = s.version.etcd_revision,
             backend = s.backend.name(),
             subnet = %s.local_subnet,
-            routes = s.routes.len(),
+            routes = outcome.routes,
             "snapshot applied"
         );
         self.applied.store(Some(Arc::new(Applied {
             device: b.device().map(str::to_string),
             mode: b.mode(),
+            route_count: outcome.routes,
             snapshot: s,
             raw,
             at: SystemTime::now(),
@@ -213,7 +230,7 @@ impl Engine {
             has_snapshot: a.is_some(),
             applied_version: s.map(|s| s.version.into()),
             backend: a.as_ref().and_then(|a| a.raw.backend),
-            route_count: s.map(|s| s.routes.len() as u32).unwrap_or(0),
+            route_count: a.as_ref().map(|a| a.route_count as u32).unwrap_or(0),
             device: a
                 .as_ref()
                 .and_then(|a| a.device.clone())
@@ -297,15 +314,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn vxlan_is_refused_honestly() {
-        let (e, d) = engine("vxlan");
-        let mut s = good();
-        s.backend.as_mut().unwrap().r#type = pb::BackendType::Vxlan as i32;
+    async fn vxlan_applies_and_needs_its_mac() {
+        let d = std::env::temp_dir().join(format!("kdp-engine-vxlan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let k = FakeKernel::default();
+        k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
+        let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k));
+
+        let mut s = crate::snapshot::tests::vxlan();
+        s.local_vtep_mac.clear();
         let r = e.apply(s, Origin::Controld).await;
         assert!(!r.applied);
-        assert_eq!(r.reason, "backend vxlan is not implemented yet");
+        assert_eq!(
+            r.reason,
+            "invalid snapshot: local_vtep_mac: expected 6 bytes, got 0"
+        );
         assert!(!e.status().has_snapshot);
-        assert!(store::load(&d).unwrap().is_none());
+
+        let r = e
+            .apply(crate::snapshot::tests::vxlan(), Origin::Controld)
+            .await;
+        assert!(r.applied, "{}", r.reason);
+        let st = e.status();
+        assert_eq!(
+            (st.device.as_str(), st.mode.as_str(), st.route_count),
+            ("kolach.1", "kernel", 1)
+        );
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+        assert_eq!(e.backend_kind().await, Some(BackendKind::Vxlan));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn failed_switch_keeps_the_old_backend() {
+        let (e, d) = engine("failed-switch");
+        assert!(e.apply(alloc(1), Origin::Controld).await.applied);
+        // host-gw on an iface the (empty) fake kernel does not have.
+        let mut s = alloc(2);
+        s.backend.as_mut().unwrap().r#type = pb::BackendType::HostGw as i32;
+        let r = e.apply(s, Origin::Controld).await;
+        assert!(!r.applied);
+        assert_eq!(r.reason, "underlay interface eth0 does not exist");
+        assert_eq!(e.backend_kind().await, Some(BackendKind::Alloc));
+        assert_eq!(e.status().applied_version.unwrap().generation, 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

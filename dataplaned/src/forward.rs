@@ -145,6 +145,7 @@ mod tests {
             routes: RouteTable::new(&[Route {
                 subnet: peer,
                 public_ip: ip(peer_ip),
+                vtep_mac: None,
             }]),
         };
         (table(a, b, "198.18.0.2"), table(b, a, "198.18.0.1"))

@@ -1,6 +1,7 @@
-//! kolach-dataplaned: applies route-table snapshots pushed by kolach-controld
-//! and, for the udp backend, forwards overlay packets between a TUN device and
-//! a UDP socket.
+//! kolach-dataplaned: applies route-table snapshots pushed by kolach-controld.
+//! The udp backend forwards overlay packets between a TUN device and a UDP
+//! socket itself; vxlan and host-gw program the kernel over rtnetlink, which
+//! then forwards.
 //!
 //! Pure logic (no syscalls, unit-tested on bytes and values):
 //! - [`packet`]: IPv4 header validation and TTL decrement with incremental checksum.
@@ -10,13 +11,21 @@
 //! - [`snapshot`]: validating a received snapshot into typed values.
 //! - [`ordering`]: whether a snapshot may replace the applied one.
 //! - [`counters`]: packet and drop counters shared by the loop and Status.
+//! - [`kobjects`]: the kernel objects kolach owns (routes, neighbours, FDB
+//!   entries, links) as values.
+//! - [`reconcile`]: wanted vs. actual kernel objects → the operations between
+//!   them (reconcile, never flush).
 //!
 //! Around it:
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it publishes.
-//! - [`backend`]: the backend enum and its factory (udp; alloc is a no-op).
+//! - [`backend`]: the backend enum and its factory (udp, vxlan, host-gw; alloc is a no-op).
 //! - [`udp`] / [`udp_loop`]: the udp backend and its two packet-loop threads.
+//! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
+//! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
+//!   a previous backend's devices.
 //! - [`tun`]: creating/attaching the persistent TUN device (own ioctls).
-//! - [`netlink`]: the kernel seam (addresses, MTU, link state) and rtnetlink behind it.
+//! - [`netlink`]: the kernel seam (links, addresses, routes, neighbours, FDB) and
+//!   rtnetlink behind it (`rtnl_link.rs`, `rtnl_objects.rs`).
 //! - [`store`]: the last applied snapshot in `<run-dir>/snapshot.pb`.
 //! - [`api`]: the gRPC service on `<run-dir>/dataplaned.sock`.
 //! - [`cleanup`]: the `--cleanup` teardown.
@@ -33,18 +42,25 @@ pub mod engine;
 #[cfg(test)]
 mod fake_kernel;
 pub mod forward;
+pub mod hostgw;
 pub mod icmp;
+pub mod kobjects;
 pub mod netlink;
 pub mod observability;
 pub mod ordering;
 pub mod packet;
+pub mod reconcile;
 pub mod routes;
+mod rtnl_link;
+mod rtnl_objects;
 pub mod signals;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
 pub mod tun;
 pub mod udp;
 pub mod udp_loop;
+pub mod vxlan;
 
 use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
@@ -113,7 +129,8 @@ pub async fn run(
     Ok(())
 }
 
-/// `--cleanup`: removes the TUN device and the saved snapshot.
+/// `--cleanup`: removes proto-107 routes, `kolach.*` vxlan devices, the TUN
+/// device and the saved snapshot.
 pub async fn cleanup(cfg: &Config) -> anyhow::Result<()> {
     let kernel = RtNetlink::connect();
     let k: Result<&dyn Kernel, String> = match &kernel {

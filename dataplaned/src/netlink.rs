@@ -1,18 +1,17 @@
-//! Programming links and addresses: the [`Kernel`] seam, its rtnetlink
-//! implementation, and the logic that decides what to program.
+//! The kernel seam: the [`Kernel`] trait (links, addresses, proto-107
+//! routes, neighbours, vxlan FDB entries), its rtnetlink implementation
+//! ([`RtNetlink`], whose calls live in `rtnl_link.rs` and `rtnl_objects.rs`),
+//! and [`configure_device`], the udp backend's device logic.
 //!
-//! The deciding part ([`configure_device`]) only talks to the trait, so it is
-//! tested with a fake that records calls; the kernel tests run it for real in a
-//! network namespace.
-
-use std::net::{IpAddr, Ipv4Addr};
+//! The deciding parts only talk to the trait, so they are tested with a fake
+//! that records calls; the kernel tests run them for real in a network
+//! namespace.
 
 use futures::future::BoxFuture;
-use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
-use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec};
+use rtnetlink::Handle;
+
+use crate::kobjects::{Fdb, KRoute, LinkChange, LinkState, Neigh, VxlanLink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -32,13 +31,29 @@ pub enum KernelError {
     },
 }
 
-/// What the dataplane needs from the kernel's link and address tables.
+impl KernelError {
+    /// The errno of a netlink error (positive, e.g. `libc::EEXIST`).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            KernelError::Netlink {
+                source: rtnetlink::Error::NetlinkError(m),
+                ..
+            } => Some(-m.raw_code()),
+            _ => None,
+        }
+    }
+}
+
+/// What the dataplane needs from the kernel. Reads return kolach's objects
+/// only where noted; deletions of something already gone succeed.
 pub trait Kernel: Send + Sync {
     /// The link's index and kind (e.g. "tun"), None when absent.
     fn link<'a>(
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<(u32, String)>, KernelError>>;
+    /// Every link in the namespace.
+    fn links(&self) -> BoxFuture<'_, Result<Vec<LinkState>, KernelError>>;
     fn ipv4_addresses(&self, index: u32) -> BoxFuture<'_, Result<Vec<Ipv4Net>, KernelError>>;
     fn add_address(&self, index: u32, addr: Ipv4Net) -> BoxFuture<'_, Result<(), KernelError>>;
     fn del_address(&self, index: u32, addr: Ipv4Net) -> BoxFuture<'_, Result<(), KernelError>>;
@@ -48,6 +63,28 @@ pub trait Kernel: Send + Sync {
     /// the TUN come from its own address, which the kernel otherwise drops as
     /// a martian source.
     fn set_accept_local<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), KernelError>>;
+    /// Creates a vxlan device (down) with the given parameters, MTU and MAC.
+    fn create_vxlan<'a>(&'a self, link: &'a VxlanLink) -> BoxFuture<'a, Result<(), KernelError>>;
+    /// Sets what `change` names on a link.
+    fn set_link(&self, index: u32, change: LinkChange) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// The IPv4 routes of protocol 107 in the main table.
+    fn routes(&self) -> BoxFuture<'_, Result<Vec<KRoute>, KernelError>>;
+    /// Adds a proto-107 route; `replace` replaces the route to the same
+    /// destination, otherwise an existing one is an error (EEXIST).
+    fn add_route(&self, route: KRoute, replace: bool) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// Deletes a proto-107 route (never one of another protocol).
+    fn del_route(&self, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// The permanent IPv4 neighbour entries (with a link-layer address) on `dev`.
+    fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>>;
+    /// Creates or replaces a permanent neighbour entry.
+    fn set_neighbour(&self, n: Neigh) -> BoxFuture<'_, Result<(), KernelError>>;
+    fn del_neighbour(&self, n: Neigh) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// The permanent FDB entries with a destination on the vxlan device `dev`.
+    fn fdb(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Fdb>, KernelError>>;
+    /// Creates the FDB entry, or replaces its destination (`self permanent`).
+    fn set_fdb(&self, e: Fdb) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// Deletes one destination of an FDB entry.
+    fn del_fdb(&self, e: Fdb) -> BoxFuture<'_, Result<(), KernelError>>;
 }
 
 /// Gives `name` exactly the IPv4 address `addr` (removing stale ones first, so
@@ -67,11 +104,12 @@ pub async fn configure_device(
     let current = k.ipv4_addresses(index).await?;
     // Stale addresses go first: deleting a primary address after adding the new
     // one would take the new (secondary, same prefix) one with it.
-    for old in current.iter().filter(|a| **a != addr) {
+    let (stale, missing) = crate::reconcile::plan_address(addr, &current);
+    for old in stale {
         tracing::info!(device = name, address = %old, "removing stale address");
-        k.del_address(index, *old).await?;
+        k.del_address(index, old).await?;
     }
-    if !current.contains(&addr) {
+    if missing {
         tracing::info!(device = name, address = %addr, "adding address");
         k.add_address(index, addr).await?;
     }
@@ -91,7 +129,7 @@ pub async fn configure_device(
 /// thread that made it.
 #[derive(Clone)]
 pub struct RtNetlink {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl RtNetlink {
@@ -103,20 +141,27 @@ impl RtNetlink {
     }
 }
 
-fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
+/// Wraps an rtnetlink error with what we were doing.
+pub(crate) fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
     let op = op.into();
     move |source| KernelError::Netlink { op, source }
 }
 
-fn is_no_device(e: &rtnetlink::Error) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::ENODEV)
+/// Whether a netlink error is `-errno`.
+pub(crate) fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
 }
 
-fn addr_message(index: u32, addr: Ipv4Net) -> rtnetlink::packet_route::address::AddressMessage {
-    AddressMessageBuilder::<Ipv4Addr>::new()
-        .index(index)
-        .address(addr.addr(), addr.prefix_len())
-        .build()
+/// Ok for a deletion whose object was already gone.
+pub(crate) fn gone_ok(
+    r: Result<(), rtnetlink::Error>,
+    gone: &[i32],
+    op: impl Into<String>,
+) -> Result<(), KernelError> {
+    match r {
+        Err(e) if gone.iter().any(|g| is_errno(&e, *g)) => Ok(()),
+        r => r.map_err(nl(op)),
+    }
 }
 
 impl Kernel for RtNetlink {
@@ -124,113 +169,33 @@ impl Kernel for RtNetlink {
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<(u32, String)>, KernelError>> {
-        Box::pin(async move {
-            let mut links = self
-                .handle
-                .link()
-                .get()
-                .match_name(name.to_string())
-                .execute();
-            let msg = match links.try_next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(None),
-                Err(e) if is_no_device(&e) => return Ok(None),
-                Err(e) => return Err(nl(format!("get link {name}"))(e)),
-            };
-            let kind = msg
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-                        LinkInfo::Kind(InfoKind::Tun) => Some("tun".to_string()),
-                        LinkInfo::Kind(k) => Some(k.to_string()),
-                        _ => None,
-                    }),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            Ok(Some((msg.header.index, kind)))
-        })
+        Box::pin(self.get_link(name))
     }
-
+    fn links(&self) -> BoxFuture<'_, Result<Vec<LinkState>, KernelError>> {
+        Box::pin(self.list_links())
+    }
     fn ipv4_addresses(&self, index: u32) -> BoxFuture<'_, Result<Vec<Ipv4Net>, KernelError>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            let mut msgs = self
-                .handle
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .execute();
-            while let Some(m) = msgs.try_next().await.map_err(nl("list addresses"))? {
-                if m.header.index != index {
-                    continue;
-                }
-                let local = m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                    _ => None,
-                });
-                let addr = local.or_else(|| {
-                    m.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-                        _ => None,
-                    })
-                });
-                if let Some(ip) = addr {
-                    if let Ok(n) = Ipv4Net::new(ip, m.header.prefix_len) {
-                        out.push(n);
-                    }
-                }
-            }
-            Ok(out)
-        })
+        Box::pin(self.list_addresses(index))
     }
-
     fn add_address(&self, index: u32, addr: Ipv4Net) -> BoxFuture<'_, Result<(), KernelError>> {
-        Box::pin(async move {
-            self.handle
-                .address()
-                .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
-                .replace()
-                .execute()
-                .await
-                .map_err(nl(format!("add address {addr}")))
-        })
+        Box::pin(self.address_add(index, addr))
     }
-
     fn del_address(&self, index: u32, addr: Ipv4Net) -> BoxFuture<'_, Result<(), KernelError>> {
-        Box::pin(async move {
-            self.handle
-                .address()
-                .del(addr_message(index, addr))
-                .execute()
-                .await
-                .map_err(nl(format!("delete address {addr}")))
-        })
+        Box::pin(self.address_del(index, addr))
     }
-
     fn set_mtu_up(&self, index: u32, mtu: u32) -> BoxFuture<'_, Result<(), KernelError>> {
-        Box::pin(async move {
-            self.handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
-                .execute()
-                .await
-                .map_err(nl(format!("set mtu {mtu} and up")))
-        })
+        Box::pin(self.link_set(
+            index,
+            LinkChange {
+                mtu: Some(mtu),
+                mac: None,
+                up: true,
+            },
+        ))
     }
-
     fn delete_link(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>> {
-        Box::pin(async move {
-            self.handle
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .map_err(nl("delete link"))
-        })
+        Box::pin(self.link_del(index))
     }
-
     fn set_accept_local<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), KernelError>> {
         Box::pin(async move {
             let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_local");
@@ -240,6 +205,39 @@ impl Kernel for RtNetlink {
             }
             std::fs::write(&path, b"1").map_err(|source| KernelError::Sysctl { path, source })
         })
+    }
+    fn create_vxlan<'a>(&'a self, link: &'a VxlanLink) -> BoxFuture<'a, Result<(), KernelError>> {
+        Box::pin(self.vxlan_add(link))
+    }
+    fn set_link(&self, index: u32, change: LinkChange) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.link_set(index, change))
+    }
+    fn routes(&self) -> BoxFuture<'_, Result<Vec<KRoute>, KernelError>> {
+        Box::pin(self.list_routes())
+    }
+    fn add_route(&self, route: KRoute, replace: bool) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.route_add(route, replace))
+    }
+    fn del_route(&self, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.route_del(route))
+    }
+    fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>> {
+        Box::pin(self.list_neighbours(dev))
+    }
+    fn set_neighbour(&self, n: Neigh) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.neighbour_set(n))
+    }
+    fn del_neighbour(&self, n: Neigh) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.neighbour_del(n))
+    }
+    fn fdb(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Fdb>, KernelError>> {
+        Box::pin(self.list_fdb(dev))
+    }
+    fn set_fdb(&self, e: Fdb) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.fdb_set(e))
+    }
+    fn del_fdb(&self, e: Fdb) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.fdb_del(e))
     }
 }
 
@@ -301,7 +299,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            k.links.lock().unwrap()["kolach0"].1,
+            k.links.lock().unwrap()["kolach0"].addrs,
             vec![n("10.50.9.0/16")]
         );
     }
@@ -320,7 +318,7 @@ mod tests {
             "{w:?}"
         );
         assert_eq!(
-            k.links.lock().unwrap()["kolach0"].1,
+            k.links.lock().unwrap()["kolach0"].addrs,
             vec![n("10.50.18.0/16")]
         );
     }

@@ -10,11 +10,14 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-/// One peer lease: its subnet and underlay address.
+use crate::kobjects::Mac;
+
+/// One peer lease: its subnet, underlay address and (vxlan) VTEP MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
+    pub vtep_mac: Option<Mac>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -90,6 +93,7 @@ mod tests {
         Route {
             subnet: subnet.parse().unwrap(),
             public_ip: ip.parse().unwrap(),
+            vtep_mac: None,
         }
     }
 

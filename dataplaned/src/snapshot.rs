@@ -7,11 +7,15 @@ use ipnet::Ipv4Net;
 use kolach_proto::dataplane::{self as pb, BackendType};
 use kolach_proto::net::NetError;
 
+use crate::kobjects::Mac;
 pub use crate::ordering::{decide, Decision, Version};
 use crate::routes::Route;
 
 pub const DEFAULT_UDP_PORT: u16 = 8285;
 pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+pub const DEFAULT_VNI: u32 = 1;
+/// VNIs are 24 bits.
+const MAX_VNI: u32 = (1 << 24) - 1;
 /// The smallest MTU an IPv4 link may have (RFC 791).
 const MIN_MTU: u32 = 68;
 
@@ -73,6 +77,8 @@ pub struct ValidSnapshot {
     pub iface: String,
     pub mtu: u32,
     pub routes: Vec<Route>,
+    /// vxlan: this host's VTEP MAC (the device's address).
+    pub local_vtep_mac: Option<Mac>,
 }
 
 impl ValidSnapshot {
@@ -143,6 +149,28 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         (p, _) => u16::try_from(p)
             .map_err(|_| invalid("backend.port", format!("{p} is not a UDP port")))?,
     };
+    let vni = match (b.vni, backend) {
+        (0, BackendKind::Vxlan) => DEFAULT_VNI,
+        (v, BackendKind::Vxlan) if v > MAX_VNI => {
+            return Err(invalid(
+                "backend.vni",
+                format!("{v} is not in 1..={MAX_VNI}"),
+            ))
+        }
+        (v, _) => v,
+    };
+    let vxlan = backend == BackendKind::Vxlan;
+    let mac_field = |field: String, bytes: &[u8]| {
+        Mac::from_bytes(bytes).map_err(|e| invalid(field, e.to_string()))
+    };
+    let local_vtep_mac = if vxlan {
+        Some(mac_field("local_vtep_mac".into(), &s.local_vtep_mac)?)
+    } else {
+        None
+    };
+    if backend == BackendKind::HostGw && s.iface.is_empty() {
+        return Err(SnapshotError::Missing("iface".into()));
+    }
     let network = net_field("network", &s.network)?;
     let local_subnet = net_field("local_subnet", &s.local_subnet)?;
     if !network.contains(&local_subnet) {
@@ -183,19 +211,29 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         }
         let ip_name = format!("routes[{i}].public_ip");
         let public_ip = ip_field(&ip_name, &r.public_ip)?.ok_or(SnapshotError::Missing(ip_name))?;
-        routes.push(Route { subnet, public_ip });
+        let vtep_mac = if vxlan {
+            Some(mac_field(format!("routes[{i}].vtep_mac"), &r.vtep_mac)?)
+        } else {
+            None
+        };
+        routes.push(Route {
+            subnet,
+            public_ip,
+            vtep_mac,
+        });
     }
     Ok(ValidSnapshot {
         version,
         backend,
         port,
-        vni: b.vni,
+        vni,
         network,
         local_subnet,
         public_ip,
         iface: s.iface.clone(),
         mtu: s.mtu,
         routes,
+        local_vtep_mac,
     })
 }
 
@@ -313,6 +351,68 @@ pub(crate) mod tests {
             }),
             "routes[1].subnet: 10.50.7.0/24 is listed twice"
         );
+    }
+
+    pub fn vxlan() -> pb::Snapshot {
+        let mut s = good();
+        let b = s.backend.as_mut().unwrap();
+        b.r#type = BackendType::Vxlan as i32;
+        b.port = 0;
+        b.vni = 0;
+        s.mtu = 1450;
+        s.local_vtep_mac = vec![0x0e, 0x6b, 198, 18, 0, 1];
+        s.routes[0].vtep_mac = vec![0x0e, 0x6b, 198, 18, 0, 2];
+        s
+    }
+
+    #[test]
+    fn vxlan_defaults_and_macs() {
+        let v = validate(&vxlan()).unwrap();
+        assert_eq!((v.port, v.vni), (DEFAULT_VXLAN_PORT, DEFAULT_VNI));
+        assert_eq!(v.local_vtep_mac.unwrap().to_string(), "0e:6b:c6:12:00:01");
+        assert_eq!(
+            v.routes[0].vtep_mac.unwrap().to_string(),
+            "0e:6b:c6:12:00:02"
+        );
+        // udp ignores MACs.
+        assert_eq!(validate(&good()).unwrap().local_vtep_mac, None);
+    }
+
+    #[test]
+    fn vxlan_errors_name_the_field() {
+        let reason = |f: fn(&mut pb::Snapshot)| {
+            let mut s = vxlan();
+            f(&mut s);
+            validate(&s).unwrap_err().to_string()
+        };
+        assert_eq!(
+            reason(|s| s.local_vtep_mac.clear()),
+            "local_vtep_mac: expected 6 bytes, got 0"
+        );
+        assert_eq!(
+            reason(|s| s.local_vtep_mac = vec![1, 0, 0x5e, 0, 0, 1]),
+            "local_vtep_mac: 01:00:5e:00:00:01 is not a unicast address"
+        );
+        assert_eq!(
+            reason(|s| s.routes[0].vtep_mac = vec![1, 2, 3]),
+            "routes[0].vtep_mac: expected 6 bytes, got 3"
+        );
+        assert_eq!(
+            reason(|s| s.backend.as_mut().unwrap().vni = 1 << 24),
+            "backend.vni: 16777216 is not in 1..=16777215"
+        );
+        assert_eq!(reason(|s| s.public_ip = None), "public_ip is missing");
+    }
+
+    #[test]
+    fn host_gw_needs_an_iface_not_a_public_ip() {
+        let mut s = good();
+        s.backend.as_mut().unwrap().r#type = BackendType::HostGw as i32;
+        s.public_ip = None;
+        s.mtu = 0;
+        assert_eq!(validate(&s).unwrap().backend, BackendKind::HostGw);
+        s.iface.clear();
+        assert_eq!(validate(&s).unwrap_err().to_string(), "iface is missing");
     }
 
     #[test]

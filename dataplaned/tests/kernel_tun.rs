@@ -76,7 +76,8 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
         1400
     );
 
-    // Switching to alloc stops the loop but leaves the device; back to udp.
+    // Switching to alloc stops the loop and removes the device (a backend
+    // switch removes the old backend's objects); back to udp makes it again.
     let mut alloc = udp_snapshot(3, "10.50.9.0/24", "198.18.0.1", &[]);
     alloc.backend.as_mut().unwrap().r#type = kolach_proto::dataplane::BackendType::Alloc as i32;
     let e2 = e.clone();
@@ -86,7 +87,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     );
     let st = e.status();
     assert_eq!((st.mode.as_str(), st.device.as_str()), ("none", ""));
-    assert!(ns.has_link("kolach0"));
+    assert!(!ns.has_link("kolach0"));
     let mut snap = udp_snapshot(
         4,
         "10.50.9.0/24",
@@ -100,6 +101,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
             .applied
     );
     assert_eq!(e.status().mode, "basic");
+    assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
 
     // Graceful stop: the device and its address stay.
     let e2 = e.clone();
