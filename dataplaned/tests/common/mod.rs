@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod recording;
+
 use std::fs::File;
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -190,4 +192,168 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The VTEP MAC controld derives from a PublicIP a.b.c.d: 0e:6b:a:b:c:d.
+pub fn vtep_mac(public_ip: &str) -> Vec<u8> {
+    let ip: Ipv4Addr = public_ip.parse().unwrap();
+    let mut m = vec![0x0e, 0x6b];
+    m.extend_from_slice(&ip.octets());
+    m
+}
+
+/// A snapshot of `kind` (default port/VNI, iface `u0`, the overlay MTU of a
+/// 1500-byte underlay) for a host holding `local` at `public_ip`, with
+/// `peers` (subnet, PublicIP) whose VTEP MACs follow [`vtep_mac`].
+pub fn snapshot(
+    kind: pb::BackendType,
+    generation: u64,
+    local: &str,
+    public_ip: &str,
+    peers: &[(&str, &str)],
+) -> pb::Snapshot {
+    let mut s = udp_snapshot(generation, local, public_ip, peers);
+    let b = s.backend.as_mut().unwrap();
+    b.r#type = kind as i32;
+    b.port = 0;
+    let vxlan = kind == pb::BackendType::Vxlan;
+    s.mtu = match kind {
+        pb::BackendType::Udp => 1472,
+        pb::BackendType::Vxlan => 1450,
+        _ => 1500,
+    };
+    if vxlan {
+        b.vni = 1;
+        s.local_vtep_mac = vtep_mac(public_ip);
+        for (r, (_, pip)) in s.routes.iter_mut().zip(peers) {
+            r.vtep_mac = vtep_mac(pip);
+        }
+    }
+    s
+}
+
+/// `ip -j route show proto 107` as "dst via gw dev d [onlink]" lines, sorted.
+pub fn kolach_routes(ns: &Netns) -> Vec<String> {
+    let v = ns.ip_json(&["route", "show", "proto", "107"]);
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let onlink = r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "onlink"));
+            format!(
+                "{} via {} dev {}{}",
+                r["dst"].as_str().unwrap(),
+                r["gateway"].as_str().unwrap_or("-"),
+                r["dev"].as_str().unwrap_or("-"),
+                if onlink { " onlink" } else { "" }
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `ip -j neigh show dev <dev>` as "ip lladdr mac STATE" lines, sorted.
+pub fn neighbours(ns: &Netns, dev: &str) -> Vec<String> {
+    let v = ns.ip_json(&["neigh", "show", "dev", dev]);
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let state: Vec<&str> = n["state"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "{} lladdr {} {}",
+                n["dst"].as_str().unwrap(),
+                n["lladdr"].as_str().unwrap_or("-"),
+                state.join(",")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `bridge -j fdb show dev <dev>` as "mac dst ip flags state" lines, sorted.
+pub fn fdb(ns: &Netns, dev: &str) -> Vec<String> {
+    let text = run("bridge", &["-n", &ns.name, "-j", "fdb", "show", "dev", dev]);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("bridge -j prints JSON");
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let flags: Vec<&str> = e["flags"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "{} dst {} {} {}",
+                e["mac"].as_str().unwrap(),
+                e["dst"].as_str().unwrap_or("-"),
+                flags.join(","),
+                e["state"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Names of the `kolach.*` links in the namespace.
+pub fn vxlan_devices(ns: &Netns) -> Vec<String> {
+    ns.ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| n.starts_with("kolach."))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `ip monitor` in the namespace, started before a step and read after it:
+/// every kernel change in between, as the kernel announces it.
+pub struct Monitor {
+    child: Option<std::process::Child>,
+}
+
+impl Monitor {
+    pub fn start(ns: &Netns) -> Monitor {
+        let child = Command::new("ip")
+            .args([
+                "-n", &ns.name, "monitor", "link", "address", "route", "neigh",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        // Let it subscribe before the step runs.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Monitor { child: Some(child) }
+    }
+
+    /// Stops the monitor; returns what it printed.
+    pub fn finish(mut self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("ip monitor output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
