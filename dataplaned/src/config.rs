@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[command(
     name = "kolach-dataplaned",
     version,
-    about = "kolach dataplane: applies route-table snapshots from kolach-controld; udp backend = TUN + UDP packet loop"
+    about = "kolach dataplane: applies route-table snapshots from kolach-controld; udp backend = TUN + UDP packet loop, vxlan and host-gw = kernel routes programmed over rtnetlink"
 )]
 pub struct Config {
     /// Directory for dataplaned.sock and the saved snapshot.
@@ -17,7 +17,8 @@ pub struct Config {
     #[arg(long, env = "KOLACH_TUN", default_value = "kolach0", value_parser = parse_tun_name)]
     pub tun: String,
 
-    /// Remove everything kolach made (the TUN device, the saved snapshot) and exit.
+    /// Remove everything kolach made (the TUN device, every kolach.* vxlan
+    /// device, every proto-107 route, the saved snapshot) and exit.
     #[arg(long, env = "KOLACH_CLEANUP")]
     pub cleanup: bool,
 

@@ -229,7 +229,12 @@ impl Engine {
             upgrades: 0,
             has_snapshot: a.is_some(),
             applied_version: s.map(|s| s.version.into()),
-            backend: a.as_ref().and_then(|a| a.raw.backend),
+            // Effective values: defaults filled in (vxlan port 8472, VNI 1).
+            backend: s.map(|s| pb::Backend {
+                r#type: s.backend.to_pb() as i32,
+                port: u32::from(s.port),
+                vni: s.vni,
+            }),
             route_count: a.as_ref().map(|a| a.route_count as u32).unwrap_or(0),
             device: a
                 .as_ref()
@@ -342,6 +347,12 @@ mod tests {
             ("kolach.1", "kernel", 1)
         );
         assert!(st.errors.is_empty(), "{:?}", st.errors);
+        let b = st.backend.unwrap();
+        assert_eq!(
+            (b.r#type, b.port, b.vni),
+            (pb::BackendType::Vxlan as i32, 8472, 1),
+            "status shows the defaults in effect"
+        );
         assert_eq!(e.backend_kind().await, Some(BackendKind::Vxlan));
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -227,3 +227,66 @@ fn daemon_serves_stops_restores_and_cleans_up() {
     assert!(!ns.has_link("kolach0"));
     assert!(!kolach_dataplaned::store::path(&dir.0).exists());
 }
+
+#[test]
+fn vxlan_daemon_keeps_kernel_state_on_sigterm_and_cleanup_removes_it() {
+    use kolach_proto::dataplane::BackendType;
+    let ns = Netns::new("binvx");
+    ns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"]);
+    ns.ip(&["addr", "add", "198.18.0.1/24", "dev", "u0"]);
+    ns.ip(&["link", "set", "u0", "up"]);
+    let dir = TempDir::new("binvx-run");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let peers = [("10.50.7.0/24", "198.18.0.2")];
+    let snap = |generation| {
+        common::snapshot(
+            BackendType::Vxlan,
+            generation,
+            "10.50.18.0/24",
+            "198.18.0.1",
+            &peers,
+        )
+    };
+
+    let mut d = Daemon::start(&ns, &dir.0);
+    rt.block_on(async {
+        let mut c = client(&dir.0).await;
+        let r = c.apply(snap(1)).await.unwrap().into_inner();
+        assert!(r.applied, "{}", r.reason);
+        let st = c.status(StatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(
+            (st.device.as_str(), st.mode.as_str(), st.route_count),
+            ("kolach.1", "kernel", 1)
+        );
+        let b = st.backend.unwrap();
+        assert_eq!((b.port, b.vni), (8472, 1));
+    });
+    assert!(d.terminate(Duration::from_secs(5)).success());
+    let routes = common::kolach_routes(&ns);
+    assert_eq!(routes, ["10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink"]);
+
+    // A restarted daemon restores and serves the same state.
+    let mut d = Daemon::start(&ns, &dir.0);
+    rt.block_on(async {
+        let mut c = client(&dir.0).await;
+        let st = c.status(StatusRequest {}).await.unwrap().into_inner();
+        assert!(st.has_snapshot && st.errors.is_empty(), "{st:?}");
+        assert_eq!(st.device, "kolach.1");
+    });
+    assert!(d.terminate(Duration::from_secs(5)).success());
+    assert_eq!(common::kolach_routes(&ns), routes);
+
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, BIN, "--cleanup", "--run-dir"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(common::vxlan_devices(&ns).is_empty());
+    assert!(common::kolach_routes(&ns).is_empty());
+    assert!(!kolach_dataplaned::store::path(&dir.0).exists());
+}
