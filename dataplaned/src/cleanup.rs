@@ -22,7 +22,7 @@ impl fmt::Display for CleanupErrors {
 
 impl std::error::Error for CleanupErrors {}
 
-/// Deletes every proto-107 route in the main table, every `kolach.*` vxlan
+/// Deletes every proto-107 route (in any table), every `kolach.*` vxlan
 /// device, the TUN device `tun` (only if it is a TUN device) and the saved
 /// snapshot in `run_dir`. `kernel` is Err when no netlink socket could be
 /// opened; that failure is reported with the others.
@@ -50,13 +50,16 @@ pub async fn cleanup(
 }
 
 async fn kernel_objects(k: &dyn Kernel, tun: &str, errors: &mut Vec<String>) {
-    // Routes first: host-gw routes go through a device that stays.
-    match k.routes().await {
+    // Routes first (every table): host-gw routes go through a device that stays.
+    match k.routes_all_tables().await {
         Ok(routes) => {
-            for r in routes {
-                match k.del_route(r).await {
-                    Ok(()) => tracing::info!(dst = %r.dst, via = %r.via, "route removed"),
-                    Err(e) => errors.push(format!("removing route {} via {}: {e}", r.dst, r.via)),
+            for (table, r) in routes {
+                match k.del_route_in(table, r).await {
+                    Ok(()) => tracing::info!(dst = %r.dst, via = %r.via, table, "route removed"),
+                    Err(e) => errors.push(format!(
+                        "removing route {} via {} (table {table}): {e}",
+                        r.dst, r.via
+                    )),
                 }
             }
         }
@@ -138,11 +141,16 @@ mod tests {
         };
         k.add_foreign_route(r("10.50.7.0/24", "198.18.0.2"), 107);
         k.add_foreign_route(r("192.0.2.0/24", "198.18.0.254"), 4);
+        k.other_tables.lock().unwrap().extend([
+            (100, r("10.50.9.0/24", "198.18.0.3"), 107),
+            (100, r("10.50.8.0/24", "198.18.0.3"), 4),
+        ]);
         cleanup(Ok(&k), "kolach0", &d).await.unwrap();
         assert_eq!(
             k.take_calls(),
             [
                 "route del 10.50.7.0/24 via 198.18.0.2 dev eth0",
+                "route del 10.50.9.0/24 via 198.18.0.3 dev eth0 table 100",
                 "delete-link 5",
                 "delete-link 6",
                 "delete-link 3",
@@ -153,6 +161,7 @@ mod tests {
             ["eth0", "vxlan0"]
         );
         assert_eq!(k.routes.lock().unwrap().len(), 1);
+        assert_eq!(k.other_tables.lock().unwrap().len(), 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

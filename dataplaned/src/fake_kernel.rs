@@ -33,6 +33,8 @@ pub struct FakeKernel {
     pub links: Mutex<BTreeMap<String, FakeLink>>,
     /// Every route in the main table with its protocol number.
     pub routes: Mutex<Vec<(KRoute, u8)>>,
+    /// Routes in other tables: (table, route, protocol).
+    pub other_tables: Mutex<Vec<(u32, KRoute, u8)>>,
     pub neighs: Mutex<Vec<Neigh>>,
     pub fdb: Mutex<Vec<Fdb>>,
     /// Make set_accept_local fail, as on a read-only /proc/sys.
@@ -292,6 +294,36 @@ impl Kernel for FakeKernel {
         if let Some(i) = routes.iter().position(|x| *x == (r, KOLACH_PROTO)) {
             routes.remove(i);
         }
+        ready(Ok(()))
+    }
+    fn routes_all_tables(&self) -> BoxFuture<'_, Result<Vec<(u32, KRoute)>, KernelError>> {
+        let mut v: Vec<(u32, KRoute)> = self
+            .routes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| *p == KOLACH_PROTO)
+            .map(|(r, _)| (254, *r))
+            .collect();
+        v.extend(
+            self.other_tables
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, _, p)| *p == KOLACH_PROTO)
+                .map(|(t, r, _)| (*t, *r)),
+        );
+        ready(Ok(v))
+    }
+    fn del_route_in(&self, table: u32, r: KRoute) -> BoxFuture<'_, Result<(), KernelError>> {
+        if table == 254 {
+            return self.del_route(r);
+        }
+        self.record(format!("route del {} table {table}", self.route_text(&r)));
+        self.other_tables
+            .lock()
+            .unwrap()
+            .retain(|x| *x != (table, r, KOLACH_PROTO));
         ready(Ok(()))
     }
     fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>> {

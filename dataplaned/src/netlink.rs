@@ -72,8 +72,14 @@ pub trait Kernel: Send + Sync {
     /// Adds a proto-107 route; `replace` replaces the route to the same
     /// destination, otherwise an existing one is an error (EEXIST).
     fn add_route(&self, route: KRoute, replace: bool) -> BoxFuture<'_, Result<(), KernelError>>;
-    /// Deletes a proto-107 route (never one of another protocol).
+    /// Deletes a proto-107 route from the main table (never one of another
+    /// protocol).
     fn del_route(&self, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// The IPv4 routes of protocol 107 in every table, as (table, route):
+    /// what `--cleanup` removes.
+    fn routes_all_tables(&self) -> BoxFuture<'_, Result<Vec<(u32, KRoute)>, KernelError>>;
+    /// Deletes a proto-107 route from `table`.
+    fn del_route_in(&self, table: u32, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>>;
     /// The permanent IPv4 neighbour entries (with a link-layer address) on `dev`.
     fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>>;
     /// Creates or replaces a permanent neighbour entry.
@@ -213,13 +219,26 @@ impl Kernel for RtNetlink {
         Box::pin(self.link_set(index, change))
     }
     fn routes(&self) -> BoxFuture<'_, Result<Vec<KRoute>, KernelError>> {
+        Box::pin(async move {
+            let all = self.list_routes().await?;
+            Ok(all
+                .into_iter()
+                .filter(|(t, _)| *t == crate::rtnl_objects::MAIN)
+                .map(|(_, r)| r)
+                .collect())
+        })
+    }
+    fn routes_all_tables(&self) -> BoxFuture<'_, Result<Vec<(u32, KRoute)>, KernelError>> {
         Box::pin(self.list_routes())
+    }
+    fn del_route_in(&self, table: u32, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.route_del(table, route))
     }
     fn add_route(&self, route: KRoute, replace: bool) -> BoxFuture<'_, Result<(), KernelError>> {
         Box::pin(self.route_add(route, replace))
     }
     fn del_route(&self, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>> {
-        Box::pin(self.route_del(route))
+        Box::pin(self.route_del(crate::rtnl_objects::MAIN, route))
     }
     fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>> {
         Box::pin(self.list_neighbours(dev))

@@ -19,6 +19,9 @@ use rtnetlink::RouteMessageBuilder;
 use crate::kobjects::{Fdb, KRoute, Mac, Neigh, KOLACH_PROTO};
 use crate::netlink::{gone_ok, nl, KernelError, RtNetlink};
 
+/// The main routing table.
+pub(crate) const MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
 fn table(m: &RouteMessage) -> u32 {
     m.attributes
         .iter()
@@ -29,16 +32,14 @@ fn table(m: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(m.header.table))
 }
 
-/// A dumped route as a [`KRoute`] when it is an IPv4 proto-107 unicast route
-/// in the main table. A route without a gateway (not one kolach makes) gets
-/// `via` 0.0.0.0 and `oif` 0, so reconcile sees it as wrong and replaces or
-/// deletes it.
-fn kolach_route(m: &RouteMessage) -> Option<KRoute> {
+/// A dumped route as (table, [`KRoute`]) when it is an IPv4 proto-107
+/// unicast route. A route without a gateway (not one kolach makes) gets `via`
+/// 0.0.0.0 and `oif` 0, so reconcile sees it as wrong and replaces or deletes it.
+fn kolach_route(m: &RouteMessage) -> Option<(u32, KRoute)> {
     let h = &m.header;
     if h.address_family != AddressFamily::Inet
         || u8::from(h.protocol) != KOLACH_PROTO
         || h.kind != RouteType::Unicast
-        || table(m) != u32::from(RouteHeader::RT_TABLE_MAIN)
     {
         return None;
     }
@@ -53,18 +54,20 @@ fn kolach_route(m: &RouteMessage) -> Option<KRoute> {
             _ => {}
         }
     }
-    Some(KRoute {
+    let route = KRoute {
         dst: Ipv4Net::new(dst, h.destination_prefix_length).ok()?,
         via,
         oif,
         onlink: h.flags.contains(RouteFlags::Onlink),
-    })
+    };
+    Some((table(m), route))
 }
 
-fn route_message(r: KRoute) -> RouteMessage {
+fn route_message(table: u32, r: KRoute) -> RouteMessage {
     let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(r.dst.network(), r.dst.prefix_len())
-        .protocol(RouteProtocol::from(KOLACH_PROTO));
+        .protocol(RouteProtocol::from(KOLACH_PROTO))
+        .table_id(table);
     if !r.via.is_unspecified() {
         b = b.gateway(r.via);
     }
@@ -96,7 +99,8 @@ fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
 }
 
 impl RtNetlink {
-    pub(crate) async fn list_routes(&self) -> Result<Vec<KRoute>, KernelError> {
+    /// Proto-107 routes of every table, as (table, route).
+    pub(crate) async fn list_routes(&self) -> Result<Vec<(u32, KRoute)>, KernelError> {
         let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
         let mut msgs = self.handle.route().get(query).execute();
         let mut out = Vec::new();
@@ -107,19 +111,24 @@ impl RtNetlink {
     }
 
     pub(crate) async fn route_add(&self, r: KRoute, replace: bool) -> Result<(), KernelError> {
-        let req = self.handle.route().add(route_message(r));
+        let req = self.handle.route().add(route_message(MAIN, r));
         let req = if replace { req.replace() } else { req };
         req.execute()
             .await
             .map_err(nl(format!("add route {} via {}", r.dst, r.via)))
     }
 
-    pub(crate) async fn route_del(&self, r: KRoute) -> Result<(), KernelError> {
-        let res = self.handle.route().del(route_message(r)).execute().await;
+    pub(crate) async fn route_del(&self, table: u32, r: KRoute) -> Result<(), KernelError> {
+        let res = self
+            .handle
+            .route()
+            .del(route_message(table, r))
+            .execute()
+            .await;
         gone_ok(
             res,
             &[libc::ESRCH],
-            format!("delete route {} via {}", r.dst, r.via),
+            format!("delete route {} via {} (table {table})", r.dst, r.via),
         )
     }
 

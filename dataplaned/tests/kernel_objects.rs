@@ -223,9 +223,23 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     );
     assert_eq!(ns.ip(&["route", "show", "proto", "static"]), foreign);
 
-    // --cleanup leaves no kolach object behind, and the foreign route.
+    // --cleanup leaves no kolach object behind (a proto-107 route in another
+    // table included), and the foreign route.
     apply(&rt, &e, vxlan(7, &[B]));
     stop(&rt, e);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.50.200.0/24",
+        "via",
+        "198.18.0.2",
+        "dev",
+        "u0",
+        "proto",
+        "107",
+        "table",
+        "100",
+    ]);
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
@@ -234,6 +248,8 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     .unwrap();
     assert!(vxlan_devices(&ns).is_empty());
     assert!(kolach_routes(&ns).is_empty());
+    let other = ns.ip(&["route", "show", "table", "all", "proto", "107"]);
+    assert!(other.trim().is_empty(), "{other}");
     assert!(!ns.has_link("kolach0"));
     assert!(!kolach_dataplaned::store::path(&dir.0).exists());
     assert_eq!(ns.ip(&["route", "show", "proto", "static"]), foreign);

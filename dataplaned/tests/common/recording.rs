@@ -80,6 +80,13 @@ impl Kernel for Recording {
         self.note(format!("del route {route:?}"));
         self.inner.del_route(route)
     }
+    fn routes_all_tables(&self) -> R<'_, Vec<(u32, KRoute)>> {
+        self.inner.routes_all_tables()
+    }
+    fn del_route_in(&self, table: u32, route: KRoute) -> R<'_, ()> {
+        self.note(format!("del route {route:?} table {table}"));
+        self.inner.del_route_in(table, route)
+    }
     fn neighbours(&self, dev: u32) -> R<'_, Vec<Neigh>> {
         self.inner.neighbours(dev)
     }
