@@ -44,7 +44,6 @@ pub struct Lab {
     pub hosts: Vec<Host>,
     /// Every namespace made, in creation order.
     namespaces: Vec<String>,
-    rt: tokio::runtime::Runtime,
     detached: bool,
     logs_dumped: bool,
 }
@@ -71,9 +70,6 @@ impl Lab {
         let names = Names::new(stem);
         destroy_leftovers(&names, dir)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let mut lab = Lab {
             names,
             dir: dir.to_path_buf(),
@@ -82,7 +78,6 @@ impl Lab {
             etcd: None,
             hosts: Vec::new(),
             namespaces: Vec::new(),
-            rt,
             detached: false,
             logs_dumped: false,
         };
@@ -207,9 +202,15 @@ impl Lab {
             .unwrap_or_else(|| panic!("host{n} has no pod"))
     }
 
-    /// Runs a future on the lab's runtime, bounded by 5 s.
+    /// Runs a future (a daemon query) on a runtime of its own, bounded by 5 s.
+    /// The runtime goes with the call: a client connection left behind on a
+    /// runtime nobody polls stays open, and an open connection can hold up a
+    /// daemon's graceful stop (controld waits for it without limit).
     pub fn block_on<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        self.rt.block_on(async {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(5), f)
                 .await
                 .map_err(|_| anyhow!("daemon query timed out after 5s"))?
