@@ -68,7 +68,7 @@ unit:
 	$(CARGO) nextest run --workspace --lib --bins
 
 test: deps fmt-check clippy build sweep
-	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS)
+	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS) --config-file tests/nextest.toml
 
 demo: deps build
 	$(BIN)/kolach-lab --dir $(DEMO_DIR) up --hosts $(DEMO_HOSTS)
