@@ -259,7 +259,19 @@ async fn create(
     report: &mut Report,
 ) -> Result<u32, SyncError> {
     let what = || format!("creating {}", v.name);
-    k.create_vxlan(link).await.map_err(kerr(what()))?;
+    k.create_vxlan(link).await.map_err(|source| {
+        let hint = match source.errno() {
+            Some(libc::EOPNOTSUPP) => " (no vxlan support in this kernel? modprobe vxlan)",
+            Some(libc::EEXIST) => {
+                " (another vxlan device already uses this VNI and port, e.g. flannel.1?)"
+            }
+            _ => "",
+        };
+        SyncError::Kernel {
+            what: format!("{}{hint}", what()),
+            source,
+        }
+    })?;
     let (index, _) = k
         .link(&v.name)
         .await
