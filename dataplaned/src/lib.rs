@@ -76,8 +76,11 @@ pub use config::Config;
 use engine::Engine;
 use netlink::{Kernel, RtNetlink};
 
-/// How long open RPCs get to finish after a stop signal.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long open RPCs get to finish after a stop signal. Sync streams end at
+/// once and an Apply takes milliseconds; what waits out this grace is a client
+/// that never answers the HTTP/2 GOAWAY (an idle connection of a stuck
+/// process), and nothing needs flushing, so it is short.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the daemon until `shutdown` resolves: restores the saved snapshot
 /// (forwarding resumes without controld), then serves the API. Stopping ends
