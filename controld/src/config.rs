@@ -2,7 +2,6 @@
 //! validation, pure. Every rejection is one line naming the key, the value and
 //! the rule, because an operator reads it in a log and fixes the JSON by hand.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -21,50 +20,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BackendKind {
-    Udp,
-    Vxlan,
-    HostGw,
-    Alloc,
-}
-
-impl BackendKind {
-    /// The `Backend.Type` / lease `BackendType` spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Udp => "udp",
-            BackendKind::Vxlan => "vxlan",
-            BackendKind::HostGw => "host-gw",
-            BackendKind::Alloc => "alloc",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "udp" => Some(BackendKind::Udp),
-            "vxlan" => Some(BackendKind::Vxlan),
-            "host-gw" => Some(BackendKind::HostGw),
-            "alloc" => Some(BackendKind::Alloc),
-            _ => None,
-        }
-    }
-
-    /// Bytes the encapsulation adds to every packet (DESIGN §5).
-    pub fn overhead(self) -> u32 {
-        match self {
-            BackendKind::Udp => 28,
-            BackendKind::Vxlan => 50,
-            BackendKind::HostGw | BackendKind::Alloc => 0,
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use kolach_proto::BackendKind;
 
 /// `Backend` with defaults filled in. `port` and `vni` are 0 where the backend
 /// has no such option.

@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use kolach_proto::dataplane::{Backend, BackendType, Route, Snapshot, SnapshotVersion};
+use kolach_proto::dataplane::{Backend, Route, Snapshot, SnapshotVersion};
 
 use crate::config::{BackendKind, NetConfig};
 use crate::peers::Peer;
@@ -28,15 +28,6 @@ pub struct Local {
 /// The overlay MTU (`KOLACH_MTU`): underlay minus the backend's overhead.
 pub fn overlay_mtu(cfg: &NetConfig, underlay_mtu: u32) -> u32 {
     underlay_mtu.saturating_sub(cfg.backend.kind.overhead())
-}
-
-fn wire_type(kind: BackendKind) -> BackendType {
-    match kind {
-        BackendKind::Udp => BackendType::Udp,
-        BackendKind::Vxlan => BackendType::Vxlan,
-        BackendKind::HostGw => BackendType::HostGw,
-        BackendKind::Alloc => BackendType::Alloc,
-    }
 }
 
 /// The snapshot content, without a version. `peers` are the routed ones,
@@ -58,7 +49,7 @@ pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
     Snapshot {
         version: None,
         backend: Some(Backend {
-            r#type: wire_type(kind) as i32,
+            r#type: kind.to_pb() as i32,
             port: u32::from(cfg.backend.port),
             vni: cfg.backend.vni,
         }),
@@ -123,6 +114,7 @@ mod tests {
     use crate::config;
     use crate::lease::{Lease, LeaseAttrs};
     use crate::peers::classify;
+    use kolach_proto::dataplane::BackendType;
 
     fn lease(subnet: &str, ip: &str, backend: BackendKind) -> Lease {
         let attrs = LeaseAttrs::ours(backend, ip.parse().unwrap());

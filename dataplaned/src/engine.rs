@@ -127,8 +127,8 @@ impl Engine {
                     Ok(o) => {
                         if let Some(old) = backend.replace(fresh) {
                             tracing::info!(
-                                from = old.kind().name(),
-                                to = s.backend.name(),
+                                from = old.kind().as_str(),
+                                to = s.backend.as_str(),
                                 "backend changed"
                             );
                         }
@@ -165,7 +165,7 @@ impl Engine {
             epoch = s.version.epoch,
             generation = s.version.generation,
             etcd_revision = s.version.etcd_revision,
-            backend = s.backend.name(),
+            backend = s.backend.as_str(),
             subnet = %s.local_subnet,
             routes = outcome.routes,
             "snapshot applied"

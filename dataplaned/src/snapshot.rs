@@ -36,33 +36,7 @@ fn invalid(field: impl Into<String>, why: impl Into<String>) -> SnapshotError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    Udp,
-    Vxlan,
-    HostGw,
-    Alloc,
-}
-
-impl BackendKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Udp => "udp",
-            BackendKind::Vxlan => "vxlan",
-            BackendKind::HostGw => "host-gw",
-            BackendKind::Alloc => "alloc",
-        }
-    }
-
-    pub fn to_pb(self) -> BackendType {
-        match self {
-            BackendKind::Udp => BackendType::Udp,
-            BackendKind::Vxlan => BackendType::Vxlan,
-            BackendKind::HostGw => BackendType::HostGw,
-            BackendKind::Alloc => BackendType::Alloc,
-        }
-    }
-}
+pub use kolach_proto::BackendKind;
 
 /// A snapshot whose every field has been checked and converted.
 #[derive(Debug, Clone, PartialEq, Eq)]

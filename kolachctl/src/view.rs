@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kolach_proto::control::{ControlStatus, Lease};
-use kolach_proto::dataplane::{BackendType, DataplaneStatus, Route, SnapshotVersion};
+use kolach_proto::dataplane::{DataplaneStatus, Route, SnapshotVersion};
 use kolach_proto::netpb::{IpAddress, IpNetwork};
+use kolach_proto::BackendKind;
 use serde::Serialize;
 
 fn addr(a: &Option<IpAddress>) -> Option<String> {
@@ -143,9 +144,9 @@ pub struct Dataplane {
 }
 
 fn backend_name(t: i32) -> String {
-    BackendType::try_from(t)
-        .map(|b| b.config_name().to_string())
-        .unwrap_or_else(|_| format!("unknown({t})"))
+    BackendKind::from_pb(t)
+        .map(|b| b.as_str().to_string())
+        .unwrap_or_else(|| format!("unknown({t})"))
 }
 
 impl From<DataplaneStatus> for Dataplane {

@@ -2,12 +2,16 @@
 //!
 //! - [`dataplane`] and [`control`]: the generated gRPC packages `kolach.dataplane.v1`
 //!   (served by kolach-dataplaned) and `kolach.control.v1` (served by kolach-controld).
+//! - [`backend`]: the backend kinds, their names and overheads.
 //! - [`net`]: typed address messages and their conversion to `std::net` / `ipnet`.
 //! - [`uds`]: serving and dialing gRPC over the Unix sockets in the run dir, with
 //!   the peer-credential check and the "daemon is not running" hint.
 
+pub mod backend;
 pub mod net;
 pub mod uds;
+
+pub use backend::BackendKind;
 
 /// The generated code, nested as the proto packages are so cross-package
 /// references resolve.
@@ -43,44 +47,3 @@ pub use pb::kolach::control::v1 as control;
 /// Socket file names inside the run dir (DESIGN §7).
 pub const CONTROLD_SOCKET: &str = "controld.sock";
 pub const DATAPLANED_SOCKET: &str = "dataplaned.sock";
-
-impl dataplane::BackendType {
-    /// The name used in the network config and in lease values (`Backend.Type`,
-    /// `BackendType`): "udp", "vxlan", "host-gw", "alloc".
-    pub fn config_name(self) -> &'static str {
-        use dataplane::BackendType::*;
-        match self {
-            Unspecified => "unspecified",
-            Udp => "udp",
-            Vxlan => "vxlan",
-            HostGw => "host-gw",
-            Alloc => "alloc",
-        }
-    }
-
-    /// Parses a config / lease backend name; `None` for a name kolach does not know.
-    pub fn from_config_name(name: &str) -> Option<Self> {
-        use dataplane::BackendType::*;
-        [Udp, Vxlan, HostGw, Alloc]
-            .into_iter()
-            .find(|b| b.config_name() == name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dataplane::BackendType;
-
-    #[test]
-    fn backend_names_roundtrip() {
-        for b in [
-            BackendType::Udp,
-            BackendType::Vxlan,
-            BackendType::HostGw,
-            BackendType::Alloc,
-        ] {
-            assert_eq!(BackendType::from_config_name(b.config_name()), Some(b));
-        }
-        assert_eq!(BackendType::from_config_name("ipip"), None);
-    }
-}
