@@ -19,7 +19,9 @@
 //!   host's kernel (`ip -j`, `bridge -j`).
 //! - [`kmesh`]: what each host's kernel should hold under a backend, and
 //!   waiting for it.
+//! - [`background`]: helper commands running beside a test (ping, monitors).
 //! - [`steady_ping`]: a fast ping in the background, with every lost probe.
+//! - [`monitor`]: `ip monitor`/`bridge monitor`: any change to kolach's objects.
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`traffic`]: ping and UDP inside namespaces.
 //! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
@@ -27,6 +29,7 @@
 //! - [`demo`]: the state behind `kolach-lab up/down/ping-matrix`.
 
 pub mod backend;
+pub mod background;
 pub mod bins;
 pub mod cmd;
 pub mod demo;
@@ -37,6 +40,7 @@ pub mod kmesh;
 pub mod kobjects;
 pub mod lab;
 pub mod mesh;
+pub mod monitor;
 pub mod names;
 pub mod netns;
 pub mod packet;

@@ -5,20 +5,17 @@
 //! replies, so a probe in flight at the end never counts as lost.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
+use crate::background::Background;
 use crate::traffic::{parse_ping, PingResult};
 
 pub struct SteadyPing {
-    child: Option<Child>,
-    pub output: PathBuf,
+    proc: Background,
     pub started: Instant,
     /// How long ping needs for all its probes.
     pub planned: Duration,
@@ -121,65 +118,41 @@ impl SteadyPing {
         count: u32,
         output: &Path,
     ) -> Result<SteadyPing> {
-        let out = File::create(output).with_context(|| format!("creating {}", output.display()))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, "ping", "-n", "-D", "-W", "1", "-i"])
-            .arg(format!("{:.3}", interval.as_secs_f64()))
-            .arg("-c")
-            .arg(count.to_string())
-            .arg(to.to_string())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("starting ping")?;
+        let interval_s = format!("{:.3}", interval.as_secs_f64());
+        let (count_s, to_s) = (count.to_string(), to.to_string());
+        let args = [
+            "-n",
+            "-D",
+            "-W",
+            "1",
+            "-i",
+            &interval_s,
+            "-c",
+            &count_s,
+            &to_s,
+        ];
         Ok(SteadyPing {
-            child: Some(child),
-            output: output.to_path_buf(),
+            proc: Background::spawn(ns, "ping", &args, output)?,
             started: Instant::now(),
             planned: interval * count,
         })
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.proc.is_running()
     }
 
     /// Waits for ping to end (at most `planned` + `slack` after its start),
     /// then parses its output. Killed and reported if it overruns.
     pub fn finish(mut self, slack: Duration) -> Result<SteadyResult> {
-        let deadline = self.started + self.planned + slack;
-        let mut child = self.child.take().context("ping already finished")?;
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "ping did not finish within {:?}; killed (output in {})",
-                    self.planned + slack,
-                    self.output.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.wait_until(self.started + self.planned + slack)?;
         let took = self.started.elapsed();
-        let text = std::fs::read_to_string(&self.output)?;
+        let text = self.proc.read()?;
         let summary = parse_ping(&text);
         if summary.transmitted == 0 {
             bail!(
                 "ping printed no summary:\n{}",
-                crate::process::tail(&self.output, 10)
+                crate::process::tail(&self.proc.output, 10)
             );
         }
         let replies = parse_replies(&text);
@@ -187,20 +160,11 @@ impl SteadyPing {
             gaps: gaps(summary.transmitted, &replies),
             summary: PingResult {
                 // The whole per-reply output is in the file; keep the summary short.
-                output: crate::process::tail(&self.output, 4),
+                output: crate::process::tail(&self.proc.output, 4),
                 ..summary
             },
             took,
         })
-    }
-}
-
-impl Drop for SteadyPing {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

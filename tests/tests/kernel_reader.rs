@@ -130,6 +130,16 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
             "{v:?}"
         );
 
+        // The monitor sees a change to a kolach object, and nothing else.
+        let mon = kolach_tests::monitor::KernelMonitor::start(&ns, &lab.dir, "reader")?;
+        netns::ip(&ns, &["route", "del", &subnet.to_string(), "proto", "107"])?;
+        netns::ip(&ns, &["route", "add", "10.60.0.0/24", "via", "198.18.0.9"])?;
+        let events = mon.stop()?;
+        ensure!(
+            events.len() == 1 && events[0].starts_with(&format!("Deleted {subnet}")),
+            "monitor events: {events:?}"
+        );
+
         // A TUN is the udp backend's only object.
         netns::ip(&ns, &["link", "del", "kolach.1"])?;
         netns::ip(&ns, &["tuntap", "add", "dev", "kolach0", "mode", "tun"])?;

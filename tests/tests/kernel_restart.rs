@@ -2,12 +2,14 @@
 //! kolach-dataplaned and kolach-controld (SIGTERM + start) on the sending and
 //! on the receiving host, under a 200 pps ping from pod to pod, loses no
 //! packet and leaves every kolach object in the kernel as it was (same links,
-//! same ifindexes, same routes, neighbours and FDB entries).
+//! same ifindexes, same routes, neighbours and FDB entries, and not one
+//! kolach event from `ip monitor` or `bridge monitor` meanwhile).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Result};
 use kolach_tests::kmesh::diff;
+use kolach_tests::monitor::KernelMonitor;
 use kolach_tests::process::Stopped;
 use kolach_tests::steady_ping::SteadyPing;
 use kolach_tests::{query, run, Backend, Lab};
@@ -114,6 +116,9 @@ fn restarts_lose_nothing(lab: &mut Lab, backend: Backend) -> Result<()> {
     lab.wait_kernel_converged(backend, Duration::from_secs(5))?;
     lab.assert_all_pairs_ping(2)?;
     let before = [lab.kernel_objects(1)?, lab.kernel_objects(2)?];
+    let monitors =
+        [1u8, 2].map(|n| KernelMonitor::start(&lab.host(n).ns, &lab.dir, &format!("host{n}")));
+    let monitors: Vec<KernelMonitor> = monitors.into_iter().collect::<Result<_>>()?;
 
     let count = (PING_FOR.as_millis() / INTERVAL.as_millis()) as u32;
     let out = lab.dir.join("steady-ping.txt");
@@ -140,6 +145,10 @@ fn restarts_lose_nothing(lab: &mut Lab, backend: Backend) -> Result<()> {
         "the restarts took {restarts_done:?}, longer than the {PING_FOR:?} ping: nothing measured the end"
     );
     let r = ping.finish(Duration::from_secs(10))?;
+    let mut changes = Vec::new();
+    for (i, m) in monitors.into_iter().enumerate() {
+        changes.extend(m.stop()?.into_iter().map(|e| format!("host{}: {e}", i + 1)));
+    }
     eprintln!(
         "{backend}: steady ping across 4 daemon restarts (done {restarts_done:?} into the ping): {}",
         r.describe()
@@ -150,6 +159,15 @@ fn restarts_lose_nothing(lab: &mut Lab, backend: Backend) -> Result<()> {
         r.describe()
     );
 
+    eprintln!(
+        "{backend}: kolach events from ip/bridge monitor during the restarts: {}",
+        changes.len()
+    );
+    ensure!(
+        changes.is_empty(),
+        "{backend}: the restarts touched kolach's kernel objects (ip/bridge monitor):\n{}",
+        changes.join("\n")
+    );
     for (i, b) in before.iter().enumerate() {
         let n = i as u8 + 1;
         let after = lab.kernel_objects(n)?;
