@@ -233,6 +233,23 @@ impl Lab {
         Ok(())
     }
 
+    /// `k` /24s of the overlay that no host holds (from 10.50.99.0/24 down),
+    /// for phantom leases: hosts claim at random, so fixed ones would collide.
+    pub fn free_subnets(&self, k: usize) -> Vec<Ipv4Net> {
+        let taken: Vec<Ipv4Net> = self
+            .host_ids()
+            .into_iter()
+            .filter_map(|n| self.host(n).subnet_env().map(|e| e.lease()))
+            .collect();
+        (2u8..=99)
+            .rev()
+            .chain(100..=254)
+            .map(|c| Ipv4Net::new(Ipv4Addr::new(10, 50, c, 0), 24).expect("valid"))
+            .filter(|s| !taken.contains(s))
+            .take(k)
+            .collect()
+    }
+
     /// Host `n`'s lease value in etcd, parsed.
     pub fn lease_value(&self, n: u8) -> Result<serde_json::Value> {
         let env = self

@@ -55,7 +55,7 @@ fn mesh(lab: &mut Lab, backend: Backend) -> Result<()> {
 /// as a phantom lease): routed nowhere, and every dataplane names it in its
 /// status errors, which `kolachctl status` shows.
 fn off_segment_peer(lab: &Lab) -> Result<()> {
-    let subnet = "10.50.250.0/24".parse()?;
+    let subnet = lab.free_subnets(1)[0];
     let ip = Ipv4Addr::new(198, 19, 0, 77);
     let ctl = lab.etcdctl();
     let lease = ctl.lease_grant(60)?;
