@@ -1,5 +1,8 @@
 //! What the kernel shows inside a namespace (`ip -j`), so tests assert on
-//! kernel state rather than on what a daemon believes.
+//! kernel state rather than on what a daemon believes: links with their
+//! addresses, and a vxlan device's details.
+
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
@@ -53,6 +56,66 @@ pub fn link(ns: &str, dev: &str) -> Result<Option<Link>> {
         .transpose()
 }
 
+/// A vxlan device as `ip -d -j addr show dev X` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vxlan {
+    pub name: String,
+    pub kind: String,
+    pub vni: u64,
+    pub port: u64,
+    pub local: Option<Ipv4Addr>,
+    /// The underlay device it is bound to.
+    pub link: Option<String>,
+    pub learning: bool,
+    pub mtu: u32,
+    pub mac: String,
+    pub up: bool,
+    pub v4: Vec<Ipv4Net>,
+}
+
+pub fn parse_vxlan(text: &str) -> Result<Option<Vxlan>> {
+    let Some(v) = crate::kobjects::json_array(text, "ip -d addr")?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let link = parse_link(&v)?;
+    let info = &v["linkinfo"];
+    let data = &info["info_data"];
+    Ok(Some(Vxlan {
+        name: link.name,
+        kind: info["info_kind"].as_str().unwrap_or_default().to_string(),
+        vni: data["id"].as_u64().unwrap_or(0),
+        port: data["port"].as_u64().unwrap_or(0),
+        local: data["local"].as_str().map(str::parse).transpose()?,
+        link: data["link"].as_str().map(str::to_string),
+        // iproute2 prints `"learning": false`; older ones print nothing when off.
+        learning: data["learning"].as_bool().unwrap_or(false),
+        mtu: link.mtu,
+        mac: v["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        up: link.up,
+        v4: link.v4,
+    }))
+}
+
+/// The vxlan device `dev`, or None when there is no such link.
+pub fn vxlan(ns: &str, dev: &str) -> Result<Option<Vxlan>> {
+    let out = netns::exec(
+        ns,
+        "ip",
+        &["-d", "-j", "addr", "show", "dev", dev],
+        crate::cmd::DEFAULT_TIMEOUT,
+    )?;
+    if !out.success() {
+        return Ok(None);
+    }
+    parse_vxlan(&out.stdout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +133,21 @@ mod tests {
         assert_eq!(l.mtu, 1472);
         assert!(l.up);
         assert_eq!(l.v4, vec!["10.50.18.0/16".parse::<Ipv4Net>().unwrap()]);
+    }
+
+    #[test]
+    fn parses_a_vxlan_device() {
+        let text = r#"[{"ifindex":4,"ifname":"kolach.1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],
+            "mtu":1450,"address":"0e:6b:c6:12:00:01","linkinfo":{"info_kind":"vxlan","info_data":
+            {"id":1,"local":"198.18.0.1","link":"eth0","port":8472,"learning":false}},
+            "addr_info":[{"family":"inet","local":"10.50.3.0","prefixlen":32}]}]"#;
+        let v = parse_vxlan(text).unwrap().unwrap();
+        assert_eq!((v.kind.as_str(), v.vni, v.port), ("vxlan", 1, 8472));
+        assert_eq!(v.local, Some(Ipv4Addr::new(198, 18, 0, 1)));
+        assert_eq!(v.link.as_deref(), Some("eth0"));
+        assert!(!v.learning && v.up);
+        assert_eq!((v.mtu, v.mac.as_str()), (1450, "0e:6b:c6:12:00:01"));
+        assert_eq!(v.v4, vec!["10.50.3.0/32".parse::<Ipv4Net>().unwrap()]);
+        assert!(parse_vxlan("[]").unwrap().is_none());
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
 
 use crate::backend::{self, vtep_mac, vxlan_dev, Backend, TUN, VXLAN_PORT, VXLAN_VNI};
+use crate::kernel;
 use crate::kobjects::{self, Fdb, KRoute, Neigh, Objects};
 use crate::lab::{self, Lab};
 use crate::subnet_env::lease_key;
@@ -204,7 +205,7 @@ impl Lab {
         let h = self.host(n);
         let dev = vxlan_dev(VXLAN_VNI);
         let env = h.subnet_env().context("subnet.env")?;
-        let v = kobjects::vxlan(&h.ns, &dev)?.with_context(|| format!("host{n}: no {dev}"))?;
+        let v = kernel::vxlan(&h.ns, &dev)?.with_context(|| format!("host{n}: no {dev}"))?;
         let want_addr = Ipv4Net::from(env.lease().network());
         let problems: Vec<String> = [
             (v.kind == "vxlan", format!("type {:?}", v.kind)),

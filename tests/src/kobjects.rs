@@ -1,7 +1,7 @@
 //! kolach's objects in a host's kernel as `ip -j` and `bridge -j` show them:
 //! routes with protocol 107, neighbours and FDB entries on `kolach.*` devices,
-//! the kolach links themselves, and a vxlan device's details. Parsing is pure
-//! (unit-tested on captured output); the readers run the tools under a deadline.
+//! and the kolach links themselves. Parsing is pure (unit-tested on captured
+//! output); the readers run the tools under a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -117,7 +117,7 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
-fn array(text: &str, what: &str) -> Result<Vec<Value>> {
+pub(crate) fn json_array(text: &str, what: &str) -> Result<Vec<Value>> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -127,7 +127,7 @@ fn array(text: &str, what: &str) -> Result<Vec<Value>> {
 
 /// Parses `ip -j route show ...` (IPv4).
 pub fn parse_routes(text: &str) -> Result<Vec<KRoute>> {
-    array(text, "ip route")?
+    json_array(text, "ip route")?
         .iter()
         .map(|r| {
             let dst = ipv4net(r["dst"].as_str().context("route dst")?)?;
@@ -146,7 +146,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<KRoute>> {
 /// Parses `ip -j neigh show dev <dev>`, keeping IPv4 entries.
 pub fn parse_neighbours(dev: &str, text: &str) -> Result<Vec<Neigh>> {
     let mut out = Vec::new();
-    for n in array(text, "ip neigh")? {
+    for n in json_array(text, "ip neigh")? {
         let Some(Ok(dst)) = n["dst"].as_str().map(str::parse::<Ipv4Addr>) else {
             continue;
         };
@@ -168,7 +168,7 @@ fn is_group_mac(mac: &str) -> bool {
 /// Parses `bridge -j fdb show dev <dev>`, skipping the kernel's group entries.
 pub fn parse_fdb(dev: &str, text: &str) -> Result<Vec<Fdb>> {
     let mut out = Vec::new();
-    for f in array(text, "bridge fdb")? {
+    for f in json_array(text, "bridge fdb")? {
         let mac = f["mac"].as_str().context("fdb mac")?.to_ascii_lowercase();
         if is_group_mac(&mac) {
             continue;
@@ -188,7 +188,7 @@ pub fn parse_fdb(dev: &str, text: &str) -> Result<Vec<Fdb>> {
 
 /// Parses `ip -j link show`: every link name with its ifindex.
 pub fn parse_links(text: &str) -> Result<BTreeMap<String, u32>> {
-    array(text, "ip link")?
+    json_array(text, "ip link")?
         .iter()
         .map(|l| {
             let name = l["ifname"].as_str().context("ifname")?.to_string();
@@ -196,49 +196,6 @@ pub fn parse_links(text: &str) -> Result<BTreeMap<String, u32>> {
             Ok((name, idx))
         })
         .collect()
-}
-
-/// A vxlan device as `ip -d -j addr show dev X` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vxlan {
-    pub name: String,
-    pub kind: String,
-    pub vni: u64,
-    pub port: u64,
-    pub local: Option<Ipv4Addr>,
-    /// The underlay device it is bound to.
-    pub link: Option<String>,
-    pub learning: bool,
-    pub mtu: u32,
-    pub mac: String,
-    pub up: bool,
-    pub v4: Vec<Ipv4Net>,
-}
-
-pub fn parse_vxlan(text: &str) -> Result<Option<Vxlan>> {
-    let Some(v) = array(text, "ip -d addr")?.into_iter().next() else {
-        return Ok(None);
-    };
-    let link = crate::kernel::parse_link(&v)?;
-    let info = &v["linkinfo"];
-    let data = &info["info_data"];
-    Ok(Some(Vxlan {
-        name: link.name,
-        kind: info["info_kind"].as_str().unwrap_or_default().to_string(),
-        vni: data["id"].as_u64().unwrap_or(0),
-        port: data["port"].as_u64().unwrap_or(0),
-        local: data["local"].as_str().map(str::parse).transpose()?,
-        link: data["link"].as_str().map(str::to_string),
-        // iproute2 prints `"learning": false`; older ones print nothing when off.
-        learning: data["learning"].as_bool().unwrap_or(false),
-        mtu: link.mtu,
-        mac: v["address"]
-            .as_str()
-            .unwrap_or_default()
-            .to_ascii_lowercase(),
-        up: link.up,
-        v4: link.v4,
-    }))
 }
 
 /// Runs `tool -n ns args` (ip or bridge), which must succeed.
@@ -286,20 +243,6 @@ pub fn fdb(ns: &str, dev: &str) -> Result<Vec<Fdb>> {
         dev,
         &tool("bridge", ns, &["-j", "fdb", "show", "dev", dev])?,
     )
-}
-
-/// The vxlan device `dev`, or None when there is no such link.
-pub fn vxlan(ns: &str, dev: &str) -> Result<Option<Vxlan>> {
-    let out = crate::netns::exec(
-        ns,
-        "ip",
-        &["-d", "-j", "addr", "show", "dev", dev],
-        cmd::DEFAULT_TIMEOUT,
-    )?;
-    if !out.success() {
-        return Ok(None);
-    }
-    parse_vxlan(&out.stdout)
 }
 
 /// Everything kolach made in `ns`, read from the kernel.
@@ -380,22 +323,6 @@ mod tests {
                 flags: "self".into(),
             }]
         );
-    }
-
-    #[test]
-    fn parses_a_vxlan_device() {
-        let text = r#"[{"ifindex":4,"ifname":"kolach.1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],
-            "mtu":1450,"address":"0e:6b:c6:12:00:01","linkinfo":{"info_kind":"vxlan","info_data":
-            {"id":1,"local":"198.18.0.1","link":"eth0","port":8472,"learning":false}},
-            "addr_info":[{"family":"inet","local":"10.50.3.0","prefixlen":32}]}]"#;
-        let v = parse_vxlan(text).unwrap().unwrap();
-        assert_eq!((v.kind.as_str(), v.vni, v.port), ("vxlan", 1, 8472));
-        assert_eq!(v.local, Some(Ipv4Addr::new(198, 18, 0, 1)));
-        assert_eq!(v.link.as_deref(), Some("eth0"));
-        assert!(!v.learning && v.up);
-        assert_eq!((v.mtu, v.mac.as_str()), (1450, "0e:6b:c6:12:00:01"));
-        assert_eq!(v.v4, vec!["10.50.3.0/32".parse::<Ipv4Net>().unwrap()]);
-        assert!(parse_vxlan("[]").unwrap().is_none());
     }
 
     #[test]

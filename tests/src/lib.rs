@@ -13,7 +13,7 @@
 //! - [`lab`]: the whole thing, and its teardown; [`lab::run`] wraps a test body.
 //! - [`teardown`]: graceful stop with a deadline, namespace and dir removal.
 //! - [`mesh`]: bring up a mesh, query the daemons, wait for convergence, ping.
-//! - [`kernel`]: links and addresses as the kernel shows them (`ip -j`).
+//! - [`kernel`]: links, addresses and vxlan devices as the kernel shows them (`ip -j`).
 //! - [`backend`]: the backends' configs, MTUs, device names and VTEP MACs.
 //! - [`kobjects`]: kolach's routes, neighbours, FDB entries and links in a
 //!   host's kernel (`ip -j`, `bridge -j`).

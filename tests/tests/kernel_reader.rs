@@ -9,7 +9,7 @@ use anyhow::{ensure, Context};
 use ipnet::Ipv4Net;
 use kolach_tests::backend::vtep_mac;
 use kolach_tests::kmesh::{diff, expected};
-use kolach_tests::{kobjects, netns, run, Backend};
+use kolach_tests::{kernel, kobjects, netns, run, Backend};
 
 #[test]
 fn hand_made_objects_read_back_as_the_backend_expectations() {
@@ -120,7 +120,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
             got.mentions(subnet, ip, &vtep_mac(ip)).len() == 3,
             "route, neighbour and fdb entry of {subnet}: {got:#?}"
         );
-        let v = kobjects::vxlan(&ns, "kolach.1")?.context("kolach.1")?;
+        let v = kernel::vxlan(&ns, "kolach.1")?.context("kolach.1")?;
         ensure!(
             v.kind == "vxlan" && v.vni == 1 && v.port == 8472 && !v.learning && v.mac == mac,
             "{v:?}"
