@@ -61,6 +61,22 @@ impl Backend {
     }
 }
 
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Backend::Udp,
+            Backend::Vxlan,
+            Backend::HostGw,
+            Backend::Alloc,
+        ]
+        .into_iter()
+        .find(|b| b.name() == s)
+        .ok_or_else(|| format!("unknown backend {s:?} (udp, vxlan, host-gw, alloc)"))
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -125,5 +141,7 @@ mod tests {
         assert_eq!(vxlan_dev(1), "kolach.1");
         assert!(is_kolach_link("kolach0") && is_kolach_link("kolach.42"));
         assert!(!is_kolach_link("kbr0") && !is_kolach_link("kolach1"));
+        assert_eq!("host-gw".parse(), Ok(Backend::HostGw));
+        assert!("hostgw".parse::<Backend>().is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::lab::{self, Lab};
 use crate::names::{self, Names};
 use crate::netns;
@@ -43,9 +44,9 @@ fn state_path(dir: &Path) -> PathBuf {
 
 /// Starts etcd and `hosts` hosts with pods, waits for the mesh, records the
 /// state and leaves everything running.
-pub fn up(dir: &Path, hosts: u8) -> Result<State> {
+pub fn up(dir: &Path, hosts: u8, backend: Backend) -> Result<State> {
     let mut lab = Lab::create(STEM, dir, Mode::Detached)?;
-    if let Err(e) = lab.mesh(hosts) {
+    if let Err(e) = lab.mesh_with(hosts, &backend.config()) {
         lab.dump_logs();
         return Err(e); // dropping the lab tears it down
     }

@@ -25,6 +25,9 @@ enum Cmd {
     Up {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
         hosts: u8,
+        /// Backend.Type of the network config: udp, vxlan, host-gw or alloc.
+        #[arg(long, default_value = "udp")]
+        backend: kolach_tests::Backend,
     },
     /// Stop every demo process and delete the demo namespaces and dir.
     Down,
@@ -51,8 +54,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&cli.dir)?;
     match cli.cmd {
-        Cmd::Up { hosts } => {
-            let state = demo::up(&dir, hosts)?;
+        Cmd::Up { hosts, backend } => {
+            let state = demo::up(&dir, hosts, backend)?;
             println!(
                 "kolach demo is up: etcd at {} in {}",
                 state.etcd_endpoint, state.underlay_ns
