@@ -69,6 +69,9 @@ use crate::event::{sleep_or_stop, Shutdown};
 use crate::registry::{EtcdOptions, Registry};
 use crate::view::View;
 
+/// How long open control API connections get after a stop signal.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs the daemon until `shutdown` resolves. Returns an error only for
 /// problems retrying cannot fix (no underlay interface, socket in use, bad
 /// TLS files); an unreachable etcd or dataplane is waited for.
@@ -121,8 +124,16 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
     };
     info!("shutting down (the lease stays; the dataplane keeps its routes)");
     let _ = stop_tx.send(true);
-    if let Err(e) = server.await {
-        warn!(error = %e, "control API task failed");
+    // The server waits for its clients to hang up after GOAWAY; one that never
+    // does (a stuck kolachctl) must not keep the daemon from stopping.
+    match tokio::time::timeout(STOP_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "control API failed"),
+        Ok(Err(e)) => warn!(error = %e, "control API task failed"),
+        Err(_) => warn!(
+            grace_ms = STOP_GRACE.as_millis() as u64,
+            "control API clients still connected; stopping anyway"
+        ),
     }
     let _ = std::fs::remove_file(&sock_path);
     result
