@@ -5,6 +5,7 @@
 //! [`sync`](crate::sync::sync), which also removes what an earlier backend left
 //! in the kernel, so switching backends needs no special path.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use crate::counters::Counters;
@@ -112,6 +113,30 @@ impl Backend {
     pub fn stop(&mut self) {
         if let Backend::Udp(u) = self {
             u.stop();
+        }
+    }
+
+    /// Stops for good: another backend takes over.
+    pub fn retire(&mut self) {
+        if let Backend::Udp(u) = self {
+            u.retire();
+        }
+    }
+
+    /// Pauses the packet loop for a hot upgrade; the (TUN, UDP) fds to hand
+    /// over, if this backend has a loop.
+    pub fn pause(&mut self) -> Option<(RawFd, RawFd)> {
+        match self {
+            Backend::Udp(u) => u.pause(),
+            _ => None,
+        }
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&mut self) -> Result<(), BackendError> {
+        match self {
+            Backend::Udp(u) => Ok(u.resume()?),
+            _ => Ok(()),
         }
     }
 }

@@ -29,6 +29,20 @@ pub struct Config {
     /// More log output: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Internal: print the version and the handover formats this binary can
+    /// take over, then exit. A running daemon asks the binary on disk this
+    /// before a hot upgrade. Deliberately not read from the environment: a
+    /// stray variable must never turn the daemon into a no-op.
+    #[arg(long, hide = true)]
+    pub upgrade_check: bool,
+}
+
+impl Config {
+    /// `<run-dir>/dataplaned.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join(kolach_proto::DATAPLANED_SOCKET)
+    }
 }
 
 fn parse_tun_name(s: &str) -> Result<String, String> {
@@ -50,6 +64,22 @@ mod tests {
         assert!(!c.cleanup);
         assert_eq!(c.controld_user, "kolach");
         assert_eq!(c.verbose, 0);
+        assert!(!c.upgrade_check);
+        assert_eq!(c.socket(), PathBuf::from("/run/kolach/dataplaned.sock"));
+    }
+
+    #[test]
+    fn upgrade_check_takes_the_same_flags() {
+        let c = Config::try_parse_from([
+            "kolach-dataplaned",
+            "--run-dir",
+            "/x",
+            "-v",
+            "--upgrade-check",
+        ])
+        .unwrap();
+        assert!(c.upgrade_check);
+        assert_eq!(c.run_dir, PathBuf::from("/x"));
     }
 
     #[test]

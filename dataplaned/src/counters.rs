@@ -103,6 +103,38 @@ impl Counters {
         self.dropped[reason.index()].load(Relaxed)
     }
 
+    fn all(&self) -> impl Iterator<Item = &AtomicU64> {
+        [
+            &self.tun_rx_packets,
+            &self.tun_rx_bytes,
+            &self.udp_tx_packets,
+            &self.udp_tx_bytes,
+            &self.udp_rx_packets,
+            &self.udp_rx_bytes,
+            &self.tun_tx_packets,
+            &self.tun_tx_bytes,
+            &self.icmp_unreachable_sent,
+        ]
+        .into_iter()
+        .chain(self.dropped.iter())
+    }
+
+    /// Every counter in a fixed order (the fields, then the drop reasons in
+    /// [`DropReason::ALL`] order): what a hot upgrade carries over.
+    pub fn values(&self) -> Vec<u64> {
+        self.all().map(|c| c.load(Relaxed)).collect()
+    }
+
+    /// Counters continuing from [`Counters::values`] of a previous image;
+    /// missing values are 0, extra ones (a newer image's) are ignored.
+    pub fn from_values(values: &[u64]) -> Counters {
+        let c = Counters::default();
+        for (counter, v) in c.all().zip(values) {
+            counter.store(*v, Relaxed);
+        }
+        c
+    }
+
     /// The wire form; every drop reason is listed, zeros included, so a reader
     /// sees which reasons exist.
     pub fn to_pb(&self) -> pb::Counters {
@@ -147,5 +179,22 @@ mod tests {
         assert_eq!(pb.dropped["unknown-sender"], 0);
         assert_eq!(pb.dropped.len(), DropReason::ALL.len());
         assert_eq!((pb.udp_rx_packets, pb.udp_rx_bytes), (1, 100));
+    }
+
+    #[test]
+    fn values_carry_over() {
+        let c = Counters::default();
+        c.tun_rx(10);
+        c.icmp_unreachable();
+        c.count_drop(DropReason::IoError);
+        let v = c.values();
+        assert_eq!(v.len(), 9 + DropReason::ALL.len());
+        let next = Counters::from_values(&v);
+        assert_eq!(next.to_pb(), c.to_pb());
+        assert_eq!(next.dropped(DropReason::IoError), 1);
+        // A shorter list (an older image) leaves the rest at 0.
+        let short = Counters::from_values(&[5]);
+        assert_eq!(short.tun_rx_packets.load(Relaxed), 5);
+        assert_eq!(short.values()[1..].iter().sum::<u64>(), 0);
     }
 }

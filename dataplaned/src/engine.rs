@@ -4,6 +4,7 @@
 //! Applies are serialized by a mutex; what readers see is published through an
 //! `ArcSwap`, so Status never waits for an apply in progress.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::backend::Backend;
 use crate::counters::Counters;
+use crate::inherit::{Carried, Inherited};
 use crate::netlink::Kernel;
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
 use crate::store;
@@ -43,6 +45,10 @@ pub struct Engine {
     kernel: Arc<dyn Kernel>,
     counters: Arc<Counters>,
     started: SystemTime,
+    upgrades: u32,
+    /// The udp backend's fds from a previous image or the fd store, until a
+    /// backend takes them.
+    inherited: StdMutex<Inherited>,
     backend: Mutex<Option<Backend>>,
     applied: ArcSwapOption<Applied>,
     /// Why the last snapshot was not applied; cleared by a successful apply.
@@ -63,10 +69,49 @@ impl Engine {
             kernel,
             counters: Arc::new(Counters::default()),
             started: SystemTime::now(),
+            upgrades: 0,
+            inherited: StdMutex::new(Inherited::default()),
             backend: Mutex::new(None),
             applied: ArcSwapOption::empty(),
             last_error: StdMutex::new(None),
         }
+    }
+
+    /// Continues where a previous image of this process left off (hot
+    /// upgrade), or takes the fds systemd kept: counters, start time, upgrade
+    /// count, and the fds the udp backend will adopt.
+    pub fn resuming(mut self, carried: &Carried, fds: Inherited) -> Self {
+        self.counters = Arc::new(Counters::from_values(&carried.counters));
+        self.started = carried.started;
+        self.upgrades = carried.upgrades;
+        self.inherited = StdMutex::new(fds);
+        self
+    }
+
+    /// A backend of `kind`, given the inherited fds if it is the udp backend
+    /// (any other backend removes the TUN: the fds are let go).
+    fn create_backend(&self, kind: BackendKind) -> Backend {
+        let mut b = Backend::create(kind, &self.tun_name, self.counters.clone());
+        let fds = std::mem::take(&mut *self.inherited.lock().expect("not poisoned"));
+        match &mut b {
+            Backend::Udp(u) => u.adopt(fds),
+            _ if fds.tun.is_some() || fds.udp.is_some() => {
+                crate::notify::remove_fds(crate::notify::FD_TUN);
+                crate::notify::remove_fds(crate::notify::FD_UDP);
+            }
+            _ => {}
+        }
+        b
+    }
+
+    /// When the first image of this process started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Hot upgrades this process has been through.
+    pub fn upgrades(&self) -> u32 {
+        self.upgrades
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
@@ -120,9 +165,9 @@ impl Engine {
                 // A switch (or the first apply): the old runtime stops first so
                 // that the new backend can remove the old one's devices.
                 if let Some(old) = backend.as_mut() {
-                    old.stop();
+                    old.retire();
                 }
-                let mut fresh = Backend::create(s.backend, &self.tun_name, self.counters.clone());
+                let mut fresh = self.create_backend(s.backend);
                 match fresh.apply(&s, &*self.kernel).await {
                     Ok(o) => {
                         if let Some(old) = backend.replace(fresh) {
@@ -210,6 +255,34 @@ impl Engine {
         }
     }
 
+    /// Hot upgrade: with applies held off, makes sure the saved snapshot is
+    /// the applied one (the next image restores it), pauses the packet loop
+    /// and calls `exec` with the (TUN, UDP) fds to hand over, the counters and
+    /// when forwarding paused (CLOCK_MONOTONIC µs). `exec` returns only if
+    /// the exec failed; forwarding then resumes and its error is returned.
+    pub async fn hand_over<E>(
+        &self,
+        exec: impl FnOnce(Option<(RawFd, RawFd)>, Vec<u64>, u64) -> E,
+    ) -> E {
+        let mut backend = self.backend.lock().await;
+        if let Some(a) = self.applied() {
+            if store::load(&self.run_dir).ok().flatten().as_ref() != Some(&a.raw) {
+                if let Err(e) = store::save(&self.run_dir, &a.raw) {
+                    tracing::warn!(error = %e, "cannot save the applied snapshot; the new image will wait for controld");
+                }
+            }
+        }
+        let fds = backend.as_mut().and_then(Backend::pause);
+        let paused_at = crate::inherit::monotonic_us();
+        let err = exec(fds, self.counters.values(), paused_at);
+        if let Some(b) = backend.as_mut() {
+            if let Err(e) = b.resume() {
+                tracing::error!(error = %e, "cannot restart the packet loop after a failed handover");
+            }
+        }
+        err
+    }
+
     /// Stops the backend's runtime; devices, addresses and routes stay.
     pub async fn shutdown(&self) {
         if let Some(mut b) = self.backend.lock().await.take() {
@@ -226,7 +299,7 @@ impl Engine {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             start_time_unix: unix(self.started),
-            upgrades: 0,
+            upgrades: self.upgrades,
             has_snapshot: a.is_some(),
             applied_version: s.map(|s| s.version.into()),
             // Effective values: defaults filled in (vxlan port 8472, VNI 1).
@@ -247,6 +320,11 @@ impl Engine {
             mode: a.as_ref().map(|a| a.mode).unwrap_or("none").to_string(),
             errors,
             applied_at_unix: a.as_ref().map(|a| unix(a.at)).unwrap_or(0),
+            // Filled by the upgrader: the process, not the packet state.
+            binary: None,
+            upgraded_at_unix: 0,
+            handover_pause_us: 0,
+            upgrade_error: String::new(),
         }
     }
 

@@ -1,11 +1,30 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kolach_dataplaned::{cleanup, hint, observability, run, signals, Config};
+use kolach_dataplaned::inherit::{self, Start};
+use kolach_dataplaned::{cleanup, handoff, hint, notify, observability, run, signals, Config};
 
 fn main() -> ExitCode {
+    signals::ignore_hangup_for_now();
     let cfg = Config::parse();
+    if cfg.upgrade_check {
+        println!("{}", handoff::check_line(env!("CARGO_PKG_VERSION")));
+        return ExitCode::SUCCESS;
+    }
     observability::init(cfg.verbose);
+    notify::init_from_env();
+    // Before the runtime's threads exist: this edits the environment.
+    let start = if cfg.cleanup {
+        Start::default()
+    } else {
+        match inherit::collect(&cfg.tun, &cfg.socket()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("kolach-dataplaned: cannot take over what was handed down: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -21,7 +40,7 @@ fn main() -> ExitCode {
         if cfg.cleanup {
             cleanup(&cfg).await
         } else {
-            run(cfg, signals::shutdown()).await
+            run(cfg, start, signals::shutdown()).await
         }
     });
     match result {

@@ -1,24 +1,44 @@
-//! Process signals: SIGTERM/SIGINT stop gracefully (kernel state stays).
+//! Process signals: SIGTERM/SIGINT stop gracefully (kernel state stays);
+//! SIGHUP (systemd's reload) asks for a hot upgrade.
+
+use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP (systemd's reload, the hot-upgrade
-/// trigger) is logged and ignored until hot upgrade exists, rather than
-/// killing the process by its default action.
+use crate::upgrade::Upgrader;
+
+/// Ignores SIGHUP until [`hangups`] handles it. Called first thing in main:
+/// a new image starts with the default action (terminate), and a reload
+/// arriving while it starts must not kill it.
+pub fn ignore_hangup_for_now() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown() {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); return; }
-            _ = int.recv() => { tracing::info!(signal = "SIGINT", "stopping"); return; }
-            _ = hup.recv() => tracing::warn!(signal = "SIGHUP", "hot upgrade is not implemented yet; ignoring"),
-        }
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+    }
+}
+
+/// Each SIGHUP requests a hot upgrade (refusals are logged by the upgrader).
+pub async fn hangups(upgrader: Arc<Upgrader>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot handle SIGHUP; hot upgrades only through kolachctl");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = upgrader.request("SIGHUP").await;
     }
 }

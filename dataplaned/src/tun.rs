@@ -32,6 +32,12 @@ nix::ioctl_write_ptr_bad!(
     IfReq
 );
 nix::ioctl_write_int!(tunsetpersist, b'T', 203);
+// TUNGETIFF is declared _IOR('T', 210, unsigned int) but fills a struct ifreq.
+nix::ioctl_read_bad!(
+    tungetiff,
+    nix::request_code_read!(b'T', 210, std::mem::size_of::<libc::c_uint>()),
+    IfReq
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
@@ -49,6 +55,10 @@ pub enum TunError {
     Attach { name: String, source: io::Error },
     #[error("cannot make TUN {name} persistent: {source}")]
     Persist { name: String, source: io::Error },
+    #[error("the inherited fd is not attached to a TUN device: {0}")]
+    NotAttached(io::Error),
+    #[error("the inherited fd belongs to TUN {found}, not {wanted}")]
+    OtherDevice { found: String, wanted: String },
 }
 
 pub fn check_name(name: &str) -> Result<(), TunError> {
@@ -104,6 +114,37 @@ pub fn open_persistent(name: &str) -> Result<File, TunError> {
     Ok(file)
 }
 
+/// The name of the TUN device `file` is attached to.
+pub fn attached_name(file: &File) -> io::Result<String> {
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: req is a live, properly sized ifreq the kernel fills in.
+    unsafe { tungetiff(file.as_raw_fd(), &mut req) }?;
+    let len = req.name.iter().position(|b| *b == 0).unwrap_or(16);
+    Ok(String::from_utf8_lossy(&req.name[..len]).into_owned())
+}
+
+/// Takes over a TUN fd handed down (hot upgrade, systemd's fd store) if it
+/// is attached to `name`; makes it non-blocking like one we open.
+pub fn adopt(file: File, name: &str) -> Result<File, TunError> {
+    let found = attached_name(&file).map_err(TunError::NotAttached)?;
+    if found != name {
+        return Err(TunError::OtherDevice {
+            found,
+            wanted: name.to_string(),
+        });
+    }
+    let fl = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| TunError::NotAttached(e.into()))?;
+    let fl = nix::fcntl::OFlag::from_bits_retain(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(fl))
+        .map_err(|e| TunError::NotAttached(e.into()))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +173,15 @@ mod tests {
             nix::request_code_write!(b'T', 203, std::mem::size_of::<libc::c_int>()),
             0x400454cb
         );
+        assert_eq!(
+            nix::request_code_read!(b'T', 210, std::mem::size_of::<libc::c_uint>()),
+            0x800454d2
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_no_tun_is_not_adopted() {
+        let f = File::open("/dev/null").unwrap();
+        assert!(matches!(adopt(f, "kolach0"), Err(TunError::NotAttached(_))));
     }
 }

@@ -5,17 +5,26 @@
 //! table under the running loop, and rebinds the socket (restarting the loop
 //! threads) only when the public address or port changed. Stopping ends the
 //! threads and closes the fds; the device and its kernel state stay.
+//!
+//! The fds may come from a previous image (hot upgrade) or systemd's fd store
+//! ([`UdpBackend::adopt`]); every fd in use is put in the fd store, so a
+//! restarted service gets it back. A hot upgrade [pauses](UdpBackend::pause)
+//! the loop, keeping the fds open, and [resumes](UdpBackend::resume) it if
+//! the exec fails.
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::counters::Counters;
 use crate::forward::ForwardTable;
+use crate::inherit::Inherited;
 use crate::netlink::{configure_device, Kernel, KernelError};
+use crate::notify;
 use crate::routes::RouteTable;
 use crate::snapshot::ValidSnapshot;
 use crate::tun::{self, TunError};
@@ -49,6 +58,8 @@ pub struct UdpBackend {
     tun: Option<Arc<File>>,
     bound: Option<Bound>,
     loops: Option<Loops>,
+    /// fds handed down, used by the first apply that fits them.
+    inherited: Inherited,
 }
 
 /// Socket buffer size: a burst from the TUN side of a peer must not overflow
@@ -106,7 +117,72 @@ impl UdpBackend {
             tun: None,
             bound: None,
             loops: None,
+            inherited: Inherited::default(),
         }
+    }
+
+    /// Uses these fds (from a previous image or the fd store) instead of
+    /// opening the device and binding a socket, where they fit the snapshot.
+    pub fn adopt(&mut self, fds: Inherited) {
+        self.inherited = fds;
+    }
+
+    /// The socket for `wanted`: the inherited one if it fits, else a new one.
+    fn socket_for(
+        &mut self,
+        wanted: SocketAddrV4,
+    ) -> Result<(UdpSocket, Option<String>), UdpError> {
+        if let Some(found) = self.inherited_socket(wanted) {
+            return Ok(found);
+        }
+        let (sock, warning) = bind(wanted)?;
+        size_buffers(&sock);
+        tracing::info!(address = %wanted, "UDP socket bound");
+        Ok((sock, warning))
+    }
+
+    /// The inherited socket if it is bound to `wanted` (or to the wildcard
+    /// fallback that `wanted` still needs); otherwise it is closed.
+    fn inherited_socket(&mut self, wanted: SocketAddrV4) -> Option<(UdpSocket, Option<String>)> {
+        let s = self.inherited.udp.take()?;
+        match s.local_addr() {
+            Ok(SocketAddr::V4(a)) if a == wanted => {
+                tracing::info!(address = %a, "UDP socket taken over");
+                return Some((s, None));
+            }
+            Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() && a.port() == wanted.port() => {
+                // Bound to the wildcard because the public IP was not local:
+                // keep it if that is still so.
+                let not_local = UdpSocket::bind(wanted)
+                    .is_err_and(|e| e.raw_os_error() == Some(libc::EADDRNOTAVAIL));
+                if not_local {
+                    tracing::info!(address = %a, "UDP socket taken over");
+                    let w = format!(
+                        "public IP {} is not a local address; UDP socket bound to {a} instead",
+                        wanted.ip()
+                    );
+                    return Some((s, Some(w)));
+                }
+            }
+            _ => {}
+        }
+        tracing::info!(inherited = ?s.local_addr(), wanted = %wanted, "the inherited UDP socket does not fit; binding a new one");
+        None
+    }
+
+    /// The TUN fd: ours, else the inherited one, else the device opened.
+    fn tun_file(&mut self) -> Result<(Arc<File>, bool), UdpError> {
+        if let Some(t) = &self.tun {
+            return Ok((t.clone(), false));
+        }
+        let file = match self.inherited.tun.take() {
+            Some(f) => {
+                tracing::info!(device = %self.tun_name, "TUN fd taken over");
+                f
+            }
+            None => tun::open_persistent(&self.tun_name)?,
+        };
+        Ok((Arc::new(file), true))
     }
 
     pub fn device(&self) -> &str {
@@ -128,16 +204,12 @@ impl UdpBackend {
         let new_socket = match &self.bound {
             Some(b) if b.wanted == wanted => None,
             _ => {
-                let (sock, warning) = bind(wanted)?;
-                size_buffers(&sock);
+                let (sock, warning) = self.socket_for(wanted)?;
                 warnings.extend(warning);
                 Some(sock)
             }
         };
-        let tun = match &self.tun {
-            Some(t) => t.clone(),
-            None => Arc::new(tun::open_persistent(&self.tun_name)?),
-        };
+        let (tun, new_tun) = self.tun_file()?;
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
@@ -145,13 +217,16 @@ impl UdpBackend {
                 source,
             })?;
         warnings.extend(device_warnings);
+        if new_tun {
+            notify::store_fd(notify::FD_TUN, tun.as_fd());
+        }
         self.tun = Some(tun.clone());
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
         if let Some(sock) = new_socket {
             if let Some(old) = self.loops.take() {
                 old.stop();
             }
-            tracing::info!(address = %wanted, "UDP socket bound");
+            notify::store_fd(notify::FD_UDP, sock.as_fd());
             self.bound = Some(Bound {
                 wanted,
                 socket: Arc::new(sock),
@@ -171,7 +246,8 @@ impl UdpBackend {
         Ok(warnings)
     }
 
-    /// Ends the loop threads and closes the fds. The device stays.
+    /// Ends the loop threads and closes the fds. The device stays, and so do
+    /// the fds in systemd's fd store (a restart takes them back).
     pub fn stop(&mut self) {
         if let Some(l) = self.loops.take() {
             l.stop();
@@ -179,6 +255,45 @@ impl UdpBackend {
         }
         self.bound = None;
         self.tun = None;
+    }
+
+    /// [`stop`](Self::stop) for good (another backend takes over, the TUN
+    /// goes): the fd store lets go of the fds too.
+    pub fn retire(&mut self) {
+        self.stop();
+        self.inherited = Inherited::default();
+        notify::remove_fds(notify::FD_TUN);
+        notify::remove_fds(notify::FD_UDP);
+    }
+
+    /// Stops the loop threads for a handover, keeping the fds open; returns
+    /// them (TUN, UDP) when the loop was running. Packets wait in the TUN
+    /// queue and the socket's receive buffer meanwhile.
+    pub fn pause(&mut self) -> Option<(RawFd, RawFd)> {
+        let l = self.loops.take()?;
+        l.stop();
+        let tun = self.tun.as_ref()?.as_raw_fd();
+        let udp = self.bound.as_ref()?.socket.as_raw_fd();
+        Some((tun, udp))
+    }
+
+    /// Restarts the loop after [`pause`](Self::pause) (the handover failed).
+    pub fn resume(&mut self) -> Result<(), UdpError> {
+        if self.loops.is_some() {
+            return Ok(());
+        }
+        let (Some(tun), Some(b)) = (&self.tun, &self.bound) else {
+            return Ok(());
+        };
+        let io = LoopIo {
+            tun: tun.clone(),
+            socket: b.socket.clone(),
+            table: self.table.clone(),
+            counters: self.counters.clone(),
+        };
+        self.loops = Some(Loops::start(io).map_err(UdpError::Threads)?);
+        tracing::info!(device = %self.tun_name, "packet loop resumed");
+        Ok(())
     }
 }
 
