@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 use kolach_proto::control::control_client::ControlClient;
+use kolach_proto::dataplane::dataplane_admin_client::DataplaneAdminClient;
 use kolach_proto::dataplane::dataplane_client::DataplaneClient;
 use kolach_proto::uds::{self, UdsError};
 use tonic::transport::Channel;
@@ -39,8 +40,25 @@ pub enum Command {
     Leases,
     /// The route table the dataplane forwards with.
     Routes,
+    /// Operate kolach-dataplaned.
+    Dataplane {
+        #[command(subcommand)]
+        command: DataplaneCommand,
+    },
     /// Print a shell completion script.
     Completions { shell: Shell },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataplaneCommand {
+    /// Hot upgrade: kolach-dataplaned re-executes the binary now on disk,
+    /// keeping its PID, TUN device, UDP socket and route table (no packet
+    /// lost). Refused, with the reason, if that binary fails its check.
+    Upgrade {
+        /// Seconds to wait for the new binary to report in.
+        #[arg(long, env = "KOLACH_UPGRADE_WAIT", default_value_t = 30)]
+        wait: u64,
+    },
 }
 
 pub fn completions(shell: Shell) {
@@ -67,6 +85,15 @@ impl Cli {
     pub async fn dataplaned(&self) -> Result<DataplaneClient<Channel>, UdsError> {
         let path = self.socket(kolach_proto::DATAPLANED_SOCKET);
         Ok(DataplaneClient::new(
+            uds::connect(&path, "kolach-dataplaned").await?,
+        ))
+    }
+}
+
+impl Cli {
+    pub async fn dataplaned_admin(&self) -> Result<DataplaneAdminClient<Channel>, UdsError> {
+        let path = self.socket(kolach_proto::DATAPLANED_SOCKET);
+        Ok(DataplaneAdminClient::new(
             uds::connect(&path, "kolach-dataplaned").await?,
         ))
     }

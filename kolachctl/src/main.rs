@@ -2,7 +2,8 @@
 //!
 //! - `cli`: flags and subcommands.
 //! - `view`: the proto replies turned into plain records, for tables and `--json`.
-//! - `status`, `leases`, `routes`: one file per subcommand.
+//! - `status`, `leases`, `routes`, `upgrade` (`dataplane upgrade`): one file
+//!   per subcommand.
 //! - `table`: aligned text columns.
 
 mod cli;
@@ -10,6 +11,7 @@ mod leases;
 mod routes;
 mod status;
 mod table;
+mod upgrade;
 mod view;
 
 use std::process::ExitCode;
@@ -23,6 +25,9 @@ async fn main() -> ExitCode {
         cli::Command::Status => status::run(&cli).await,
         cli::Command::Leases => leases::run(&cli).await,
         cli::Command::Routes => routes::run(&cli).await,
+        cli::Command::Dataplane {
+            command: cli::DataplaneCommand::Upgrade { wait },
+        } => upgrade::run(&cli, std::time::Duration::from_secs(*wait)).await,
         cli::Command::Completions { shell } => {
             cli::completions(*shell);
             Ok(true)

@@ -9,7 +9,7 @@ use kolach_proto::dataplane::StatusRequest as DataplaneStatusRequest;
 use serde::Serialize;
 
 use crate::cli::{print_json, Cli};
-use crate::view::{duration, Controld, Dataplane};
+use crate::view::{duration, size, Controld, Dataplane};
 
 /// One daemon's answer, or why there is none.
 #[derive(Serialize)]
@@ -153,16 +153,47 @@ fn render(r: &Report, now: i64) -> String {
     match &r.dataplane {
         Answer::Down { error } => kv("dataplaned", error.clone()),
         Answer::Ok(d) => {
+            let last = match (d.upgraded_at_unix, d.handover_pause_us) {
+                (Some(at), Some(us)) => format!(
+                    " (last {} ago, packet loop paused {:.1} ms)",
+                    duration(now - at),
+                    us as f64 / 1000.0
+                ),
+                _ => String::new(),
+            };
             kv(
                 "dataplaned",
                 format!(
-                    "pid {}, version {}, up {}, {} upgrades",
+                    "pid {}, version {}, up {}, {} upgrades{last}",
                     d.pid,
                     d.version,
                     duration(now - d.start_time_unix),
                     d.upgrades
                 ),
             );
+            if let Some(b) = &d.binary {
+                let replaced = if b.changed_on_disk {
+                    "; REPLACED on disk since it started: `kolachctl dataplane upgrade` runs the new file"
+                } else {
+                    ""
+                };
+                kv(
+                    "binary",
+                    format!(
+                        "{} (inode {}, {}, modified {} ago){replaced}",
+                        b.path,
+                        b.inode,
+                        size(b.size),
+                        duration(now - b.mtime_unix)
+                    ),
+                );
+            }
+            if let Some(e) = &d.upgrade_error {
+                kv(
+                    "upgrade",
+                    format!("FAILED, still running the old binary: {e}"),
+                );
+            }
             match &d.applied_version {
                 Some(v) if d.has_snapshot => kv(
                     "snapshot",
@@ -235,5 +266,51 @@ mod tests {
             json["dataplane"]["error"],
             "kolach-dataplaned is not running (no socket at /x/dataplaned.sock)"
         );
+    }
+
+    #[test]
+    fn dataplane_shows_upgrades_and_a_replaced_binary() {
+        use kolach_proto::dataplane::{Binary, DataplaneStatus};
+        let st = DataplaneStatus {
+            pid: 4242,
+            version: "0.1.0".into(),
+            start_time_unix: 1000,
+            upgrades: 3,
+            upgraded_at_unix: 1090,
+            handover_pause_us: 4200,
+            binary: Some(Binary {
+                path: "/usr/bin/kolach-dataplaned".into(),
+                device: 2049,
+                inode: 777,
+                size: 12_500_000,
+                mtime_unix: 500,
+                changed_on_disk: true,
+            }),
+            upgrade_error: "cannot execute /usr/bin/kolach-dataplaned: ENOENT".into(),
+            ..Default::default()
+        };
+        let r = Report {
+            controld: Answer::Down {
+                error: "down".into(),
+            },
+            dataplane: Answer::Ok(st.into()),
+        };
+        let text = render(&r, 1100);
+        assert!(
+            text.contains("pid 4242, version 0.1.0, up 1m40s, 3 upgrades (last 10s ago, packet loop paused 4.2 ms)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("binary       /usr/bin/kolach-dataplaned (inode 777, 12.5 MB, modified 10m00s ago); REPLACED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upgrade      FAILED, still running the old binary: cannot execute"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["dataplane"]["binary"]["inode"], 777);
+        assert_eq!(json["dataplane"]["binary"]["changed_on_disk"], true);
+        assert_eq!(json["dataplane"]["upgrades"], 3);
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kolach_proto::control::{ControlStatus, Lease};
-use kolach_proto::dataplane::{DataplaneStatus, Route, SnapshotVersion};
+use kolach_proto::dataplane::{Binary as BinaryPb, DataplaneStatus, Route, SnapshotVersion};
 use kolach_proto::netpb::{IpAddress, IpNetwork};
 use kolach_proto::BackendKind;
 use serde::Serialize;
@@ -141,6 +141,49 @@ pub struct Dataplane {
     pub mode: String,
     pub counters: Counters,
     pub errors: Vec<String>,
+    pub binary: Option<Binary>,
+    /// When the running binary took over in a hot upgrade.
+    pub upgraded_at_unix: Option<i64>,
+    /// How long the packet loop paused in that handover.
+    pub handover_pause_us: Option<u64>,
+    /// Why the last hot upgrade attempt failed (the old binary kept running).
+    pub upgrade_error: Option<String>,
+}
+
+/// The executable a daemon runs.
+#[derive(Serialize, Debug, Clone)]
+pub struct Binary {
+    pub path: String,
+    pub device: u64,
+    pub inode: u64,
+    pub size: u64,
+    pub mtime_unix: i64,
+    /// The file at `path` is not the one running any more.
+    pub changed_on_disk: bool,
+}
+
+impl From<BinaryPb> for Binary {
+    fn from(b: BinaryPb) -> Self {
+        Binary {
+            path: b.path,
+            device: b.device,
+            inode: b.inode,
+            size: b.size,
+            mtime_unix: b.mtime_unix,
+            changed_on_disk: b.changed_on_disk,
+        }
+    }
+}
+
+/// "125.8 MB", "512 B".
+pub fn size(bytes: u64) -> String {
+    if bytes < 1000 {
+        format!("{bytes} B")
+    } else if bytes < 1_000_000 {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
 }
 
 fn backend_name(t: i32) -> String {
@@ -171,6 +214,10 @@ impl From<DataplaneStatus> for Dataplane {
             mtu: s.mtu,
             mode: s.mode,
             errors: s.errors,
+            binary: s.binary.map(Binary::from),
+            upgraded_at_unix: (s.upgraded_at_unix != 0).then_some(s.upgraded_at_unix),
+            handover_pause_us: (s.upgraded_at_unix != 0).then_some(s.handover_pause_us),
+            upgrade_error: (!s.upgrade_error.is_empty()).then_some(s.upgrade_error),
             counters: Counters {
                 tun_rx_packets: c.tun_rx_packets,
                 tun_rx_bytes: c.tun_rx_bytes,
@@ -274,6 +321,13 @@ mod tests {
         assert_eq!(row.subnet.as_deref(), Some("10.50.7.0/24"));
         assert_eq!(row.expires_in_seconds, None);
         assert!(row.backend_data.is_none());
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(2_500), "2.5 kB");
+        assert_eq!(size(125_837_192), "125.8 MB");
     }
 
     #[test]
