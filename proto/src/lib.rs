@@ -12,6 +12,9 @@ pub mod net;
 pub mod uds;
 
 pub use backend::BackendKind;
+/// The protobuf runtime the messages use, for readers of encoded messages
+/// (the dataplane's saved `snapshot.pb`) that do not depend on it themselves.
+pub use prost;
 
 /// The generated code, nested as the proto packages are so cross-package
 /// references resolve.

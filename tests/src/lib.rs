@@ -21,6 +21,8 @@
 //!   waiting for it.
 //! - [`background`]: helper commands running beside a test (ping, monitors).
 //! - [`steady_ping`]: a fast ping in the background, with every lost probe.
+//! - [`iperf`]: an iperf3 TCP flow in the background and its report.
+//! - [`upgrade`]: hot upgrades, controld restarts, snapshots pushed by hand.
 //! - [`monitor`]: `ip monitor`/`bridge monitor`: any change to kolach's objects.
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`traffic`]: ping and UDP inside namespaces.
@@ -35,6 +37,7 @@ pub mod cmd;
 pub mod demo;
 pub mod etcd;
 pub mod host;
+pub mod iperf;
 pub mod kernel;
 pub mod kmesh;
 pub mod kobjects;
@@ -51,6 +54,7 @@ pub mod subnet_env;
 pub mod teardown;
 pub mod topology;
 pub mod traffic;
+pub mod upgrade;
 
 pub use backend::Backend;
 pub use lab::{run, Lab};
