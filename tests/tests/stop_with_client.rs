@@ -38,17 +38,15 @@ fn stop_idle(lab: &mut Lab) -> Result<()> {
     );
     let idle_c = idle_client(async move { query::control_status(&c).await.map(drop) })?;
     let idle_d = idle_client(async move { query::dataplane_status(&d).await.map(drop) })?;
+    // Both at once: each must be gone within 3 s of its SIGTERM.
+    let h = lab.host_mut(1);
+    let t = Instant::now();
+    h.controld.terminate();
+    h.dataplaned.terminate();
     let mut failures = Vec::new();
-    for controld in [true, false] {
-        let h = lab.host_mut(1);
-        let p = if controld {
-            &mut h.controld
-        } else {
-            &mut h.dataplaned
-        };
-        let t = Instant::now();
-        let how = p.stop_within(WITHIN);
-        eprintln!("{}: {how:?} {:?} after SIGTERM", p.label, t.elapsed());
+    for p in [&mut h.controld, &mut h.dataplaned] {
+        let how = p.wait_or_kill(t + WITHIN);
+        eprintln!("{}: {how:?} by {:?} after SIGTERM", p.label, t.elapsed());
         if !matches!(how, Stopped::Graceful(_)) {
             failures.push(format!(
                 "{} still running {WITHIN:?} after SIGTERM with an idle client connected; log ends:\n{}",
