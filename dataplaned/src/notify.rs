@@ -130,11 +130,14 @@ pub fn status(status: &str) {
     send(&format!("STATUS={status}"), &[]);
 }
 
-/// Replaces the fd stored under `name` by `fd` (systemd ignores a fd it
-/// already holds, so storing the same one again is harmless).
-pub fn store_fd(name: &str, fd: BorrowedFd<'_>) {
+/// Stores `fd` under `name`. A new fd (`replace`) first removes what was
+/// stored under the name; one handed down is stored as is (systemd ignores
+/// a fd it already holds), so the store is never without it meanwhile.
+pub fn store_fd(name: &str, fd: BorrowedFd<'_>, replace: bool) {
     if global().is_some() {
-        remove_fds(name);
+        if replace {
+            remove_fds(name);
+        }
         send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd.as_raw_fd()]);
     }
 }

@@ -21,6 +21,8 @@ pub enum StoreError {
         path: PathBuf,
         source: prost::DecodeError,
     },
+    #[error("{} belongs to uid {uid}, not to this daemon: not trusted", path.display())]
+    Untrusted { path: PathBuf, uid: u32 },
 }
 
 pub fn path(run_dir: &Path) -> PathBuf {
@@ -53,11 +55,24 @@ pub fn save(run_dir: &Path, snapshot: &Snapshot) -> Result<(), StoreError> {
     })
 }
 
-/// Reads the saved snapshot; Ok(None) when there is none.
+/// Reads the saved snapshot; Ok(None) when there is none. Only a file this
+/// daemon's user (or root) owns is trusted: the run dir is writable by group
+/// kolach, whose members must not be able to plant a table.
 pub fn load(run_dir: &Path) -> Result<Option<Snapshot>, StoreError> {
+    use std::os::unix::fs::MetadataExt;
     let p = path(run_dir);
-    let bytes = match fs::read(&p) {
-        Ok(b) => b,
+    let read = || -> io::Result<(u32, Vec<u8>)> {
+        let mut f = File::open(&p)?;
+        let uid = f.metadata()?.uid();
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut f, &mut bytes)?;
+        Ok((uid, bytes))
+    };
+    let bytes = match read() {
+        Ok((uid, _)) if uid != 0 && uid != nix::unistd::geteuid().as_raw() => {
+            return Err(StoreError::Untrusted { path: p, uid })
+        }
+        Ok((_, b)) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StoreError::Read { path: p, source }),
     };
@@ -106,6 +121,22 @@ mod tests {
         remove(&d).unwrap();
         remove(&d).unwrap();
         assert!(load(&d).unwrap().is_none());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_not_trusted() {
+        let d = tmpdir("owner");
+        save(&d, &good()).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        // Only root can give the file away; elsewhere the check is moot.
+        if me == 0 {
+            std::os::unix::fs::chown(path(&d), Some(65534), None).unwrap();
+            assert!(matches!(
+                load(&d),
+                Err(StoreError::Untrusted { uid: 65534, .. })
+            ));
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 

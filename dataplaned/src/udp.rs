@@ -45,6 +45,16 @@ pub enum UdpError {
     Threads(io::Error),
 }
 
+/// Where an fd in use came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// Already ours.
+    Kept,
+    /// From a previous image or systemd's fd store.
+    HandedDown,
+    New,
+}
+
 struct Bound {
     /// The address the snapshot asked for (PublicIP:Port).
     wanted: SocketAddrV4,
@@ -128,17 +138,18 @@ impl UdpBackend {
     }
 
     /// The socket for `wanted`: the inherited one if it fits, else a new one.
+    /// The bool says whether it is a new socket (not handed down).
     fn socket_for(
         &mut self,
         wanted: SocketAddrV4,
-    ) -> Result<(UdpSocket, Option<String>), UdpError> {
-        if let Some(found) = self.inherited_socket(wanted) {
-            return Ok(found);
+    ) -> Result<(UdpSocket, Option<String>, bool), UdpError> {
+        if let Some((sock, warning)) = self.inherited_socket(wanted) {
+            return Ok((sock, warning, false));
         }
         let (sock, warning) = bind(wanted)?;
         size_buffers(&sock);
         tracing::info!(address = %wanted, "UDP socket bound");
-        Ok((sock, warning))
+        Ok((sock, warning, true))
     }
 
     /// The inherited socket if it is bound to `wanted` (or to the wildcard
@@ -170,19 +181,19 @@ impl UdpBackend {
         None
     }
 
-    /// The TUN fd: ours, else the inherited one, else the device opened.
-    fn tun_file(&mut self) -> Result<(Arc<File>, bool), UdpError> {
+    /// The TUN fd: ours, else the inherited one, else the device opened;
+    /// and which of the three.
+    fn tun_file(&mut self) -> Result<(Arc<File>, Got), UdpError> {
         if let Some(t) = &self.tun {
-            return Ok((t.clone(), false));
+            return Ok((t.clone(), Got::Kept));
         }
-        let file = match self.inherited.tun.take() {
+        Ok(match self.inherited.tun.take() {
             Some(f) => {
                 tracing::info!(device = %self.tun_name, "TUN fd taken over");
-                f
+                (Arc::new(f), Got::HandedDown)
             }
-            None => tun::open_persistent(&self.tun_name)?,
-        };
-        Ok((Arc::new(file), true))
+            None => (Arc::new(tun::open_persistent(&self.tun_name)?), Got::New),
+        })
     }
 
     pub fn device(&self) -> &str {
@@ -204,12 +215,12 @@ impl UdpBackend {
         let new_socket = match &self.bound {
             Some(b) if b.wanted == wanted => None,
             _ => {
-                let (sock, warning) = self.socket_for(wanted)?;
+                let (sock, warning, new) = self.socket_for(wanted)?;
                 warnings.extend(warning);
-                Some(sock)
+                Some((sock, new))
             }
         };
-        let (tun, new_tun) = self.tun_file()?;
+        let (tun, got_tun) = self.tun_file()?;
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
@@ -217,16 +228,16 @@ impl UdpBackend {
                 source,
             })?;
         warnings.extend(device_warnings);
-        if new_tun {
-            notify::store_fd(notify::FD_TUN, tun.as_fd());
+        if got_tun != Got::Kept {
+            notify::store_fd(notify::FD_TUN, tun.as_fd(), got_tun == Got::New);
         }
         self.tun = Some(tun.clone());
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
-        if let Some(sock) = new_socket {
+        if let Some((sock, new)) = new_socket {
             if let Some(old) = self.loops.take() {
                 old.stop();
             }
-            notify::store_fd(notify::FD_UDP, sock.as_fd());
+            notify::store_fd(notify::FD_UDP, sock.as_fd(), new);
             self.bound = Some(Bound {
                 wanted,
                 socket: Arc::new(sock),
