@@ -70,7 +70,15 @@ impl Notifier {
         let iov = [IoSlice::new(state.as_bytes())];
         let rights = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-        sendmsg(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), Some(addr))?;
+        // Never wait for systemd: a full queue costs a notification (logged),
+        // not the data path.
+        sendmsg(
+            sock.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            Some(addr),
+        )?;
         Ok(true)
     }
 }
@@ -232,5 +240,24 @@ mod tests {
 
         assert!(!Notifier::none().send("READY=1", &[]).unwrap());
         assert!(!Notifier::none().enabled());
+    }
+
+    #[test]
+    fn a_listener_that_does_not_read_never_blocks_us() {
+        let dir = tmp("full");
+        let path = dir.join("notify.sock");
+        let _server = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::new(path.as_os_str()).unwrap();
+        let mut full = None;
+        for i in 0..10_000 {
+            if let Err(e) = n.send("STATUS=x", &[]) {
+                full = Some((i, e.kind()));
+                break;
+            }
+        }
+        let (i, kind) = full.expect("the queue fills up");
+        assert!(i > 0);
+        assert_eq!(kind, io::ErrorKind::WouldBlock);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
