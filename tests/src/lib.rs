@@ -23,6 +23,7 @@
 //! - [`steady_ping`]: a fast ping in the background, with every lost probe.
 //! - [`iperf`]: an iperf3 TCP flow in the background and its report.
 //! - [`upgrade`]: hot upgrades, controld restarts, snapshots pushed by hand.
+//! - [`systemd`]: the units checked with systemd-analyze, syscalls vs. their filter.
 //! - [`monitor`]: `ip monitor`/`bridge monitor`: any change to kolach's objects.
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`traffic`]: ping and UDP inside namespaces.
@@ -51,6 +52,7 @@ pub mod process;
 pub mod query;
 pub mod steady_ping;
 pub mod subnet_env;
+pub mod systemd;
 pub mod teardown;
 pub mod topology;
 pub mod traffic;
