@@ -11,6 +11,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR ?= .demo
 DEMO_HOSTS ?= 3
+DEMO_BACKEND ?= udp
 # Two test processes at a time: each multi-host test runs etcd and up to six
 # daemons, and the machines this runs on have two cores.
 TEST_THREADS ?= 2
@@ -71,7 +72,7 @@ test: deps fmt-check clippy build sweep
 	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS) --config-file tests/nextest.toml
 
 demo: deps build
-	$(BIN)/kolach-lab --dir $(DEMO_DIR) up --hosts $(DEMO_HOSTS)
+	$(BIN)/kolach-lab --dir $(DEMO_DIR) up --hosts $(DEMO_HOSTS) --backend $(DEMO_BACKEND)
 	@echo; echo '$$ kolachctl --run-dir $(DEMO_DIR)/host1 status'
 	@$(BIN)/kolachctl --run-dir $(DEMO_DIR)/host1 status
 	@echo; echo '$$ kolachctl --run-dir $(DEMO_DIR)/host1 leases'
