@@ -219,7 +219,20 @@ async fn check(args: &[OsString], path: &std::path::Path) -> Result<handoff::Che
     for (k, _) in std::env::vars_os().filter(|(k, _)| !inherited_env(k)) {
         cmd.env_remove(k);
     }
-    let out = tokio::time::timeout(CHECK_TIMEOUT, cmd.output())
+    let run = async {
+        // "Text file busy": someone (an installer) still has it open for
+        // writing. Give them a moment.
+        for _ in 0..5 {
+            match cmd.output().await {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                r => return r,
+            }
+        }
+        cmd.output().await
+    };
+    let out = tokio::time::timeout(CHECK_TIMEOUT, run)
         .await
         .map_err(|_| format!("its check did not finish within {CHECK_TIMEOUT:?}"))?
         .map_err(|e| format!("cannot run it: {e}"))?;
