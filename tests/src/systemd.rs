@@ -49,13 +49,22 @@ fn analyze(args: &[&str]) -> Result<cmd::Output> {
         .context("systemd-analyze is needed to check the units (Debian package systemd)")
 }
 
-/// `systemd-analyze verify --man=no <units>`: its complaints, if any. (The
-/// man pages the units name are not installed from the source tree.)
-pub fn verify(units: &[PathBuf]) -> Result<Option<String>> {
-    let mut args = vec!["verify".to_string(), "--man=no".to_string()];
+/// `packaging/man`, a MANPATH entry holding the pages the units name.
+pub fn man_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/man")
+}
+
+/// `systemd-analyze verify <units>`: its complaints, if any. With `man`
+/// installed the units' `Documentation=man:` pages are looked up in
+/// `packaging/man` (as installed); without it, `--man=no`.
+pub fn verify(units: &[PathBuf], with_man: bool) -> Result<Option<String>> {
+    let manpath = format!("MANPATH={}", man_dir().display());
+    let mut args = vec![manpath, "systemd-analyze".to_string(), "verify".to_string()];
+    if !with_man {
+        args.push("--man=no".to_string());
+    }
     args.extend(units.iter().map(|u| u.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = analyze(&args)?;
+    let out = cmd::run("env", &args, Duration::from_secs(60))?;
     let said = format!("{}{}", out.stdout, out.stderr);
     Ok((!out.success() || !said.trim().is_empty()).then_some(said))
 }
