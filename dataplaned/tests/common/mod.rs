@@ -129,6 +129,7 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Kept with `KDP_KEEP=1` (daemon logs to read after a failure).
     fn drop(&mut self) {
         if std::env::var_os("KDP_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.0);
