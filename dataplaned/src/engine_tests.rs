@@ -127,3 +127,32 @@ async fn restore_applies_the_saved_snapshot_and_ignores_corrupt_ones() {
     std::fs::remove_dir_all(&d).unwrap();
     std::fs::remove_dir_all(&d2).unwrap();
 }
+
+#[tokio::test]
+async fn hand_over_saves_the_applied_snapshot_and_carries_counters() {
+    let (e, d) = engine("handover");
+    let carried = Carried {
+        upgrades: 4,
+        counters: vec![7, 70],
+        ..Default::default()
+    };
+    let e = e.resuming(&carried, Inherited::default());
+    assert_eq!(e.status().upgrades, 4);
+    assert_eq!(e.status().counters.unwrap().tun_rx_packets, 7);
+    // Restored snapshots are not written back; lose the file to see the
+    // handover write it.
+    assert!(e.apply(alloc(5), Origin::Restore).await.applied);
+    store::remove(&d).unwrap();
+    let (fds, counters) = e
+        .hand_over(|fds, counters, paused_at| {
+            assert!(paused_at > 0);
+            (fds, counters)
+        })
+        .await;
+    assert_eq!(fds, None, "alloc has no loop to hand over");
+    assert_eq!(&counters[..2], &[7, 70]);
+    assert_eq!(store::load(&d).unwrap(), Some(alloc(5)));
+    // The engine goes on after a failed exec.
+    assert!(e.apply(alloc(6), Origin::Controld).await.applied);
+    std::fs::remove_dir_all(&d).unwrap();
+}
