@@ -1,5 +1,14 @@
 //! gRPC over the run dir's Unix sockets: binding with the right mode, dialing
 //! with a hint a person can act on, and the peer-credential gate.
+//!
+//! Serving hardened against local clients (see [`limits`] and [`gate`]):
+//! ```ignore
+//! let limits = uds::Limits::default();
+//! uds::server_builder(&limits)
+//!     .layer(uds::GateLayer::new(gate.clone(), uds::DATAPLANE_PRIVILEGED))
+//!     .add_service(..)
+//!     .serve_with_incoming_shutdown(uds::Incoming::new(listener, limits, gate), stop)
+//! ```
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -10,6 +19,14 @@ use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Status};
+
+pub mod gate;
+pub mod limits;
+#[cfg(test)]
+mod server_tests;
+
+pub use gate::{GateLayer, DATAPLANE_PRIVILEGED};
+pub use limits::{server_builder, Incoming, Limits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UdsError {
@@ -111,11 +128,24 @@ pub async fn bind(path: &Path) -> Result<UnixListener, UdsError> {
 #[derive(Clone, Debug)]
 pub struct PeerGate {
     extra_uid: Option<u32>,
+    allow_root: bool,
 }
 
 impl PeerGate {
     pub fn new(extra_uid: Option<u32>) -> Self {
-        PeerGate { extra_uid }
+        PeerGate {
+            extra_uid,
+            allow_root: true,
+        }
+    }
+
+    /// A gate that lets in `uid` only, not even root: for tests, which run as
+    /// root and need to be refused.
+    pub fn only(uid: u32) -> Self {
+        PeerGate {
+            extra_uid: Some(uid),
+            allow_root: false,
+        }
     }
 
     /// Resolves a user name; an unknown user adds nobody.
@@ -127,7 +157,7 @@ impl PeerGate {
     }
 
     pub fn allows(&self, uid: u32) -> bool {
-        uid == 0 || Some(uid) == self.extra_uid
+        (uid == 0 && self.allow_root) || Some(uid) == self.extra_uid
     }
 
     /// Checks the caller's SO_PEERCRED uid. Use from a handler or an interceptor.
@@ -137,6 +167,11 @@ impl PeerGate {
             .get::<UdsConnectInfo>()
             .and_then(|i| i.peer_cred)
             .map(|c| c.uid());
+        self.check_uid(uid)
+    }
+
+    /// The check on a peer uid (None: the kernel gave no credentials).
+    pub fn check_uid(&self, uid: Option<u32>) -> Result<(), Status> {
         match uid {
             Some(uid) if self.allows(uid) => Ok(()),
             Some(uid) => Err(Status::permission_denied(format!(
