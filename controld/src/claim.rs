@@ -45,6 +45,12 @@ impl Controller {
             self.stop_keeper();
             self.mine = None;
             self.previous = None;
+            self.lease_deadline = None;
+            self.loss = Some(crate::loss::Loss {
+                subnet: m.subnet,
+                reason: "it no longer fits the config".into(),
+                at: std::time::SystemTime::now(),
+            });
             return;
         }
         let want = self.my_attrs(cfg);
@@ -122,7 +128,7 @@ impl Controller {
                         None => lease,
                     };
                     info!(subnet = %r.subnet, public_ip = %r.attrs.public_ip, "using the reservation for this host");
-                    return self.take(r);
+                    return self.take(r, None);
                 }
                 Action::Reuse { lease, rewrite } => {
                     let lease = match rewrite {
@@ -135,13 +141,15 @@ impl Controller {
                     };
                     info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
                         "found this host's lease; keeping it");
-                    return self.take(lease);
+                    return self.take(lease, None);
                 }
                 Action::Claim { subnet, source } => {
-                    let lease_id = match self.spare_lease {
-                        Some(id) => id,
+                    // etcd counts a fresh lease's TTL from no earlier than now.
+                    let asked = Instant::now();
+                    let (lease_id, deadline) = match self.spare_lease {
+                        Some(id) => (id, None),
                         None => match self.reg.grant(self.settings.lease_ttl).await {
-                            Ok(id) => id,
+                            Ok(id) => (id, Some(asked + self.settings.lease_ttl)),
                             Err(e) => return self.etcd_failed(e),
                         },
                     };
@@ -155,7 +163,7 @@ impl Controller {
                             };
                             info!(subnet = %subnet, lease_id = format!("{lease_id:x}"),
                                 ttl = self.settings.lease_ttl.as_secs(), source = how, "claimed subnet");
-                            return self.take(lease);
+                            return self.take(lease, deadline);
                         }
                         Ok(None) => {
                             info!(subnet = %subnet, attempt,
@@ -163,6 +171,13 @@ impl Controller {
                             if source == Source::Previous {
                                 self.previous = None;
                             }
+                        }
+                        Err(EtcdError::LeaseGone(id)) => {
+                            info!(
+                                lease_id = format!("{id:x}"),
+                                "that etcd lease is gone; granting a new one"
+                            );
+                            self.spare_lease = None;
                         }
                         Err(e) => {
                             // The spare lease may have expired; get a fresh one next time.
@@ -191,9 +206,11 @@ impl Controller {
         self.retry_later(d);
     }
 
-    fn take(&mut self, lease: Lease) {
+    fn take(&mut self, lease: Lease, deadline: Option<Instant>) {
         self.retry_backoff.reset();
         self.retry_at = None;
+        self.lease_deadline = deadline.filter(|_| !lease.is_reservation());
+        self.settle_loss(lease.subnet);
         self.previous = Some(lease.subnet);
         self.table.put_own(lease.clone());
         self.mine = Some(lease);

@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value};
 
+use crate::text::shown;
+
 /// The smallest subnet a host may lease; a /31 or /32 leaves no room for a
 /// bridge address plus pods.
 pub const MAX_SUBNET_LEN: u8 = 30;
@@ -94,18 +96,41 @@ const KNOWN_KEYS: &[&str] = &[
     "IPv6SubnetMax",
 ];
 
+/// The largest config read; a real one is a few hundred bytes.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
 /// Parses and validates the JSON stored at `<prefix>/config`.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, ConfigError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return err(format!(
+            "the value is {} bytes, more than the {MAX_CONFIG_BYTES} a network config can need",
+            bytes.len()
+        ));
+    }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return err(format!("expected a JSON object, got {}", type_name(&value)));
     };
     let mut warnings = Vec::new();
-    for key in obj.keys() {
-        if !KNOWN_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("config: ignoring unknown key {key}"));
+    let unknown: Vec<String> = obj
+        .keys()
+        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+        .map(shown)
+        .collect();
+    if !unknown.is_empty() {
+        // One line however many there are (a config can hold thousands).
+        let mut named = unknown
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if unknown.len() > 5 {
+            named.push_str(&format!(" and {} more", unknown.len() - 5));
         }
+        let s = if unknown.len() == 1 { "" } else { "s" };
+        warnings.push(format!("config: ignoring unknown key{s} {named}"));
     }
     if obj.get("EnableIPv6") == Some(&Value::Bool(true)) {
         warnings.push("config: EnableIPv6 is not supported; only the IPv4 Network is used".into());
@@ -171,7 +196,8 @@ fn parse_network(obj: &Map<String, Value>) -> Result<Ipv4Net, ConfigError> {
     };
     let Value::String(s) = v else {
         return err(format!(
-            "Network {v} must be a string such as \"10.50.0.0/16\", not {}",
+            "Network {} must be a string such as \"10.50.0.0/16\", not {}",
+            shown(v.to_string()),
             type_name(v)
         ));
     };
@@ -179,7 +205,8 @@ fn parse_network(obj: &Map<String, Value>) -> Result<Ipv4Net, ConfigError> {
         Ok(n) => n,
         Err(_) => {
             return err(format!(
-                "Network {s:?} is not a CIDR such as \"10.50.0.0/16\""
+                "Network {} is not a CIDR such as \"10.50.0.0/16\"",
+                shown(format!("{s:?}"))
             ))
         }
     };
@@ -212,7 +239,8 @@ fn parse_subnet_len(
     };
     let Some(n) = v.as_i64() else {
         return err(format!(
-            "{key} {v} must be a whole number (a prefix length such as 24), not {}",
+            "{key} {} must be a whole number (a prefix length such as 24), not {}",
+            shown(v.to_string()),
             type_name(v)
         ));
     };
@@ -237,7 +265,8 @@ fn parse_bound(
     };
     let Value::String(s) = v else {
         return err(format!(
-            "{key} {v} must be a string such as \"{}\", not {}",
+            "{key} {} must be a string such as \"{}\", not {}",
+            shown(v.to_string()),
             subnet_at(network, len, 1).addr(),
             type_name(v)
         ));
@@ -248,13 +277,19 @@ fn parse_bound(
             (Ok(a), Ok(l)) if l == len => Some(a),
             (Ok(_), Ok(l)) => {
                 return err(format!(
-                    "{key} {s} has prefix length /{l} but SubnetLen is {len}"
+                    "{key} {} has prefix length /{l} but SubnetLen is {len}",
+                    shown(s)
                 ))
             }
             _ => None,
         },
     }
-    .ok_or_else(|| ConfigError(format!("{key} {s:?} is not an IPv4 address")))?;
+    .ok_or_else(|| {
+        ConfigError(format!(
+            "{key} {} is not an IPv4 address",
+            shown(format!("{s:?}"))
+        ))
+    })?;
     if !network.contains(&addr) {
         return err(format!("{key} {addr} is not inside Network {network}"));
     }
@@ -274,7 +309,8 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
         Some(Value::Object(o)) => o,
         Some(v) => {
             return err(format!(
-                "Backend {v} must be an object such as {{\"Type\": \"udp\"}}, not {}",
+                "Backend {} must be an object such as {{\"Type\": \"udp\"}}, not {}",
+                shown(v.to_string()),
                 type_name(v)
             ))
         }
@@ -283,12 +319,14 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
         None | Some(Value::Null) => BackendKind::Udp,
         Some(Value::String(s)) => BackendKind::parse(s).ok_or_else(|| {
             ConfigError(format!(
-                "Backend.Type {s:?} is not one of udp, vxlan, host-gw, alloc"
+                "Backend.Type {} is not one of udp, vxlan, host-gw, alloc",
+                shown(format!("{s:?}"))
             ))
         })?,
         Some(v) => {
             return err(format!(
-                "Backend.Type {v} must be a string (udp, vxlan, host-gw or alloc), not {}",
+                "Backend.Type {} must be a string (udp, vxlan, host-gw or alloc), not {}",
+                shown(v.to_string()),
                 type_name(v)
             ))
         }
@@ -300,7 +338,8 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
                 Some(n) if n >= i64::from(lo) && n <= i64::from(hi) => Ok(n as u32),
                 Some(n) => err(format!("Backend.{key} {n} is not in {lo}..={hi}")),
                 None => err(format!(
-                    "Backend.{key} {v} must be a whole number, not {}",
+                    "Backend.{key} {} must be a whole number, not {}",
+                    shown(v.to_string()),
                     type_name(v)
                 )),
             },

@@ -39,6 +39,9 @@ pub struct Settings {
     pub subnet_file: PathBuf,
     pub config_key: String,
     pub epoch: u64,
+    /// Shown in every status until the daemon stops (plaintext etcd
+    /// endpoints that are not loopback).
+    pub standing_warnings: Vec<String>,
 }
 
 pub struct Controller {
@@ -60,6 +63,11 @@ pub struct Controller {
     pub(crate) previous: Option<Ipv4Net>,
     keeper: Option<(i64, JoinHandle<()>)>,
     pub(crate) keepalive: Option<(i64, std::time::Instant)>,
+    /// When etcd expires our lease at the earliest, if no keepalive answers
+    /// before (see [`crate::loss`]).
+    pub(crate) lease_deadline: Option<Instant>,
+    /// The subnet lost most recently, until one is held again.
+    pub(crate) loss: Option<crate::loss::Loss>,
     /// A granted etcd lease not yet attached to a key (after a lost race).
     pub(crate) spare_lease: Option<i64>,
     /// When to try claiming again after a failure; None = now.
@@ -82,6 +90,7 @@ pub struct Controller {
     pub(crate) etcd_reachable: bool,
     etcd_error: Option<String>,
     pub(crate) warnings: VecDeque<String>,
+    pub(crate) standing_warnings: Vec<String>,
     pub(crate) view: watch::Sender<Arc<View>>,
 }
 
@@ -95,6 +104,7 @@ impl Controller {
         snapshots: watch::Sender<Option<Snapshot>>,
         view: watch::Sender<Arc<View>>,
     ) -> Self {
+        let standing_warnings = settings.standing_warnings.clone();
         let previous = crate::subnet_env::read_previous(&settings.subnet_file);
         if let Some(p) = previous {
             info!(subnet = %p, file = %settings.subnet_file.display(), "previous subnet from subnet.env");
@@ -116,6 +126,8 @@ impl Controller {
             previous,
             keeper: None,
             keepalive: None,
+            lease_deadline: None,
+            loss: None,
             spare_lease: None,
             retry_at: None,
             retry_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
@@ -131,6 +143,7 @@ impl Controller {
             etcd_reachable: false,
             etcd_error: None,
             warnings: VecDeque::new(),
+            standing_warnings,
             view,
         }
     }
@@ -147,12 +160,14 @@ impl Controller {
             }
             self.publish();
             let retry = self.retry_at;
+            let deadline = self.lease_deadline;
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev),
                     None => break,
                 },
                 _ = sleep_until_opt(retry) => self.retry_at = None,
+                _ = sleep_until_opt(deadline) => self.lease_expired(),
                 _ = tick.tick() => self.periodic(),
                 _ = shutdown.wait() => break,
             }
@@ -193,7 +208,7 @@ impl Controller {
             Event::Listed(l) => {
                 let relist = self.listed;
                 for g in &l.garbage {
-                    warn!(key = %g.key, error = %g.error, "ignoring unreadable subnet lease");
+                    warn!(key = %crate::text::shown(&g.key), error = %g.error, "ignoring unreadable subnet lease");
                 }
                 let changes = self.table.replace(l.leases, l.garbage, l.revision);
                 self.listed = true;
@@ -214,11 +229,11 @@ impl Controller {
                 }
             }
             Event::Subnet(e) => self.on_subnet(e),
-            Event::KeepAlive { lease_id, ttl } => {
-                if self.mine.as_ref().is_some_and(|m| m.lease_id == lease_id) {
-                    self.keepalive = Some((ttl, std::time::Instant::now()));
-                }
-            }
+            Event::KeepAlive {
+                lease_id,
+                ttl,
+                sent,
+            } => self.kept_alive(lease_id, ttl, sent),
             Event::LeaseLost { lease_id, reason } => {
                 if let Some(m) = self.mine.clone().filter(|m| m.lease_id == lease_id) {
                     self.lost(&m, &reason);
@@ -290,7 +305,7 @@ impl Controller {
                     .is_some_and(|m| g.subnet == Some(m.subnet) && g.mod_revision > m.mod_revision);
                 let (key, error) = (g.key.clone(), g.error.clone());
                 if self.table.note_garbage(g) {
-                    warn!(key = %key, error = %error, "ignoring unreadable subnet lease");
+                    warn!(key = %crate::text::shown(&key), error = %error, "ignoring unreadable subnet lease");
                 }
                 if hits_mine {
                     let m = self.mine.clone().expect("checked");
@@ -314,6 +329,11 @@ impl Controller {
         let Some(m) = self.mine.clone() else { return };
         match change {
             Change::Removed(old) if old.subnet == m.subnet => {
+                // The etcd lease may well outlive its key (an operator's
+                // `etcdctl del`): reclaim with it rather than leave it dangling.
+                if m.lease_id != 0 && self.spare_lease.is_none() {
+                    self.spare_lease = Some(m.lease_id);
+                }
                 self.lost(&m, "our subnet key was deleted");
             }
             Change::Added(new) | Change::Updated { new, .. } if new.subnet == m.subnet => {
@@ -331,22 +351,6 @@ impl Controller {
             }
             _ => {}
         }
-    }
-
-    /// This host no longer holds `m`: say so loudly and claim again (the same
-    /// subnet if its key is free).
-    pub(crate) fn lost(&mut self, m: &Lease, reason: &str) {
-        if self.mine.as_ref().map(|x| x.subnet) != Some(m.subnet) {
-            return;
-        }
-        warn!(subnet = %m.subnet, lease_id = format!("{:x}", m.lease_id), reason,
-            "LOST this host's subnet lease; claiming again");
-        self.warn_event(format!("lost lease {}: {reason}", m.subnet));
-        self.stop_keeper();
-        self.previous = Some(m.subnet);
-        self.mine = None;
-        self.keepalive = None;
-        self.retry_at = None;
     }
 
     fn periodic(&mut self) {

@@ -17,10 +17,13 @@ pub enum Event {
     /// A full listing of `<prefix>/subnets/` (at start and after compaction).
     Listed(Listing),
     Subnet(SubnetEvent),
-    /// A keepalive answer: the etcd lease has `ttl` seconds left.
+    /// A keepalive answer: the etcd lease has `ttl` seconds left, counted
+    /// from no earlier than `sent` (when the request left), so `sent + ttl`
+    /// is never later than the moment etcd expires it.
     KeepAlive {
         lease_id: i64,
         ttl: i64,
+        sent: std::time::Instant,
     },
     /// The etcd lease is gone (expired or revoked).
     LeaseLost {

@@ -39,9 +39,11 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
         };
         // Ask at once: the answer tells the TTL and so the interval.
         let mut wait = Duration::ZERO;
+        let mut sent = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {
+                    sent = std::time::Instant::now();
                     if keeper.keep_alive().await.is_err() {
                         break;
                     }
@@ -59,7 +61,7 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
                     Ok(Some(r)) => {
                         backoff.reset();
                         let _ = tx.send(Event::EtcdUp);
-                        let _ = tx.send(Event::KeepAlive { lease_id, ttl: r.ttl() });
+                        let _ = tx.send(Event::KeepAlive { lease_id, ttl: r.ttl(), sent });
                         wait = interval(r.ttl());
                     }
                     Ok(None) => break,

@@ -18,6 +18,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
 use crate::config::BackendKind;
+use crate::text::shown;
 use crate::vtep::Mac;
 
 /// What a host says about itself in its lease.
@@ -30,8 +31,14 @@ pub struct LeaseAttrs {
     pub backend_data: Option<Value>,
 }
 
+/// The largest lease value read. flannel's are about 100 bytes; a vxlan one
+/// with its BackendData about 150.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseValueError {
+    #[error("lease value is {0} bytes, more than the {MAX_VALUE_BYTES} a lease can need")]
+    TooLarge(usize),
     #[error("lease value is not valid JSON: {0}")]
     Json(String),
     #[error("lease value is not a JSON object")]
@@ -40,6 +47,8 @@ pub enum LeaseValueError {
     NoPublicIp,
     #[error("lease PublicIP {0} is not an IPv4 address")]
     BadPublicIp(String),
+    #[error("lease PublicIP {0} is not a unicast address a host can have")]
+    NotUnicast(Ipv4Addr),
     #[error("lease BackendType {0} is not a string")]
     BadBackendType(String),
 }
@@ -69,23 +78,29 @@ impl LeaseAttrs {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, LeaseValueError> {
+        if bytes.len() > MAX_VALUE_BYTES {
+            return Err(LeaseValueError::TooLarge(bytes.len()));
+        }
         let v: Value =
             serde_json::from_slice(bytes).map_err(|e| LeaseValueError::Json(e.to_string()))?;
         let Value::Object(obj) = v else {
             return Err(LeaseValueError::NotObject);
         };
-        let public_ip = match obj.get("PublicIP") {
+        let public_ip: Ipv4Addr = match obj.get("PublicIP") {
             None | Some(Value::Null) => return Err(LeaseValueError::NoPublicIp),
             Some(Value::String(s)) => s
                 .parse()
-                .map_err(|_| LeaseValueError::BadPublicIp(format!("{s:?}")))?,
-            Some(other) => return Err(LeaseValueError::BadPublicIp(other.to_string())),
+                .map_err(|_| LeaseValueError::BadPublicIp(shown(format!("{s:?}"))))?,
+            Some(other) => return Err(LeaseValueError::BadPublicIp(shown(other.to_string()))),
         };
+        if !is_host_address(public_ip) {
+            return Err(LeaseValueError::NotUnicast(public_ip));
+        }
         let backend_type = match obj.get("BackendType") {
             None | Some(Value::Null) => "udp".to_string(),
             Some(Value::String(s)) if s.is_empty() => "udp".to_string(),
             Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(LeaseValueError::BadBackendType(other.to_string())),
+            Some(other) => return Err(LeaseValueError::BadBackendType(shown(other.to_string()))),
         };
         let backend_data = match obj.get("BackendData") {
             None | Some(Value::Null) => None,
@@ -124,6 +139,16 @@ impl LeaseAttrs {
             .map(Value::to_string)
             .unwrap_or_default()
     }
+}
+
+/// Whether peers could send to this address: not unspecified, loopback,
+/// broadcast or multicast (nor the reserved 240/4).
+pub fn is_host_address(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.octets()[0] >= 240)
 }
 
 /// One key under `<prefix>/subnets/` as last seen in etcd.
@@ -357,6 +382,37 @@ mod tests {
         for (bytes, want) in cases {
             assert_eq!(LeaseAttrs::parse(bytes).unwrap_err(), want);
         }
+    }
+
+    #[test]
+    fn out_of_range_and_enormous_values() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "240.1.2.3",
+        ] {
+            let v = format!(r#"{{"PublicIP":"{ip}"}}"#);
+            assert_eq!(
+                LeaseAttrs::parse(v.as_bytes()).unwrap_err(),
+                LeaseValueError::NotUnicast(ip.parse().unwrap()),
+                "{ip}"
+            );
+        }
+        let big = format!(
+            r#"{{"PublicIP":"198.18.0.1","Pad":"{}"}}"#,
+            "x".repeat(MAX_VALUE_BYTES)
+        );
+        assert!(matches!(
+            LeaseAttrs::parse(big.as_bytes()),
+            Err(LeaseValueError::TooLarge(n)) if n == big.len()
+        ));
+        // A huge wrong-typed field is named, not copied whole into the log.
+        let arr = format!(r#"{{"PublicIP":[{}]}}"#, vec!["1"; 3000].join(","));
+        let e = LeaseAttrs::parse(arr.as_bytes()).unwrap_err().to_string();
+        assert!(e.len() < 200, "{e}");
+        assert!(e.starts_with("lease PublicIP [1,1,"), "{e}");
     }
 
     #[test]

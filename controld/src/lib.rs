@@ -11,6 +11,10 @@
 //!   and the report of the skipped ones.
 //! - [`table`]: the lease table the peer watch maintains, per-key revision guarded.
 //! - [`recovery`]: which subnet to hold after a (re)start or a loss.
+//! - [`loss`]: losing the lease (etcd says so, or its TTL ran out unanswered)
+//!   and reporting the reclaim or the move loudly.
+//! - [`security`]: the client key's file mode, plaintext endpoints off this host.
+//! - [`text`]: clipping outside input before it goes into a log line.
 //! - [`snapshot`]: turning config + lease table into a versioned snapshot.
 //! - [`subnet_env`]: subnet.env content and its atomic write.
 //! - [`backoff`]: retry delays.
@@ -36,15 +40,18 @@ pub mod event;
 pub mod flags;
 pub mod keeper;
 pub mod lease;
+pub mod loss;
 pub mod notify;
 pub mod peers;
 pub mod push;
 pub mod recovery;
 pub mod registry;
+pub mod security;
 pub mod snapshot;
 pub mod subnet;
 pub mod subnet_env;
 pub mod table;
+pub mod text;
 pub mod underlay;
 pub mod view;
 pub mod vtep;
@@ -58,7 +65,6 @@ use anyhow::Context;
 use kolach_proto::control::control_server::ControlServer;
 use kolach_proto::{uds, CONTROLD_SOCKET, DATAPLANED_SOCKET};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
 
 pub use flags::Flags;
@@ -68,6 +74,9 @@ use crate::controller::{Controller, Settings};
 use crate::event::{sleep_or_stop, Shutdown};
 use crate::registry::{EtcdOptions, Registry};
 use crate::view::View;
+
+/// The control API's requests are empty messages.
+const CONTROL_MAX_MESSAGE: usize = 64 * 1024;
 
 /// How long open control API connections get after a stop signal.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -109,12 +118,18 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         registry: registry_cell.clone(),
     };
     let mut api_stop = stop.clone();
+    // The API is read-only: root's own pool of connections is all the gate does.
+    let limits = uds::Limits {
+        max_message_bytes: CONTROL_MAX_MESSAGE,
+        ..uds::Limits::default()
+    };
+    let incoming = uds::Incoming::new(listener, limits, uds::PeerGate::new(None));
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ControlServer::new(api))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-                api_stop.wait().await
-            }),
+        uds::server_builder(&limits)
+            .add_service(
+                ControlServer::new(api).max_decoding_message_size(limits.max_message_bytes),
+            )
+            .serve_with_incoming_shutdown(incoming, async move { api_stop.wait().await }),
     );
     info!(socket = %sock_path.display(), "serving the control API");
 
@@ -158,6 +173,10 @@ async fn run_core(
         username: flags.etcd_username.clone(),
         password: flags.etcd_password.clone(),
     };
+    let standing_warnings = security::plaintext_warnings(&flags.etcd_endpoints);
+    for w in &standing_warnings {
+        warn!("{w}");
+    }
     let mut backoff = Backoff::etcd();
     let reg = loop {
         match Registry::connect(&opts).await {
@@ -180,6 +199,7 @@ async fn run_core(
         subnet_file: flags.subnet_file.clone(),
         config_key: reg.config_key(),
         epoch,
+        standing_warnings,
     };
     let tasks = vec![
         tokio::spawn(watcher::config(reg.clone(), tx.clone(), stop.clone())),

@@ -74,6 +74,9 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 _ => "check that --run-dir exists and is writable by this user",
             });
         }
+        if let Some(EtcdError::KeyFile(_)) = cause.downcast_ref::<EtcdError>() {
+            return Some("a client key must be readable by its owner (and group) only");
+        }
         if cause.downcast_ref::<EtcdError>().is_some() {
             return Some(
                 "check --etcd-endpoints and the --etcd-cafile/--etcd-certfile/--etcd-keyfile files",

@@ -34,6 +34,9 @@ pub enum SkipReason {
     OtherBackend,
     /// A vxlan lease without a usable `BackendData.VtepMAC`.
     NoVtepMac,
+    /// Outside the Network, or not of this host's subnet size: routing it
+    /// could take over the whole overlay or a piece of another host's subnet.
+    OutOfRange,
 }
 
 /// A peer lease this host does not route to.
@@ -52,7 +55,9 @@ impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.reason {
             SkipReason::OtherBackend => write!(f, "{} ({})", self.subnet, self.backend),
-            SkipReason::NoVtepMac => write!(f, "{} ({})", self.subnet, self.public_ip),
+            SkipReason::NoVtepMac | SkipReason::OutOfRange => {
+                write!(f, "{} ({})", self.subnet, self.public_ip)
+            }
         }
     }
 }
@@ -68,7 +73,9 @@ pub struct Peers<'a> {
 
 /// Splits `leases` into the peers a host running `ours` routes to and the
 /// ones it skips. This host's own keys (its subnet, or any key naming its
-/// PublicIP) and keys outside `network` are neither.
+/// PublicIP) are neither. A peer subnet must lie inside `network` and be of
+/// the local subnet's size (SubnetLen), so no lease can cover the whole
+/// overlay or part of another host's subnet.
 pub fn classify<'a>(
     ours: BackendKind,
     network: Ipv4Net,
@@ -78,8 +85,7 @@ pub fn classify<'a>(
 ) -> Peers<'a> {
     let mut peers = Peers::default();
     for l in leases {
-        if l.subnet == local_subnet || l.attrs.public_ip == local_ip || !network.contains(&l.subnet)
-        {
+        if l.subnet == local_subnet || l.attrs.public_ip == local_ip {
             continue;
         }
         let skip = |reason| Skipped {
@@ -89,6 +95,10 @@ pub fn classify<'a>(
             ours,
             reason,
         };
+        if !network.contains(&l.subnet) || l.subnet.prefix_len() != local_subnet.prefix_len() {
+            peers.skipped.push(skip(SkipReason::OutOfRange));
+            continue;
+        }
         if BackendKind::parse(&l.attrs.backend_type) != Some(ours) {
             peers.skipped.push(skip(SkipReason::OtherBackend));
             continue;
@@ -181,6 +191,12 @@ impl SkipReport {
                 "vxlan leases without a valid VtepMAC",
                 "not routed",
             ),
+            line(
+                SkipReason::OutOfRange,
+                "lease outside the Network or of another size than SubnetLen",
+                "leases outside the Network or of another size than SubnetLen",
+                "not routed",
+            ),
         ]
         .into_iter()
         .flatten()
@@ -250,6 +266,9 @@ mod tests {
                 r#"{"PublicIP":"198.18.0.14","BackendType":"vxlan","BackendData":{"VtepMAC":"ff:ff:ff:ff:ff:ff"}}"#,
             ),
             ours(BackendKind::Udp, "10.60.1.0/24", "198.18.0.5"), // outside Network
+            ours(BackendKind::Udp, "10.50.0.0/16", "198.18.0.6"), // the whole Network
+            ours(BackendKind::Udp, "10.50.18.128/25", "198.18.0.7"), // half of ours
+            ours(BackendKind::Udp, "10.50.7.0/25", "198.18.0.8"), // half of a peer's
         ]
     }
 
@@ -259,7 +278,12 @@ mod tests {
         let udp = split(BackendKind::Udp, &leases);
         assert_eq!(routed(&udp), ["10.50.7.0/24", "10.50.8.0/24"]);
         assert!(udp.routed.iter().all(|p| p.vtep_mac.is_none()));
-        let skipped: Vec<String> = udp.skipped.iter().map(|s| s.to_string()).collect();
+        let skipped: Vec<String> = udp
+            .skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::OtherBackend)
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(
             skipped,
             [
@@ -274,7 +298,23 @@ mod tests {
         assert!(udp
             .skipped
             .iter()
+            .filter(|s| s.reason != SkipReason::OutOfRange)
             .all(|s| s.reason == SkipReason::OtherBackend && s.ours == BackendKind::Udp));
+        let out: Vec<String> = udp
+            .skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::OutOfRange)
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "10.50.0.0/16 (198.18.0.6)",
+                "10.50.7.0/25 (198.18.0.8)",
+                "10.50.18.128/25 (198.18.0.7)",
+                "10.60.1.0/24 (198.18.0.5)",
+            ]
+        );
 
         let vx = split(BackendKind::Vxlan, &leases);
         assert_eq!(routed(&vx), ["10.50.30.0/24"]);
@@ -292,7 +332,7 @@ mod tests {
             no_mac,
             ["10.50.13.0/24 (198.18.0.13)", "10.50.14.0/24 (198.18.0.14)"]
         );
-        assert_eq!(vx.skipped.len(), 7);
+        assert_eq!(vx.skipped.len(), 11);
 
         assert_eq!(
             routed(&split(BackendKind::HostGw, &leases)),

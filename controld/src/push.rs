@@ -62,8 +62,20 @@ impl Controller {
         let path = self.settings.subnet_file.clone();
         match crate::subnet_env::write_atomic(&path, &env.render()) {
             Ok(()) => {
-                info!(file = %path.display(), network = %env.network, subnet = %env.subnet,
-                    mtu = env.mtu, "wrote subnet.env");
+                match &self.written_env {
+                    Some(old) if old.subnet != env.subnet => {
+                        warn!(file = %path.display(), old_subnet = %old.subnet, subnet = %env.subnet,
+                            "REWROTE subnet.env with a NEW subnet: restart what uses KOLACH_SUBNET (docker --bip)");
+                        self.warn_event(format!(
+                            "subnet.env rewritten: KOLACH_SUBNET moved from {} to {}",
+                            old.subnet, env.subnet
+                        ));
+                    }
+                    _ => {
+                        info!(file = %path.display(), network = %env.network, subnet = %env.subnet,
+                        mtu = env.mtu, "wrote subnet.env")
+                    }
+                }
                 self.written_env = Some(env);
                 if !self.ready_sent {
                     self.ready_sent = true;
@@ -139,7 +151,11 @@ impl Controller {
         } else if !self.listed {
             "listing"
         } else if self.mine.is_none() {
-            "claiming"
+            if self.loss.is_some() {
+                "reclaiming"
+            } else {
+                "claiming"
+            }
         } else if self.applied_generation == 0 {
             "waiting-for-dataplane"
         } else {
@@ -181,11 +197,13 @@ impl Controller {
             applied_generation: self.applied_generation,
             peer_count: self.peer_count,
             config_error: self.config_error.clone().unwrap_or_default(),
-            // What stands now (skipped peers) first, then recent events.
+            // What stands now (skipped peers, insecure endpoints) first,
+            // then recent events.
             warnings: self
                 .skipped
                 .warnings()
                 .into_iter()
+                .chain(self.standing_warnings.iter().cloned())
                 .chain(self.warnings.iter().cloned())
                 .collect(),
             leases,
@@ -205,6 +223,13 @@ fn log_note(note: &Note) {
             },
         ) => warn!(subnet = %s.subnet, public_ip = %s.public_ip, backend = %s.backend,
             ours = %s.ours, "ignoring a lease of another backend"),
+        Note::Skipped(
+            s @ Skipped {
+                reason: SkipReason::OutOfRange,
+                ..
+            },
+        ) => warn!(subnet = %s.subnet, public_ip = %s.public_ip,
+            "not routing a lease outside the Network or of another size than SubnetLen"),
         Note::Skipped(s) => warn!(subnet = %s.subnet, public_ip = %s.public_ip,
             backend = %s.backend, ours = %s.ours,
             "not routing a vxlan lease without a valid BackendData.VtepMAC"),

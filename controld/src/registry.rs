@@ -45,6 +45,8 @@ pub enum EtcdError {
     },
     #[error("etcd lease {0:x} no longer exists")]
     LeaseGone(i64),
+    #[error(transparent)]
+    KeyFile(#[from] crate::security::KeyFileError),
 }
 
 impl EtcdError {
@@ -105,9 +107,13 @@ impl Registry {
     /// shows up as errors from the calls, which the callers retry.
     pub async fn connect(opts: &EtcdOptions) -> Result<Self, EtcdError> {
         let endpoints = opts.endpoints.join(",");
+        // require_leader: a member cut off from its cluster cancels our watches
+        // and keepalives instead of answering nothing, so they move on to
+        // another endpoint.
         let mut co = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_require_leader(true);
         if opts.cafile.is_some() || opts.certfile.is_some() {
             if let Some(e) = opts.endpoints.iter().find(|e| e.starts_with("http://")) {
                 return Err(EtcdError::TlsNeedsHttps(e.clone()));
@@ -124,6 +130,7 @@ impl Registry {
                 tls = tls.ca_certificate(Certificate::from_pem(read("--etcd-cafile", ca)?));
             }
             if let (Some(cert), Some(key)) = (&opts.certfile, &opts.keyfile) {
+                crate::security::check_key_file(key)?;
                 tls = tls.identity(Identity::from_pem(
                     read("--etcd-certfile", cert)?,
                     read("--etcd-keyfile", key)?,
@@ -286,7 +293,13 @@ impl Registry {
                 Some(PutOptions::new().with_lease(lease_id)),
             )]);
         let mut kv = self.client.kv_client();
-        let resp = self.call(kv.txn(txn)).await?;
+        let resp = match self.call(kv.txn(txn)).await {
+            Err(EtcdError::Unreachable {
+                source: etcd_client::Error::GRpcStatus(s),
+                ..
+            }) if s.code() == tonic::Code::NotFound => return Err(EtcdError::LeaseGone(lease_id)),
+            other => other?,
+        };
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok(resp.succeeded().then(|| Lease {
             subnet,

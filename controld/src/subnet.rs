@@ -24,7 +24,7 @@ pub fn key_name(subnet: Ipv4Net) -> String {
 /// `10.50.18.0-24` → `10.50.18.0/24`. Rejects anything else, including host
 /// bits set (`10.50.18.1-24`), which no honest writer produces.
 pub fn parse_key(name: &str) -> Result<Ipv4Net, KeyError> {
-    let bad = || KeyError(name.to_string());
+    let bad = || KeyError(crate::text::shown(name));
     let (addr, len) = name.rsplit_once('-').ok_or_else(bad)?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
     if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 2 {
