@@ -2,8 +2,9 @@
 //! under a 500 pps pod-to-pod ping on the udp backend: no probe lost, the
 //! same subnet every time, and the dataplane is never handed an empty,
 //! partial or older table — a watcher polling both dataplanes meanwhile
-//! sees the full table the whole time and versions that never go back, and
-//! no snapshot is refused.
+//! sees the full table the whole time and versions that never go back; every
+//! snapshot they applied meanwhile (their logs) held the whole table, and
+//! none was refused.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -89,6 +90,11 @@ fn restarts(lab: &mut Lab) -> Result<()> {
         })
         .collect();
 
+    // Every snapshot the dataplanes apply from here on is in their logs.
+    let log_from: Vec<usize> = [1u8, 2]
+        .iter()
+        .map(|n| std::fs::metadata(&lab.host(*n).dataplaned.log).map_or(0, |m| m.len() as usize))
+        .collect();
     // The 20 restarts take under 2 s here: room for a much slower machine.
     let ping_for = Duration::from_secs(10);
     let count = (ping_for.as_millis() / INTERVAL.as_millis()) as u32;
@@ -141,12 +147,34 @@ fn restarts(lab: &mut Lab) -> Result<()> {
     );
     ensure!(bad.is_empty(), "the dataplanes saw:\n{}", bad.join("\n"));
     for n in [1u8, 2] {
-        let log = std::fs::read_to_string(&lab.host(n).dataplaned.log)?;
+        let log = std::fs::read(&lab.host(n).dataplaned.log)?;
+        let log = String::from_utf8_lossy(&log[log_from[usize::from(n) - 1]..]).into_owned();
         let refused: Vec<&str> = log.lines().filter(|l| l.contains("refusing")).collect();
         ensure!(
             refused.is_empty(),
             "host{n}'s dataplane refused snapshots:\n{}",
             refused.join("\n")
+        );
+        // Each restarted controld (a new epoch) had its first snapshot
+        // applied: every one must have held the whole table.
+        let applied: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("snapshot applied"))
+            .collect();
+        let partial: Vec<&&str> = applied.iter().filter(|l| !l.contains("routes=1")).collect();
+        eprintln!(
+            "  host{n}: {} snapshots applied during the restarts, {} without the full table",
+            applied.len(),
+            partial.len()
+        );
+        ensure!(
+            partial.is_empty(),
+            "host{n} was handed a partial table:\n{partial:?}"
+        );
+        ensure!(
+            applied.len() >= RESTARTS_PER_HOST as usize,
+            "host{n}: only {} snapshots applied across {RESTARTS_PER_HOST} restarts of its controld",
+            applied.len()
         );
     }
     Ok(())
