@@ -4,6 +4,7 @@
 #   make test       fmt check, clippy -D warnings, build, unit + multi-host tests
 #   make demo       etcd + 3 host namespaces running both daemons, status, ping matrix
 #   make demo-down  stop the demo and remove its namespaces
+#   make bench      release build, then udp/vxlan/host-gw/underlay measured side by side
 #
 # The multi-host tests and the demo create network namespaces: run as root.
 
@@ -22,7 +23,7 @@ DEB_PACKAGES := etcd-server etcd-client protobuf-compiler iproute2 iputils-ping 
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down
+.PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench
 
 all: build
 
@@ -87,3 +88,12 @@ demo-down:
 	else \
 		$(CARGO) run -q -p kolach-tests --bin kolach-lab -- --dir $(DEMO_DIR) down; \
 	fi
+
+# DESIGN §9: one lab per mode, rounds interleaved, medians; a table on stdout
+# and JSON in $(BENCH_OUT) (bench/README.md; BENCH_ROUNDS, BENCH_SECONDS, ...
+# override the defaults, which take about 7 minutes).
+BENCH_OUT ?= bench/results.json
+bench: deps-apt
+	$(CARGO) build --release --workspace
+	target/release/kolach-lab sweep
+	KOLACH_BIN_DIR=$(CURDIR)/target/release BENCH_OUT=$(BENCH_OUT) target/release/kolach-bench

@@ -30,9 +30,12 @@
 //! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
 //! - [`subnet_env`]: parsing subnet.env.
 //! - [`demo`]: the state behind `kolach-lab up/down/ping-matrix`.
+//! - [`bench`]: `make bench` (`kolach-bench`): the backends and the bare
+//!   underlay measured side by side.
 
 pub mod backend;
 pub mod background;
+pub mod bench;
 pub mod bins;
 pub mod cmd;
 pub mod demo;

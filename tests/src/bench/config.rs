@@ -1,0 +1,188 @@
+//! What the bench measures and how long: the four modes, the `BENCH_*`
+//! environment variables, and the order the modes take in each round.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::backend::Backend;
+
+/// One way pods (or hosts, for the bare underlay) reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    Udp,
+    Vxlan,
+    HostGw,
+    /// Host to host over the veth/bridge underlay, no overlay at all.
+    Bare,
+}
+
+impl Mode {
+    /// Every mode, in table order.
+    pub const ALL: [Mode; 4] = [Mode::Udp, Mode::Vxlan, Mode::HostGw, Mode::Bare];
+
+    /// The mode the ratios are taken against.
+    pub const REFERENCE: Mode = Mode::Vxlan;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Udp => "udp",
+            Mode::Vxlan => "vxlan",
+            Mode::HostGw => "host-gw",
+            Mode::Bare => "underlay",
+        }
+    }
+
+    /// The kolach backend a mode runs, None for the bare underlay.
+    pub fn backend(self) -> Option<Backend> {
+        match self {
+            Mode::Udp => Some(Backend::Udp),
+            Mode::Vxlan => Some(Backend::Vxlan),
+            Mode::HostGw => Some(Backend::HostGw),
+            Mode::Bare => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The modes of round `round` (0-based): [`Mode::ALL`] rotated by the round,
+/// so every mode runs first, second, ... equally often over four rounds.
+pub fn round_order(round: usize) -> [Mode; 4] {
+    let mut m = Mode::ALL;
+    m.rotate_left(round % Mode::ALL.len());
+    m
+}
+
+/// The knobs of a run, each also from its `BENCH_*` variable.
+#[derive(Clone, Debug, PartialEq, clap::Parser)]
+#[command(
+    name = "kolach-bench",
+    about = "kolach udp, vxlan, host-gw and the bare underlay measured side by side (make bench)"
+)]
+pub struct BenchConfig {
+    /// Rounds; each measures every mode once, the order rotated per round.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+    /// Length of each iperf3 run in seconds.
+    #[arg(long, env = "BENCH_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub seconds: u32,
+    /// Pings per round and mode.
+    #[arg(long, env = "BENCH_PINGS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub pings: u32,
+    /// Seconds between pings (ping -i; below 0.2 needs root).
+    #[arg(long, env = "BENCH_PING_INTERVAL", default_value_t = 0.01)]
+    pub ping_interval: f64,
+    /// iperf3 -b of the 64-byte UDP run; 0 sends as fast as the sender can.
+    #[arg(long, env = "BENCH_UDP_RATE", default_value = "0")]
+    pub udp_rate: String,
+    /// Phantom udp leases loaded at the end to read dataplaned's peak RSS (0 skips).
+    #[arg(long, env = "BENCH_ROUTES", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub routes: u32,
+    /// Where the JSON report goes (a timestamped copy is kept beside it).
+    #[arg(long, env = "BENCH_OUT", default_value = "bench/results.json")]
+    pub out: PathBuf,
+}
+
+/// The network config of every kolach lab: a /8 so that 5,000 phantom /24
+/// leases fit beside the hosts' own.
+pub fn network_config(backend: Backend) -> String {
+    format!(
+        r#"{{"Network":"{NETWORK}","Backend":{{"Type":"{}"}}}}"#,
+        backend.name()
+    )
+}
+
+pub const NETWORK: &str = "10.0.0.0/8";
+
+impl BenchConfig {
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.002..=1.0).contains(&self.ping_interval) {
+            bail!(
+                "BENCH_PING_INTERVAL={} is not in 0.002..=1 seconds",
+                self.ping_interval
+            );
+        }
+        Ok(())
+    }
+
+    /// A rough length of the measuring part, for the progress line.
+    pub fn estimate_secs(&self) -> f64 {
+        let ping = f64::from(self.pings) * self.ping_interval + 1.0;
+        let per_mode = 3.0 * (f64::from(self.seconds) + 1.0) + ping;
+        f64::from(self.rounds) * Mode::ALL.len() as f64 * per_mode
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cfg(args: &[&str]) -> Result<BenchConfig> {
+        let c = BenchConfig::try_parse_from(
+            std::iter::once("kolach-bench").chain(args.iter().copied()),
+        )?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let d = cfg(&[]).unwrap();
+        assert_eq!((d.rounds, d.seconds, d.pings, d.routes), (5, 5, 200, 5000));
+        assert_eq!(d.out, PathBuf::from("bench/results.json"));
+        assert_eq!(d.udp_rate, "0");
+        let q = cfg(&[
+            "--rounds",
+            "1",
+            "--seconds",
+            "2",
+            "--routes",
+            "0",
+            "--out",
+            "/tmp/x.json",
+        ])
+        .unwrap();
+        assert_eq!((q.rounds, q.seconds, q.routes), (1, 2, 0));
+        assert_eq!(q.out, PathBuf::from("/tmp/x.json"));
+        assert!(cfg(&["--rounds", "0"]).is_err());
+        assert!(cfg(&["--seconds", "five"]).is_err());
+        assert!(cfg(&["--ping-interval", "0"]).is_err());
+    }
+
+    #[test]
+    fn rounds_rotate_every_mode_through_every_slot() {
+        assert_eq!(round_order(0), Mode::ALL);
+        assert_eq!(
+            round_order(1),
+            [Mode::Vxlan, Mode::HostGw, Mode::Bare, Mode::Udp]
+        );
+        assert_eq!(round_order(4), round_order(0));
+        for slot in 0..4 {
+            let mut seen: Vec<Mode> = (0..4).map(|r| round_order(r)[slot]).collect();
+            seen.sort();
+            assert_eq!(seen, Mode::ALL.to_vec());
+        }
+    }
+
+    #[test]
+    fn config_is_the_wide_network() {
+        assert_eq!(
+            network_config(Backend::Vxlan),
+            r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#
+        );
+        assert_eq!(Mode::Bare.backend(), None);
+        assert_eq!(Mode::HostGw.to_string(), "host-gw");
+    }
+}

@@ -1,0 +1,32 @@
+//! `make bench` (DESIGN §9): kolach's three data paths (udp, vxlan, host-gw)
+//! and the bare underlay measured side by side in one run, each on its own
+//! lab of two hosts built with this crate's harness, rounds interleaved so
+//! that drift of a shared machine hits every mode alike.
+//!
+//! - [`config`]: the modes, the knobs (`BENCH_*` variables), the round order.
+//! - [`signal`]: Ctrl-C and SIGTERM stop the run between two measurements,
+//!   and the labs are still torn down.
+//! - [`target`]: one lab per mode, kept up for the whole run, with the
+//!   client and server namespaces and the dataplaned pids to watch.
+//! - [`parse`]: iperf3 `-J` reports and ping's per-packet lines.
+//! - [`procfs`]: CPU ticks and peak RSS from `/proc`.
+//! - [`measure`]: one ping, TCP or UDP run against a target, with the CPU
+//!   it cost.
+//! - [`routes`]: 5,000 phantom udp leases in etcd, how long the dataplane
+//!   took to hold them, and its peak RSS then.
+//! - [`stats`]: medians and percentiles.
+//! - [`report`]: per-mode medians, ratios to kernel vxlan, the table, the JSON.
+//! - [`runner`]: the whole run, from building the labs to tearing them down.
+
+pub mod config;
+pub mod measure;
+pub mod parse;
+pub mod procfs;
+pub mod report;
+pub mod routes;
+pub mod runner;
+pub mod signal;
+pub mod stats;
+pub mod target;
+
+pub use config::{BenchConfig, Mode};

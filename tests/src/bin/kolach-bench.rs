@@ -1,0 +1,23 @@
+//! `kolach-bench` (`make bench`, DESIGN §9): kolach udp, vxlan, host-gw and
+//! the bare underlay measured interleaved in one run on labs of network
+//! namespaces; prints a table and writes JSON. See `kolach_tests::bench`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kolach_tests::bench::{runner, signal, BenchConfig};
+
+fn main() -> ExitCode {
+    let cfg = BenchConfig::parse();
+    match runner::run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kolach-bench: {e:#}");
+            if signal::requested() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
