@@ -135,7 +135,11 @@ impl Lab {
                         status: st,
                     });
                 }
-                Ok(st) if !st.upgrade_error.is_empty() => {
+                // A SIGHUP is handled after kill(2) returns: until then the
+                // status may still show the error of an earlier attempt.
+                Ok(st)
+                    if !st.upgrade_error.is_empty() && st.upgrade_error != before.upgrade_error =>
+                {
                     bail!("host{n}: hot upgrade failed: {}", st.upgrade_error)
                 }
                 _ => {}
