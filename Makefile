@@ -5,6 +5,7 @@
 #   make demo       etcd + 3 host namespaces running both daemons, status, ping matrix
 #   make demo-down  stop the demo and remove its namespaces
 #   make bench      release build, then udp/vxlan/host-gw/underlay measured side by side
+#   make fuzz       the fuzz targets in fuzz/ (cargo fuzz), FUZZ_SECONDS each; not in CI
 #
 # The multi-host tests and the demo create network namespaces: run as root.
 
@@ -18,12 +19,15 @@ DEMO_BACKEND ?= udp
 TEST_THREADS ?= 2
 BIN := target/debug
 
-# gcc/libc6-dev build ring (etcd TLS); openssl makes the test CA of the TLS tests.
+# gcc/libc6-dev build ring (etcd TLS); openssl makes the test CA of the TLS tests;
+# nftables cuts a host off from etcd (fault_partition); systemd (systemd-analyze),
+# man-db and strace check the units (systemd_units).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler iproute2 iputils-ping \
-	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl
+	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
+	nftables systemd man-db strace
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench
+.PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench fuzz
 
 all: build
 
@@ -34,7 +38,7 @@ deps-apt:
 	for p in $(DEB_PACKAGES); do \
 		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
 	done; \
-	for c in etcd etcdctl protoc ip bridge ping cc openssl; do \
+	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -97,3 +101,22 @@ bench: deps-apt
 	$(CARGO) build --release --workspace
 	target/release/kolach-lab sweep
 	KOLACH_BIN_DIR=$(CURDIR)/target/release BENCH_OUT=$(BENCH_OUT) target/release/kolach-bench
+
+# Fuzz targets (fuzz/, its own workspace): the config parser, lease values and
+# keys, the udp backend's packet checks, snapshot decoding. cargo fuzz needs a
+# nightly toolchain for its sanitizers; without one the targets run on stable
+# with `-s none` (coverage-guided, no AddressSanitizer). New inputs go to
+# fuzz/corpus/<target>, the committed seeds are in fuzz/seeds/<target>.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config lease packet snapshot
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; san=; \
+	else echo "fuzz: no nightly toolchain: running on stable without a sanitizer (-s none)"; tc=; san="-s none"; fi; \
+	mkdir -p target; cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		cargo $$tc fuzz run $$san $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			2>&1 | tee ../target/fuzz-$$t.log | grep -E '^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|thread)' ; \
+		test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz $$t FAILED (full log: target/fuzz-$$t.log)"; exit 1; }; \
+	done
