@@ -175,6 +175,9 @@ impl Controller {
             while let Ok(ev) = rx.try_recv() {
                 self.handle(ev);
             }
+            // Before reconciling, which may wait on etcd for seconds: a lost
+            // lease must leave the status at once.
+            self.publish();
         }
         if let Some((_, h)) = self.keeper.take() {
             h.abort();
@@ -199,6 +202,12 @@ impl Controller {
             Event::EtcdUp => {
                 if !self.etcd_reachable && self.etcd_error.is_some() {
                     info!(endpoints = %self.reg.endpoints(), "etcd reachable again");
+                    // A claim that failed while etcd was away need not wait
+                    // out its backoff (up to 10 s) now.
+                    if self.mine.is_none() {
+                        self.retry_at = None;
+                        self.retry_backoff.reset();
+                    }
                 }
                 self.etcd_reachable = true;
                 self.etcd_error = None;

@@ -27,7 +27,10 @@ pub fn parse_key(name: &str) -> Result<Ipv4Net, KeyError> {
     let bad = || KeyError(crate::text::shown(name));
     let (addr, len) = name.rsplit_once('-').ok_or_else(bad)?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 2 {
+    // One spelling per subnet: no sign, no leading zero ("10.0.0.0-08" would
+    // be a second key for 10.0.0.0/8, and two keys could lease one subnet).
+    let canonical = len == "0" || !len.starts_with('0');
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 2 || !canonical {
         return Err(bad());
     }
     let len: u8 = len.parse().map_err(|_| bad())?;
@@ -131,6 +134,8 @@ mod tests {
         assert_eq!(key_name(net("10.50.18.0/24")), "10.50.18.0-24");
         assert_eq!(parse_key("10.50.18.0-24").unwrap(), net("10.50.18.0/24"));
         assert_eq!(parse_key("10.50.18.64-26").unwrap(), net("10.50.18.64/26"));
+        assert_eq!(parse_key("10.0.0.0-8").unwrap(), net("10.0.0.0/8"));
+        assert_eq!(parse_key("0.0.0.0-0").unwrap(), net("0.0.0.0/0"));
         for bad in [
             "",
             "10.50.18.0",
@@ -139,6 +144,8 @@ mod tests {
             "10.50.18.1-24",
             "10.50.18.0-+24",
             "10.50.18.0-024",
+            "10.0.0.0-08",
+            "0.0.0.0-00",
             "fd00::-64",
             "garbage-24",
             "10.50.18.0/24",
