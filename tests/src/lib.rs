@@ -29,6 +29,17 @@
 //! - [`traffic`]: ping and UDP inside namespaces.
 //! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
 //! - [`subnet_env`]: parsing subnet.env.
+//! - [`etcd_cluster`]: a 3-member etcd cluster (kill the leader, bring it back),
+//!   and `etcdctl` with stdin (big values, transactions).
+//! - [`etcd_tls`]: a test CA made with openssl, etcd serving TLS with client certs.
+//! - [`cutoff`]: nftables in a host's namespace cutting it off from etcd.
+//! - [`impair`]: a userspace netem on a host's overlay datagrams (loss, delay,
+//!   reordering, duplication, corruption).
+//! - [`flood`]: crafted datagrams at full rate, the kernel's UDP counters.
+//! - [`intruder`]: an unprivileged local user against the daemons' sockets
+//!   (`kolach-intruder` run with setpriv).
+//! - [`lease_watch`]: sampling etcd and every controld for two live
+//!   leases of one subnet.
 //! - [`demo`]: the state behind `kolach-lab up/down/ping-matrix`.
 //! - [`bench`]: `make bench` (`kolach-bench`): the backends and the bare
 //!   underlay measured side by side.
@@ -38,14 +49,21 @@ pub mod background;
 pub mod bench;
 pub mod bins;
 pub mod cmd;
+pub mod cutoff;
 pub mod demo;
 pub mod etcd;
+pub mod etcd_cluster;
+pub mod etcd_tls;
+pub mod flood;
 pub mod host;
+pub mod impair;
+pub mod intruder;
 pub mod iperf;
 pub mod kernel;
 pub mod kmesh;
 pub mod kobjects;
 pub mod lab;
+pub mod lease_watch;
 pub mod mesh;
 pub mod monitor;
 pub mod names;
