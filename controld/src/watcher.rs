@@ -74,14 +74,23 @@ pub async fn subnets_from(
             };
             match msg {
                 Ok(Some(resp)) => {
-                    if resp.compact_revision() > 0 || resp.canceled() {
+                    if resp.compact_revision() > 0 {
                         warn!(
                             from_revision = resume.unwrap_or_default(),
                             compact_revision = resp.compact_revision(),
-                            reason = resp.cancel_reason(),
-                            "subnet watch cancelled (revision compacted?); listing again"
+                            "subnet watch fell behind a compaction (its revision is compacted); listing again and diffing"
                         );
                         resume = None;
+                        break;
+                    }
+                    if resp.canceled() {
+                        // Not compacted (e.g. the member lost its leader):
+                        // nothing was missed, so resume where we were.
+                        warn!(
+                            resume_from = resume.unwrap_or_default(),
+                            reason = resp.cancel_reason(),
+                            "subnet watch cancelled by etcd; watching again"
+                        );
                         break;
                     }
                     backoff.reset();
