@@ -14,9 +14,22 @@ use crate::cmd;
 pub const NOBODY: u32 = 65534;
 pub const INTRUDER: &str = "kolach-intruder";
 
-/// Runs `kolach-intruder <args>` as nobody; returns its one line.
-pub fn run_as_nobody(args: &[&str], timeout: Duration) -> Result<String> {
-    let bin = bins::require(INTRUDER).display().to_string();
+/// A copy of kolach-intruder in `dir` that nobody may run (the build
+/// tree may sit under a home directory nobody cannot enter).
+fn runnable_copy(dir: &Path) -> Result<std::path::PathBuf> {
+    let copy = dir.join(INTRUDER);
+    if !copy.is_file() {
+        std::fs::copy(bins::require(INTRUDER), &copy)
+            .with_context(|| format!("copying {INTRUDER} to {}", dir.display()))?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(copy)
+}
+
+/// Runs `kolach-intruder <args>` as nobody (a copy of it in `dir`, which
+/// nobody must be able to enter); returns its one line.
+pub fn run_as_nobody(dir: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+    let bin = runnable_copy(dir)?.display().to_string();
     let uid = format!("--reuid={NOBODY}");
     let gid = format!("--regid={NOBODY}");
     let mut full = vec![uid.as_str(), gid.as_str(), "--clear-groups", "--", &bin];
