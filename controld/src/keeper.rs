@@ -20,7 +20,7 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
             r = reg.keep_alive(lease_id) => r,
             _ = shutdown.wait() => return,
         };
-        let (mut keeper, mut stream) = match opened {
+        let (idx, mut keeper, mut stream) = match opened {
             Ok(v) => v,
             Err(EtcdError::LeaseGone(_)) => {
                 let _ = tx.send(Event::LeaseLost {
@@ -45,6 +45,7 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
                 _ = tokio::time::sleep(wait) => {
                     sent = std::time::Instant::now();
                     if keeper.keep_alive().await.is_err() {
+                        reg.stream_failed(idx);
                         break;
                     }
                     // Until an answer comes, do not ask again.
@@ -64,8 +65,12 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
                         let _ = tx.send(Event::KeepAlive { lease_id, ttl: r.ttl(), sent });
                         wait = interval(r.ttl());
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        reg.stream_failed(idx);
+                        break;
+                    }
                     Err(e) => {
+                        reg.stream_failed(idx);
                         let _ = tx.send(Event::EtcdDown(format!(
                             "etcd unreachable at {}: keepalive stream broke: {e}",
                             reg.endpoints()

@@ -21,6 +21,7 @@
 //!
 //! I/O around it:
 //! - [`registry`]: the only module that talks to etcd; every subnet write is a txn.
+//! - [`endpoints`]: one etcd client per endpoint, used in turn: failover.
 //! - [`watcher`]: list + watch of `<prefix>/subnets/`, and the config watch.
 //! - [`keeper`]: etcd lease keepalive.
 //! - [`controller`], [`claim`] and [`push`]: the single state task that owns the model,
@@ -36,6 +37,7 @@ pub mod claim;
 pub mod config;
 pub mod controller;
 pub mod dataplane;
+pub mod endpoints;
 pub mod event;
 pub mod flags;
 pub mod keeper;

@@ -5,6 +5,7 @@
 //! kolach can never overwrite another host's lease (DESIGN §3).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -13,6 +14,8 @@ use etcd_client::{
     WatchStream,
 };
 use ipnet::Ipv4Net;
+
+use crate::endpoints::Endpoints;
 
 use crate::lease::{Lease, LeaseAttrs};
 use crate::subnet;
@@ -38,11 +41,8 @@ pub enum EtcdError {
     },
     #[error("--etcd-cafile/--etcd-certfile need https:// endpoints, got {0}")]
     TlsNeedsHttps(String),
-    #[error("bad --etcd-endpoints {endpoints}: {source}")]
-    BadEndpoint {
-        endpoints: String,
-        source: etcd_client::Error,
-    },
+    #[error("bad --etcd-endpoints {endpoints}: {reason}")]
+    BadEndpoint { endpoints: String, reason: String },
     #[error("etcd lease {0:x} no longer exists")]
     LeaseGone(i64),
     #[error(transparent)]
@@ -97,14 +97,15 @@ pub enum Decoded {
 
 #[derive(Clone)]
 pub struct Registry {
-    client: Client,
+    pool: Arc<Endpoints>,
     prefix: String,
     endpoints: String,
 }
 
 impl Registry {
-    /// Builds the client. The connection itself is lazy: an unreachable etcd
-    /// shows up as errors from the calls, which the callers retry.
+    /// Builds the clients (one per endpoint, see [`crate::endpoints`]). The
+    /// connections are lazy: an unreachable etcd shows up as errors from the
+    /// calls, which the callers retry.
     pub async fn connect(opts: &EtcdOptions) -> Result<Self, EtcdError> {
         let endpoints = opts.endpoints.join(",");
         // require_leader: a member cut off from its cluster cancels our watches
@@ -144,23 +145,35 @@ impl Registry {
                 .with_user(u.clone(), p.clone())
                 .with_auto_token_refresh(true);
         }
-        let client =
-            Client::connect(&opts.endpoints, Some(co))
-                .await
-                .map_err(|source| match source {
-                    etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
-                        EtcdError::BadEndpoint {
-                            endpoints: endpoints.clone(),
-                            source,
-                        }
-                    }
-                    source => EtcdError::Unreachable {
-                        endpoints: endpoints.clone(),
-                        source,
-                    },
-                })?;
+        if opts.endpoints.is_empty() {
+            return Err(EtcdError::BadEndpoint {
+                endpoints,
+                reason: "no endpoint given".into(),
+            });
+        }
+        let pool = Endpoints::new(opts.endpoints.clone(), co.clone());
+        let bad = |reason: String| EtcdError::BadEndpoint {
+            endpoints: endpoints.clone(),
+            reason,
+        };
+        for (i, url) in opts.endpoints.iter().enumerate() {
+            let full = if url.contains("://") {
+                url.clone()
+            } else {
+                format!("http://{url}")
+            };
+            full.parse::<tonic::codegen::http::Uri>()
+                .map_err(|e| bad(format!("{url}: {e}")))?;
+            if opts.username.is_none() {
+                // Without auth, making a client connects nothing yet.
+                let c = Client::connect([url], Some(co.clone()))
+                    .await
+                    .map_err(|e| bad(format!("{url}: {e}")))?;
+                pool.preset(i, c);
+            }
+        }
         Ok(Registry {
-            client,
+            pool: Arc::new(pool),
             prefix: opts.prefix.trim_end_matches('/').to_string(),
             endpoints,
         })
@@ -182,34 +195,67 @@ impl Registry {
         format!("{}{}", self.subnets_prefix(), subnet::key_name(subnet))
     }
 
-    async fn call<T, F>(&self, f: F) -> Result<T, EtcdError>
+    /// The endpoint to use now and its client.
+    async fn pick(&self) -> Result<(usize, Client), EtcdError> {
+        self.pool
+            .pick()
+            .await
+            .map_err(|source| EtcdError::Unreachable {
+                endpoints: self.endpoints.clone(),
+                source,
+            })
+    }
+
+    /// A stream opened on endpoint `idx` broke: the next call goes elsewhere.
+    pub fn stream_failed(&self, idx: usize) {
+        self.pool.failed(idx);
+    }
+
+    /// Runs a call on endpoint `idx` with a deadline; a failure moves on to
+    /// the next endpoint (but not an answer such as "no such lease").
+    async fn call<T, F>(&self, idx: usize, f: F) -> Result<T, EtcdError>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         match tokio::time::timeout(CALL_TIMEOUT, f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(EtcdError::Unreachable {
-                endpoints: self.endpoints.clone(),
-                source,
-            }),
-            Err(_) => Err(EtcdError::Timeout {
-                endpoints: self.endpoints.clone(),
-            }),
+            Ok(Err(source)) => {
+                let answered = matches!(&source, etcd_client::Error::GRpcStatus(s)
+                    if s.code() == tonic::Code::NotFound);
+                if !answered {
+                    self.pool.failed(idx);
+                }
+                Err(EtcdError::Unreachable {
+                    endpoints: self.endpoints.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                self.pool.failed(idx);
+                Err(EtcdError::Timeout {
+                    endpoints: self.endpoints.clone(),
+                })
+            }
         }
     }
 
     /// The config value (None when the key is absent) and the revision read at.
     pub async fn get_config(&self) -> Result<(Option<Vec<u8>>, i64), EtcdError> {
-        let mut kv = self.client.kv_client();
-        let resp = self.call(kv.get(self.config_key(), None)).await?;
+        let (idx, client) = self.pick().await?;
+        let mut kv = client.kv_client();
+        let resp = self.call(idx, kv.get(self.config_key(), None)).await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok((resp.kvs().first().map(|kv| kv.value().to_vec()), rev))
     }
 
     pub async fn list_subnets(&self) -> Result<Listing, EtcdError> {
-        let mut kv = self.client.kv_client();
+        let (idx, client) = self.pick().await?;
+        let mut kv = client.kv_client();
         let resp = self
-            .call(kv.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())))
+            .call(
+                idx,
+                kv.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())),
+            )
             .await?;
         let mut listing = Listing {
             revision: resp.header().map_or(0, |h| h.revision()),
@@ -258,20 +304,23 @@ impl Registry {
     }
 
     pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
-        let mut lc = self.client.lease_client();
+        let (idx, client) = self.pick().await?;
+        let mut lc = client.lease_client();
         let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        Ok(self.call(lc.grant(ttl, None)).await?.id())
+        Ok(self.call(idx, lc.grant(ttl, None)).await?.id())
     }
 
     pub async fn revoke(&self, lease_id: i64) -> Result<(), EtcdError> {
-        let mut lc = self.client.lease_client();
-        self.call(lc.revoke(lease_id)).await.map(|_| ())
+        let (idx, client) = self.pick().await?;
+        let mut lc = client.lease_client();
+        self.call(idx, lc.revoke(lease_id)).await.map(|_| ())
     }
 
     /// Seconds the etcd lease has left; None when it no longer exists.
     pub async fn time_to_live(&self, lease_id: i64) -> Result<Option<i64>, EtcdError> {
-        let mut lc = self.client.lease_client();
-        let ttl = self.call(lc.time_to_live(lease_id, None)).await?.ttl();
+        let (idx, client) = self.pick().await?;
+        let mut lc = client.lease_client();
+        let ttl = self.call(idx, lc.time_to_live(lease_id, None)).await?.ttl();
         Ok((ttl >= 0).then_some(ttl))
     }
 
@@ -292,8 +341,9 @@ impl Registry {
                 value.clone(),
                 Some(PutOptions::new().with_lease(lease_id)),
             )]);
-        let mut kv = self.client.kv_client();
-        let resp = match self.call(kv.txn(txn)).await {
+        let (idx, client) = self.pick().await?;
+        let mut kv = client.kv_client();
+        let resp = match self.call(idx, kv.txn(txn)).await {
             Err(EtcdError::Unreachable {
                 source: etcd_client::Error::GRpcStatus(s),
                 ..
@@ -329,8 +379,9 @@ impl Registry {
                 lease.mod_revision,
             )])
             .and_then([TxnOp::put(key, value.clone(), opts)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.call(kv.txn(txn)).await?;
+        let (idx, client) = self.pick().await?;
+        let mut kv = client.kv_client();
+        let resp = self.call(idx, kv.txn(txn)).await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok(resp.succeeded().then(|| Lease {
             attrs: attrs.clone(),
@@ -351,8 +402,9 @@ impl Registry {
                 lease.mod_revision,
             )])
             .and_then([TxnOp::delete(key, None)]);
-        let mut kv = self.client.kv_client();
-        Ok(self.call(kv.txn(txn)).await?.succeeded())
+        let (idx, client) = self.pick().await?;
+        let mut kv = client.kv_client();
+        Ok(self.call(idx, kv.txn(txn)).await?.succeeded())
     }
 
     /// Opens a keepalive stream. A lease that is already gone is
@@ -360,9 +412,10 @@ impl Registry {
     pub async fn keep_alive(
         &self,
         lease_id: i64,
-    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), EtcdError> {
-        let mut lc = self.client.lease_client();
-        match self.call(lc.keep_alive(lease_id)).await {
+    ) -> Result<(usize, LeaseKeeper, LeaseKeepAliveStream), EtcdError> {
+        let (idx, client) = self.pick().await?;
+        let mut lc = client.lease_client();
+        match self.call(idx, lc.keep_alive(lease_id)).await {
             Err(EtcdError::Unreachable {
                 source: etcd_client::Error::LeaseKeepAliveError(_),
                 ..
@@ -371,25 +424,40 @@ impl Registry {
                 source: etcd_client::Error::GRpcStatus(s),
                 ..
             }) if s.code() == tonic::Code::NotFound => Err(EtcdError::LeaseGone(lease_id)),
-            other => other,
+            Err(e) => Err(e),
+            Ok((keeper, stream)) => Ok((idx, keeper, stream)),
         }
     }
 
     /// Watches `<prefix>/subnets/` from `start_revision` (inclusive), with
     /// previous values.
-    pub async fn watch_subnets(&self, start_revision: i64) -> Result<WatchStream, EtcdError> {
-        let mut wc = self.client.watch_client();
+    pub async fn watch_subnets(
+        &self,
+        start_revision: i64,
+    ) -> Result<(usize, WatchStream), EtcdError> {
+        let (idx, client) = self.pick().await?;
+        let mut wc = client.watch_client();
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
             .with_start_revision(start_revision);
-        self.call(wc.watch(self.subnets_prefix(), Some(opts))).await
+        let stream = self
+            .call(idx, wc.watch(self.subnets_prefix(), Some(opts)))
+            .await?;
+        Ok((idx, stream))
     }
 
-    pub async fn watch_config(&self, start_revision: i64) -> Result<WatchStream, EtcdError> {
-        let mut wc = self.client.watch_client();
+    pub async fn watch_config(
+        &self,
+        start_revision: i64,
+    ) -> Result<(usize, WatchStream), EtcdError> {
+        let (idx, client) = self.pick().await?;
+        let mut wc = client.watch_client();
         let opts = WatchOptions::new().with_start_revision(start_revision);
-        self.call(wc.watch(self.config_key(), Some(opts))).await
+        let stream = self
+            .call(idx, wc.watch(self.config_key(), Some(opts)))
+            .await?;
+        Ok((idx, stream))
     }
 
     /// Decodes one watch event under the subnets prefix.

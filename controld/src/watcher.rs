@@ -57,7 +57,7 @@ pub async fn subnets_from(
             r = reg.watch_subnets(start) => r,
             _ = shutdown.wait() => return,
         };
-        let mut stream = match stream {
+        let (idx, mut stream) = match stream {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Event::EtcdDown(e.to_string()));
@@ -85,7 +85,9 @@ pub async fn subnets_from(
                     }
                     if resp.canceled() {
                         // Not compacted (e.g. the member lost its leader):
-                        // nothing was missed, so resume where we were.
+                        // nothing was missed, so resume where we were, on
+                        // another endpoint.
+                        reg.stream_failed(idx);
                         warn!(
                             resume_from = resume.unwrap_or_default(),
                             reason = resp.cancel_reason(),
@@ -117,6 +119,7 @@ pub async fn subnets_from(
                     break;
                 }
                 Err(e) => {
+                    reg.stream_failed(idx);
                     let _ = tx.send(Event::EtcdDown(format!(
                         "etcd unreachable at {}: subnet watch broke: {e}",
                         reg.endpoints()
@@ -165,7 +168,7 @@ pub async fn config(reg: Registry, tx: EventTx, mut shutdown: Shutdown) {
             r = reg.watch_config(start) => r,
             _ = shutdown.wait() => return,
         };
-        let mut stream = match stream {
+        let (idx, mut stream) = match stream {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Event::EtcdDown(e.to_string()));
@@ -183,6 +186,9 @@ pub async fn config(reg: Registry, tx: EventTx, mut shutdown: Shutdown) {
             match msg {
                 Ok(Some(resp)) => {
                     if resp.compact_revision() > 0 || resp.canceled() {
+                        if resp.compact_revision() == 0 {
+                            reg.stream_failed(idx);
+                        }
                         debug!("config watch cancelled; reading the key again");
                         resume = None;
                         break;
@@ -200,6 +206,7 @@ pub async fn config(reg: Registry, tx: EventTx, mut shutdown: Shutdown) {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    reg.stream_failed(idx);
                     let _ = tx.send(Event::EtcdDown(format!(
                         "etcd unreachable at {}: config watch broke: {e}",
                         reg.endpoints()
