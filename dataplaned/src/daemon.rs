@@ -12,7 +12,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context;
 use kolach_proto::uds::{self, PeerGate};
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::binary::BinaryId;
 use crate::engine::Engine;
@@ -84,6 +83,7 @@ pub async fn run(
     }
 
     let gate = PeerGate::for_user(Some(&cfg.controld_user));
+    let limits = uds::Limits::default();
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(
         socket = %socket.display(),
@@ -107,12 +107,18 @@ pub async fn run(
         let copy = std::os::unix::net::UnixListener::from(listener.try_clone()?);
         let incoming = tokio::net::UnixListener::from_std(copy)?;
         let mut server_stop = stop_rx;
-        let server = tonic::transport::Server::builder()
+        // Limits on connections, idle clients and message sizes; privileged
+        // methods refused for other uids before their body is read.
+        let server = uds::server_builder(&limits)
+            .layer(uds::GateLayer::new(gate.clone(), uds::DATAPLANE_PRIVILEGED))
             .add_service(service.clone().into_server())
             .add_service(service.into_admin_server())
-            .serve_with_incoming_shutdown(UnixListenerStream::new(incoming), async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            });
+            .serve_with_incoming_shutdown(
+                uds::Incoming::new(incoming, limits, gate.clone()),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            );
         tokio::pin!(server);
         let next = tokio::select! {
             r = &mut server => {
