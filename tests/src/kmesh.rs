@@ -139,36 +139,13 @@ impl Lab {
         what: &str,
         pred: impl Fn(u8, &Objects) -> bool,
     ) -> Result<Vec<Duration>> {
-        let start = Instant::now();
-        let mut done: Vec<Option<Duration>> = vec![None; hosts.len()];
-        let mut last = vec![String::new(); hosts.len()];
-        while done.iter().any(Option::is_none) {
-            for (i, &n) in hosts.iter().enumerate() {
-                if done[i].is_some() {
-                    continue;
-                }
-                match self.kernel_objects(n) {
-                    Ok(o) if pred(n, &o) => done[i] = Some(start.elapsed()),
-                    Ok(o) => last[i] = format!("{o:#?}"),
-                    Err(e) => last[i] = format!("{e:#}"),
-                }
+        crate::mesh::poll_hosts(hosts, within, "kernel", what, "\n", |n| {
+            match self.kernel_objects(n) {
+                Ok(o) if pred(n, &o) => Ok(()),
+                Ok(o) => Err(format!("{o:#?}")),
+                Err(e) => Err(format!("{e:#}")),
             }
-            if start.elapsed() >= within && done.iter().any(Option::is_none) {
-                let pending: Vec<String> = hosts
-                    .iter()
-                    .zip(&done)
-                    .zip(&last)
-                    .filter(|((_, d), _)| d.is_none())
-                    .map(|((n, _), l)| format!("host{n}: {l}"))
-                    .collect();
-                bail!(
-                    "kernel never {what} within {within:?} on:\n{}",
-                    pending.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(done.into_iter().map(Option::unwrap_or_default).collect())
+        })
     }
 
     /// Waits until every host's kernel holds exactly what `backend` calls for

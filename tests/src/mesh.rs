@@ -139,37 +139,18 @@ impl Lab {
         what: &str,
         pred: impl Fn(&[RouteEntry]) -> bool,
     ) -> Result<Vec<Duration>> {
-        let start = Instant::now();
-        let ids = self.host_ids();
-        let mut done: Vec<Option<Duration>> = vec![None; ids.len()];
-        let mut last = vec![String::new(); ids.len()];
-        while done.iter().any(Option::is_none) {
-            for (i, &n) in ids.iter().enumerate() {
-                if done[i].is_some() {
-                    continue;
-                }
-                match self.dp_routes(n) {
-                    Ok(r) if pred(&r) => done[i] = Some(start.elapsed()),
-                    Ok(r) => last[i] = format!("{r:?}"),
-                    Err(e) => last[i] = format!("{e:#}"),
-                }
-            }
-            if start.elapsed() >= within && done.iter().any(Option::is_none) {
-                let pending: Vec<String> = ids
-                    .iter()
-                    .zip(&done)
-                    .zip(&last)
-                    .filter(|((_, d), _)| d.is_none())
-                    .map(|((n, _), l)| format!("host{n}: {l}"))
-                    .collect();
-                bail!(
-                    "routes never {what} within {within:?} on: {}",
-                    pending.join("; ")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(done.into_iter().map(|d| d.unwrap_or_default()).collect())
+        poll_hosts(
+            &self.host_ids(),
+            within,
+            "routes",
+            what,
+            "; ",
+            |n| match self.dp_routes(n) {
+                Ok(r) if pred(&r) => Ok(()),
+                Ok(r) => Err(format!("{r:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            },
+        )
     }
 
     /// Waits until every host's dataplane routes are exactly the other hosts' leases.
@@ -232,4 +213,47 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+/// Polls `probe` on every host of `hosts` every 10 ms until it holds on each
+/// (`Ok`); returns how long each took (in `hosts` order), or fails after
+/// `within` naming what each pending host showed last (the probe's `Err`).
+pub fn poll_hosts(
+    hosts: &[u8],
+    within: Duration,
+    subject: &str,
+    what: &str,
+    sep: &str,
+    mut probe: impl FnMut(u8) -> Result<(), String>,
+) -> Result<Vec<Duration>> {
+    let start = Instant::now();
+    let mut done: Vec<Option<Duration>> = vec![None; hosts.len()];
+    let mut last = vec![String::new(); hosts.len()];
+    while done.iter().any(Option::is_none) {
+        for (i, &n) in hosts.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            match probe(n) {
+                Ok(()) => done[i] = Some(start.elapsed()),
+                Err(state) => last[i] = state,
+            }
+        }
+        if start.elapsed() >= within && done.iter().any(Option::is_none) {
+            let pending: Vec<String> = hosts
+                .iter()
+                .zip(&done)
+                .zip(&last)
+                .filter(|((_, d), _)| d.is_none())
+                .map(|((n, _), l)| format!("host{n}: {l}"))
+                .collect();
+            bail!(
+                "{subject} never {what} within {within:?} on:{}{}",
+                if sep == "\n" { "\n" } else { " " },
+                pending.join(sep)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(done.into_iter().map(Option::unwrap_or_default).collect())
 }
