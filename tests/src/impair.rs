@@ -116,6 +116,25 @@ struct Due {
     at: Instant,
     seq: u64,
     pkt: Vec<u8>,
+    hit: Option<Hit>,
+}
+
+/// Where a corruption landed; counted when the packet is actually sent, so
+/// packets still queued when the impairer stops are not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hit {
+    Header,
+    Payload,
+}
+
+impl Counters {
+    fn count_hit(&self, hit: Option<Hit>) {
+        match hit {
+            Some(Hit::Header) => self.corrupted_header.fetch_add(1, Ordering::Relaxed),
+            Some(Hit::Payload) => self.corrupted_payload.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+    }
 }
 
 impl PartialEq for Due {
@@ -309,9 +328,11 @@ fn read_loop(tun: OwnedFd, imp: Impairment, seed: u64, stop: &AtomicBool, c: &Co
         };
         for _ in 0..copies {
             let mut pkt = buf[..n].to_vec();
-            if rng.chance(imp.corrupt) {
-                corrupt(&mut pkt, &mut rng, c);
-            }
+            let hit = if rng.chance(imp.corrupt) {
+                corrupt(&mut pkt, &mut rng)
+            } else {
+                None
+            };
             let at = if rng.chance(imp.reorder) {
                 c.reordered.fetch_add(1, Ordering::Relaxed);
                 Instant::now()
@@ -322,30 +343,32 @@ fn read_loop(tun: OwnedFd, imp: Impairment, seed: u64, stop: &AtomicBool, c: &Co
                 Instant::now() + Duration::from_micros(us)
             };
             seq += 1;
-            q.heap.lock().expect("queue").push(Due { at, seq, pkt });
+            q.heap
+                .lock()
+                .expect("queue")
+                .push(Due { at, seq, pkt, hit });
             q.ready.notify_one();
         }
     }
 }
 
-/// Changes one byte of the inner packet and clears the UDP checksum.
-fn corrupt(pkt: &mut [u8], rng: &mut Rng, c: &Counters) {
-    let Some((inner, inner_ihl, csum)) = layout(pkt) else {
-        return;
-    };
+/// Changes one byte of the inner packet and clears the UDP checksum; says
+/// whether the byte was in the inner header or its payload.
+fn corrupt(pkt: &mut [u8], rng: &mut Rng) -> Option<Hit> {
+    let (inner, inner_ihl, csum) = layout(pkt)?;
     if pkt.len() <= inner || csum + 2 > pkt.len() {
-        return;
+        return None;
     }
     let at = inner + rng.below((pkt.len() - inner) as u64) as usize;
     let flip = (rng.below(255) + 1) as u8;
     pkt[at] ^= flip;
     pkt[csum] = 0;
     pkt[csum + 1] = 0;
-    if at < inner + inner_ihl {
-        c.corrupted_header.fetch_add(1, Ordering::Relaxed);
+    Some(if at < inner + inner_ihl {
+        Hit::Header
     } else {
-        c.corrupted_payload.fetch_add(1, Ordering::Relaxed);
-    }
+        Hit::Payload
+    })
 }
 
 fn send_loop(raw: OwnedFd, stop: &AtomicBool, c: &Counters, q: &Queue) {
@@ -359,8 +382,10 @@ fn send_loop(raw: OwnedFd, stop: &AtomicBool, c: &Counters, q: &Queue) {
             Some(d) if d.at <= now => {
                 let d = heap.pop().expect("peeked");
                 drop(heap);
-                send(&raw, &d.pkt);
-                c.sent.fetch_add(1, Ordering::Relaxed);
+                if send(&raw, &d.pkt) {
+                    c.sent.fetch_add(1, Ordering::Relaxed);
+                    c.count_hit(d.hit);
+                }
                 heap = q.heap.lock().expect("queue");
                 continue;
             }
@@ -371,9 +396,10 @@ fn send_loop(raw: OwnedFd, stop: &AtomicBool, c: &Counters, q: &Queue) {
     }
 }
 
-fn send(raw: &OwnedFd, pkt: &[u8]) {
+/// Sends one packet; false if it could not be.
+fn send(raw: &OwnedFd, pkt: &[u8]) -> bool {
     if pkt.len() < 20 {
-        return;
+        return false;
     }
     let dst = [pkt[16], pkt[17], pkt[18], pkt[19]];
     // SAFETY: a zeroed sockaddr_in filled with the destination.
@@ -381,7 +407,7 @@ fn send(raw: &OwnedFd, pkt: &[u8]) {
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
     sa.sin_addr.s_addr = u32::from_ne_bytes(dst);
     // SAFETY: sendto with our buffer and a valid sockaddr_in.
-    unsafe {
+    let sent = unsafe {
         libc::sendto(
             raw.as_raw_fd(),
             pkt.as_ptr().cast(),
@@ -389,8 +415,9 @@ fn send(raw: &OwnedFd, pkt: &[u8]) {
             0,
             (&sa as *const libc::sockaddr_in).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-    }
+        )
+    };
+    sent == pkt.len() as isize
 }
 
 #[cfg(test)]
@@ -418,7 +445,7 @@ mod tests {
         let mut r = Rng(7);
         for _ in 0..200 {
             let mut p = orig.clone();
-            corrupt(&mut p, &mut r, &c);
+            c.count_hit(corrupt(&mut p, &mut r));
             let changed: Vec<usize> = (0..p.len()).filter(|&i| p[i] != orig[i]).collect();
             assert!(changed.contains(&26) && changed.contains(&27));
             let inner: Vec<usize> = changed.into_iter().filter(|&i| i >= 28).collect();
@@ -438,6 +465,7 @@ mod tests {
                 at: t + Duration::from_millis(*ms),
                 seq: i as u64,
                 pkt: vec![],
+                hit: None,
             });
         }
         let order: Vec<u64> = std::iter::from_fn(|| h.pop().map(|d| d.seq)).collect();

@@ -71,14 +71,23 @@ fn tcp_completes_over_an_impaired_underlay() {
             let h = &mut lab.host_mut(n);
             ensure!(h.dataplaned.is_running(), "host{n} dataplaned died");
             ensure!(h.controld.is_running(), "host{n} controld died");
-            let now = lab.dp_status(n)?;
-            let malformed =
-                query::dropped(&now, "malformed") - query::dropped(&before[i], "malformed");
             // Host n receives what the other host's impairer sent.
             let sent_bad = if n == 1 {
                 s2.corrupted_header
             } else {
                 s1.corrupted_header
+            };
+            // The last datagrams may still be on their way into the
+            // dataplane when the impairer has stopped: wait a moment.
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            let (now, malformed) = loop {
+                let now = lab.dp_status(n)?;
+                let malformed =
+                    query::dropped(&now, "malformed") - query::dropped(&before[i], "malformed");
+                if malformed >= sent_bad || std::time::Instant::now() > deadline {
+                    break (now, malformed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
             };
             eprintln!(
                 "host{n}: {malformed} datagrams dropped as malformed; {sent_bad} sent with a corrupted inner header; drops {:?}",
