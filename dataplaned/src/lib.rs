@@ -5,6 +5,8 @@
 //!
 //! Pure logic (no syscalls, unit-tested on bytes and values):
 //! - [`packet`]: IPv4 header validation and TTL decrement with incremental checksum.
+//! - [`csum`]: the Internet checksum over whole payloads, eight bytes at a time.
+//! - [`vnet`]: the `virtio_net_hdr` before every packet of an offloading TUN.
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
 //! - [`routes`]: the route table: destination → peer, sender → its subnets.
 //! - [`forward`]: the udp backend's per-packet decisions built from those.
@@ -47,6 +49,7 @@ pub mod caps;
 pub mod cleanup;
 pub mod config;
 pub mod counters;
+pub mod csum;
 pub mod daemon;
 pub mod engine;
 #[cfg(test)]
@@ -75,6 +78,7 @@ pub mod tun;
 pub mod udp;
 pub mod udp_loop;
 pub mod upgrade;
+pub mod vnet;
 pub mod vxlan;
 
 pub use config::Config;
