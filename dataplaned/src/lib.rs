@@ -7,6 +7,7 @@
 //! - [`packet`]: IPv4 header validation and TTL decrement with incremental checksum.
 //! - [`csum`]: the Internet checksum over whole payloads, eight bytes at a time.
 //! - [`vnet`]: the `virtio_net_hdr` before every packet of an offloading TUN.
+//! - [`segment`]: TCP segmentation of TUN super-packets; finishing partial checksums.
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
 //! - [`routes`]: the route table: destination → peer, sender → its subnets.
 //! - [`forward`]: the udp backend's per-packet decisions built from those.
@@ -70,6 +71,7 @@ pub mod reconcile;
 pub mod routes;
 mod rtnl_link;
 mod rtnl_objects;
+pub mod segment;
 pub mod signals;
 pub mod snapshot;
 pub mod store;
