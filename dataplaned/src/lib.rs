@@ -7,6 +7,7 @@
 //! - [`packet`]: IPv4 header validation and TTL decrement with incremental checksum.
 //! - [`csum`]: the Internet checksum over whole payloads, eight bytes at a time.
 //! - [`vnet`]: the `virtio_net_hdr` before every packet of an offloading TUN.
+//! - [`coalesce`]: received TCP segments of one flow → one GSO write to the TUN (GRO), zero-copy.
 //! - [`segment`]: TCP segmentation of TUN super-packets; finishing partial checksums.
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
 //! - [`routes`]: the route table: destination → peer, sender → its subnets.
@@ -48,6 +49,7 @@ pub mod backend;
 pub mod binary;
 pub mod caps;
 pub mod cleanup;
+pub mod coalesce;
 pub mod config;
 pub mod counters;
 pub mod csum;
