@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::counters::Counters;
 use crate::hostgw::HostGwBackend;
 use crate::netlink::Kernel;
+use crate::offload::Offload;
 use crate::snapshot::{BackendKind, ValidSnapshot};
 use crate::sync::{sync, Desired, SyncError};
 use crate::udp::{UdpBackend, UdpError};
@@ -42,9 +43,14 @@ pub enum Backend {
 
 impl Backend {
     /// Makes a backend of `kind`; nothing runs until the first apply.
-    pub fn create(kind: BackendKind, tun_name: &str, counters: Arc<Counters>) -> Backend {
+    pub fn create(
+        kind: BackendKind,
+        tun_name: &str,
+        offload: Offload,
+        counters: Arc<Counters>,
+    ) -> Backend {
         match kind {
-            BackendKind::Udp => Backend::Udp(UdpBackend::new(tun_name, counters)),
+            BackendKind::Udp => Backend::Udp(UdpBackend::new(tun_name, offload, counters)),
             BackendKind::Vxlan => Backend::Vxlan(VxlanBackend::new(tun_name)),
             BackendKind::HostGw => Backend::HostGw(HostGwBackend::new(tun_name)),
             BackendKind::Alloc => Backend::Alloc {
@@ -72,12 +78,16 @@ impl Backend {
         }
     }
 
-    /// Packet I/O mode for the status: who moves the packets.
-    pub fn mode(&self) -> &'static str {
+    /// Packet I/O mode for the status: who moves the packets, and for udp
+    /// which offloads run (see [`Features`](crate::offload::Features)).
+    pub fn mode(&self) -> String {
         match self {
-            Backend::Alloc { .. } => "none",
-            Backend::Udp(_) => "basic",
-            Backend::Vxlan(_) | Backend::HostGw(_) => "kernel",
+            Backend::Alloc { .. } => "none".into(),
+            Backend::Udp(u) => u
+                .features()
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "stopped".into()),
+            Backend::Vxlan(_) | Backend::HostGw(_) => "kernel".into(),
         }
     }
 

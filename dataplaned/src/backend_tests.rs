@@ -68,7 +68,12 @@ async fn apply(b: &mut Backend, k: &FakeKernel, s: &ValidSnapshot) -> Outcome {
 }
 
 fn backend(kind: BackendKind) -> Backend {
-    Backend::create(kind, "kolach0", Arc::new(Counters::default()))
+    Backend::create(
+        kind,
+        "kolach0",
+        crate::offload::Offload::Auto,
+        Arc::new(Counters::default()),
+    )
 }
 
 #[tokio::test]
@@ -94,7 +99,10 @@ async fn vxlan_first_apply_creates_device_then_peer_objects() {
             "route add 10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink",
         ]
     );
-    assert_eq!((b.device(), b.mode()), (Some("kolach.1"), "kernel"));
+    assert_eq!(
+        (b.device(), b.mode().as_str()),
+        (Some("kolach.1"), "kernel")
+    );
     let dev = k.link_named("kolach.1").unwrap();
     assert!(dev.up && dev.vxlan.is_some_and(|v| !v.learning));
 }
@@ -298,7 +306,7 @@ async fn host_gw_routes_reachable_peers_and_reports_the_others() {
         k.take_calls(),
         ["route add 10.50.7.0/24 via 198.18.0.2 dev eth0"]
     );
-    assert_eq!((b.device(), b.mode()), (Some("eth0"), "kernel"));
+    assert_eq!((b.device(), b.mode().as_str()), (Some("eth0"), "kernel"));
     // Still reported on every apply (status), nothing re-programmed.
     let o = apply(&mut b, &k, &snap(BackendType::HostGw, 0, &[B, far])).await;
     assert_eq!(o.warnings.len(), 1);

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::offload::Offload;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "kolach-dataplaned",
@@ -21,6 +23,12 @@ pub struct Config {
     /// device, every proto-107 route, the saved snapshot) and exit.
     #[arg(long, env = "KOLACH_CLEANUP")]
     pub cleanup: bool,
+
+    /// udp backend: use the kernel's offloads where it has them (TUN TSO,
+    /// UDP GSO and GRO; "auto"), or none ("off": one packet per TUN read and
+    /// write, sendmmsg/recvmmsg batches). `kolachctl status` shows what runs.
+    #[arg(long, env = "KOLACH_OFFLOAD", value_enum, default_value_t = Offload::Auto)]
+    pub offload: Offload,
 
     /// User besides root allowed to push snapshots (ignored if no such user).
     #[arg(long, env = "KOLACH_CONTROLD_USER", default_value = "kolach")]
@@ -63,6 +71,7 @@ mod tests {
         assert_eq!(c.tun, "kolach0");
         assert!(!c.cleanup);
         assert_eq!(c.controld_user, "kolach");
+        assert_eq!(c.offload, Offload::Auto);
         assert_eq!(c.verbose, 0);
         assert!(!c.upgrade_check);
         assert_eq!(c.socket(), PathBuf::from("/run/kolach/dataplaned.sock"));
@@ -92,8 +101,11 @@ mod tests {
             "kl1",
             "--cleanup",
             "-vv",
+            "--offload",
+            "off",
         ])
         .unwrap();
+        assert_eq!(c.offload, Offload::Off);
         assert_eq!((c.tun.as_str(), c.cleanup, c.verbose), ("kl1", true, 2));
         assert!(
             Config::try_parse_from(["kolach-dataplaned", "--tun", "much-too-long-name"]).is_err()

@@ -16,7 +16,9 @@ impl Sum {
         Sum(u16::from_be(fold(native_sum(data))))
     }
 
-    /// Ones'-complement addition.
+    /// Ones'-complement addition (a method rather than `+`, so chains of
+    /// sums read in the order the RFC writes them).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, other: Sum) -> Sum {
         let s = u32::from(self.0) + u32::from(other.0);
         Sum(((s & 0xffff) + (s >> 16)) as u16)

@@ -62,8 +62,11 @@ pub async fn run(
     tokio::spawn(signals::hangups(upgrader.clone()));
 
     let kernel: Arc<dyn Kernel> = Arc::new(RtNetlink::connect()?);
-    let engine =
-        Arc::new(Engine::new(cfg.run_dir.clone(), cfg.tun.clone(), kernel).resuming(&carried, fds));
+    let engine = Arc::new(
+        Engine::new(cfg.run_dir.clone(), cfg.tun.clone(), kernel)
+            .with_offload(cfg.offload)
+            .resuming(&carried, fds),
+    );
     let socket = cfg.socket();
     // Bind before restoring so a second instance fails here, before touching the
     // device; connections wait in the backlog until the restore is done.

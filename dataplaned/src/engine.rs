@@ -17,6 +17,7 @@ use crate::backend::Backend;
 use crate::counters::Counters;
 use crate::inherit::{Carried, Inherited};
 use crate::netlink::Kernel;
+use crate::offload::Offload;
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
 use crate::store;
 
@@ -33,7 +34,7 @@ pub struct Applied {
     pub raw: pb::Snapshot,
     pub at: SystemTime,
     pub device: Option<String>,
-    pub mode: &'static str,
+    pub mode: String,
     /// Peers actually routed (host-gw skips unreachable ones).
     pub route_count: usize,
     pub warnings: Vec<String>,
@@ -42,6 +43,7 @@ pub struct Applied {
 pub struct Engine {
     run_dir: PathBuf,
     tun_name: String,
+    offload: Offload,
     kernel: Arc<dyn Kernel>,
     counters: Arc<Counters>,
     started: SystemTime,
@@ -66,6 +68,7 @@ impl Engine {
         Engine {
             run_dir,
             tun_name,
+            offload: Offload::default(),
             kernel,
             counters: Arc::new(Counters::default()),
             started: SystemTime::now(),
@@ -75,6 +78,12 @@ impl Engine {
             applied: ArcSwapOption::empty(),
             last_error: StdMutex::new(None),
         }
+    }
+
+    /// Whether the udp backend may use the kernel's offloads (`--offload`).
+    pub fn with_offload(mut self, offload: Offload) -> Self {
+        self.offload = offload;
+        self
     }
 
     /// Continues where a previous image of this process left off (hot
@@ -91,7 +100,7 @@ impl Engine {
     /// A backend of `kind`, given the inherited fds if it is the udp backend
     /// (any other backend removes the TUN: the fds are let go).
     fn create_backend(&self, kind: BackendKind) -> Backend {
-        let mut b = Backend::create(kind, &self.tun_name, self.counters.clone());
+        let mut b = Backend::create(kind, &self.tun_name, self.offload, self.counters.clone());
         let fds = std::mem::take(&mut *self.inherited.lock().expect("not poisoned"));
         match &mut b {
             Backend::Udp(u) => u.adopt(fds),
@@ -317,7 +326,7 @@ impl Engine {
             local_subnet: s.map(|s| s.local_subnet.into()),
             public_ip: s.and_then(|s| s.public_ip).map(Into::into),
             counters: Some(self.counters.to_pb()),
-            mode: a.as_ref().map(|a| a.mode).unwrap_or("none").to_string(),
+            mode: a.as_ref().map_or("none".into(), |a| a.mode.clone()),
             errors,
             applied_at_unix: a.as_ref().map(|a| unix(a.at)).unwrap_or(0),
             // Filled by the upgrader: the process, not the packet state.

@@ -24,7 +24,10 @@
 //! - [`daemon`]: the daemon's life: take over, restore, serve, hand over.
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it publishes.
 //! - [`backend`]: the backend enum and its factory (udp, vxlan, host-gw; alloc is a no-op).
-//! - [`udp`] / [`udp_loop`]: the udp backend and its two packet-loop threads.
+//! - [`udp`] / [`udp_loop`]: the udp backend and its two packet-loop threads,
+//!   [`tx`] (TUN → UDP: segmentation, GSO sends) and [`rx`] (UDP → TUN: GRO
+//!   receives, coalescing); [`offload`]: which kernel offloads run;
+//!   [`mmsg`]: the batch syscalls.
 //! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
 //! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
 //!   a previous backend's devices.
@@ -64,21 +67,25 @@ pub mod icmp;
 pub mod inherit;
 pub mod kobjects;
 pub mod listen_fds;
+pub mod mmsg;
 pub mod netlink;
 pub mod notify;
 pub mod observability;
+pub mod offload;
 pub mod ordering;
 pub mod packet;
 pub mod reconcile;
 pub mod routes;
 mod rtnl_link;
 mod rtnl_objects;
+pub mod rx;
 pub mod segment;
 pub mod signals;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
 pub mod tun;
+pub mod tx;
 pub mod udp;
 pub mod udp_loop;
 pub mod upgrade;

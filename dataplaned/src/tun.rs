@@ -15,6 +15,16 @@ pub const MAX_NAME_LEN: usize = 15;
 
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// TUNSETOFFLOAD flags: the kernel may hand us packets with a partial
+/// checksum (`TUN_F_CSUM`) and TCP/IPv4 super-packets (`TUN_F_TSO4`).
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+
+/// Packets the kernel may queue for us before it drops (default 500): a
+/// burst from many pods must fit while the loop sends the previous batch.
+pub const TXQUEUELEN: u32 = 1000;
 
 /// `struct ifreq` as TUNSETIFF reads it: the name and the flags member of the
 /// union, padded to the kernel's 40 bytes.
@@ -32,6 +42,7 @@ nix::ioctl_write_ptr_bad!(
     IfReq
 );
 nix::ioctl_write_int!(tunsetpersist, b'T', 203);
+nix::ioctl_write_int!(tunsetoffload, b'T', 208);
 // TUNGETIFF is declared _IOR('T', 210, unsigned int) but fills a struct ifreq.
 nix::ioctl_read_bad!(
     tungetiff,
@@ -61,6 +72,15 @@ pub enum TunError {
     OtherDevice { found: String, wanted: String },
 }
 
+/// How the TUN fd frames packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One bare IPv4 packet per read and write.
+    Plain,
+    /// A `virtio_net_hdr` before every packet, TSO and partial checksums on.
+    Offload,
+}
+
 pub fn check_name(name: &str) -> Result<(), TunError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -77,8 +97,30 @@ pub fn check_name(name: &str) -> Result<(), TunError> {
 }
 
 /// Creates the TUN device `name` (IFF_TUN | IFF_NO_PI, persistent), or attaches
-/// to it if it already exists. The returned file is non-blocking and close-on-exec.
-pub fn open_persistent(name: &str) -> Result<File, TunError> {
+/// to it if it already exists, framed as asked; where the kernel refuses the
+/// offloads, falls back to plain framing. The returned file is non-blocking
+/// and close-on-exec.
+pub fn open_persistent(name: &str, want: Framing) -> Result<(File, Framing), TunError> {
+    if want == Framing::Offload {
+        let file = open_framed(name, IFF_VNET_HDR)?;
+        match set_offload(&file) {
+            Ok(()) => return Ok((file, Framing::Offload)),
+            Err(e) => {
+                tracing::warn!(device = name, error = %e, "the kernel refuses TUN offloads (TUNSETOFFLOAD); using plain framing");
+            }
+        }
+    }
+    Ok((open_framed(name, 0)?, Framing::Plain))
+}
+
+/// Turns on TSO and partial checksums for a TUN fd with `IFF_VNET_HDR`.
+pub fn set_offload(file: &File) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes an integer argument, no pointers.
+    unsafe { tunsetoffload(file.as_raw_fd(), (TUN_F_CSUM | TUN_F_TSO4).into()) }?;
+    Ok(())
+}
+
+fn open_framed(name: &str, extra_flags: libc::c_short) -> Result<File, TunError> {
     check_name(name)?;
     let file = OpenOptions::new()
         .read(true)
@@ -91,7 +133,7 @@ pub fn open_persistent(name: &str) -> Result<File, TunError> {
         })?;
     let mut req = IfReq {
         name: [0; 16],
-        flags: IFF_TUN | IFF_NO_PI,
+        flags: IFF_TUN | IFF_NO_PI | extra_flags,
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -116,6 +158,15 @@ pub fn open_persistent(name: &str) -> Result<File, TunError> {
 
 /// The name of the TUN device `file` is attached to.
 pub fn attached_name(file: &File) -> io::Result<String> {
+    Ok(attached(file)?.0)
+}
+
+/// How a TUN fd (for example one handed down) frames packets.
+pub fn framing(file: &File) -> io::Result<Framing> {
+    Ok(attached(file)?.1)
+}
+
+fn attached(file: &File) -> io::Result<(String, Framing)> {
     let mut req = IfReq {
         name: [0; 16],
         flags: 0,
@@ -124,7 +175,42 @@ pub fn attached_name(file: &File) -> io::Result<String> {
     // SAFETY: req is a live, properly sized ifreq the kernel fills in.
     unsafe { tungetiff(file.as_raw_fd(), &mut req) }?;
     let len = req.name.iter().position(|b| *b == 0).unwrap_or(16);
-    Ok(String::from_utf8_lossy(&req.name[..len]).into_owned())
+    let framing = if req.flags & IFF_VNET_HDR != 0 {
+        Framing::Offload
+    } else {
+        Framing::Plain
+    };
+    Ok((
+        String::from_utf8_lossy(&req.name[..len]).into_owned(),
+        framing,
+    ))
+}
+
+/// `struct ifreq` with the `ifr_qlen` member of the union.
+#[repr(C)]
+struct IfReqQlen {
+    name: [u8; 16],
+    qlen: libc::c_int,
+    _pad: [u8; 20],
+}
+
+nix::ioctl_write_ptr_bad!(siocsiftxqlen, libc::SIOCSIFTXQLEN, IfReqQlen);
+
+/// Sets the device's transmit queue length (the packets the kernel queues
+/// for our reads).
+pub fn set_txqueuelen(name: &str, len: u32) -> io::Result<()> {
+    check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))?;
+    let mut req = IfReqQlen {
+        name: [0; 16],
+        qlen: len.try_into().unwrap_or(libc::c_int::MAX),
+        _pad: [0; 20],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: req is a live, properly sized ifreq for the duration of the call.
+    unsafe { siocsiftxqlen(sock.as_raw_fd(), &req) }?;
+    Ok(())
 }
 
 /// Takes over a TUN fd handed down (hot upgrade, systemd's fd store) if it
@@ -152,6 +238,7 @@ mod tests {
     #[test]
     fn ifreq_has_kernel_size() {
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
+        assert_eq!(std::mem::size_of::<IfReqQlen>(), 40);
     }
 
     #[test]
@@ -176,6 +263,10 @@ mod tests {
         assert_eq!(
             nix::request_code_read!(b'T', 210, std::mem::size_of::<libc::c_uint>()),
             0x800454d2
+        );
+        assert_eq!(
+            nix::request_code_write!(b'T', 208, std::mem::size_of::<libc::c_int>()),
+            0x400454d0
         );
     }
 

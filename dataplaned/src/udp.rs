@@ -25,9 +25,10 @@ use crate::forward::ForwardTable;
 use crate::inherit::Inherited;
 use crate::netlink::{configure_device, Kernel, KernelError};
 use crate::notify;
+use crate::offload::{self, Features, Offload};
 use crate::routes::RouteTable;
 use crate::snapshot::ValidSnapshot;
-use crate::tun::{self, TunError};
+use crate::tun::{self, Framing, TunError};
 use crate::udp_loop::{LoopIo, Loops};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +60,21 @@ struct Bound {
     /// The address the snapshot asked for (PublicIP:Port).
     wanted: SocketAddrV4,
     socket: Arc<UdpSocket>,
+    gso: bool,
+    gro: bool,
+}
+
+struct Tun {
+    file: Arc<File>,
+    framing: Framing,
 }
 
 pub struct UdpBackend {
     tun_name: String,
+    offload: Offload,
     counters: Arc<Counters>,
     table: Arc<ArcSwap<ForwardTable>>,
-    tun: Option<Arc<File>>,
+    tun: Option<Tun>,
     bound: Option<Bound>,
     loops: Option<Loops>,
     /// fds handed down, used by the first apply that fits them.
@@ -74,7 +83,7 @@ pub struct UdpBackend {
 
 /// Socket buffer size: a burst from the TUN side of a peer must not overflow
 /// the default ~200 KiB receive queue while our loop thread is busy.
-const SOCKET_BUFFER: usize = 4 << 20;
+const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Raises the socket's buffers; with CAP_NET_ADMIN the FORCE variants go past
 /// net.core.{r,w}mem_max. Failure only costs throughput.
@@ -112,7 +121,7 @@ fn bind(wanted: SocketAddrV4) -> Result<(UdpSocket, Option<String>), UdpError> {
 }
 
 impl UdpBackend {
-    pub fn new(tun_name: &str, counters: Arc<Counters>) -> Self {
+    pub fn new(tun_name: &str, offload: Offload, counters: Arc<Counters>) -> Self {
         let empty = ForwardTable {
             network: Default::default(),
             local_subnet: Default::default(),
@@ -122,6 +131,7 @@ impl UdpBackend {
         };
         UdpBackend {
             tun_name: tun_name.to_string(),
+            offload,
             counters,
             table: Arc::new(ArcSwap::from_pointee(empty)),
             tun: None,
@@ -183,16 +193,62 @@ impl UdpBackend {
 
     /// The TUN fd: ours, else the inherited one, else the device opened;
     /// and which of the three.
-    fn tun_file(&mut self) -> Result<(Arc<File>, Got), UdpError> {
+    fn tun_file(&mut self) -> Result<(Arc<File>, Framing, Got), UdpError> {
         if let Some(t) = &self.tun {
-            return Ok((t.clone(), Got::Kept));
+            return Ok((t.file.clone(), t.framing, Got::Kept));
         }
-        Ok(match self.inherited.tun.take() {
-            Some(f) => {
-                tracing::info!(device = %self.tun_name, "TUN fd taken over");
-                (Arc::new(f), Got::HandedDown)
+        let want = match self.offload {
+            Offload::Auto => Framing::Offload,
+            Offload::Off => Framing::Plain,
+        };
+        if let Some(f) = self.inherited.tun.take() {
+            match tun::framing(&f) {
+                Ok(framing) if framing == want => {
+                    if framing == Framing::Offload {
+                        if let Err(e) = tun::set_offload(&f) {
+                            tracing::warn!(device = %self.tun_name, error = %e, "cannot turn on TUN offloads on the inherited fd");
+                        }
+                    }
+                    tracing::info!(device = %self.tun_name, "TUN fd taken over");
+                    return Ok((Arc::new(f), framing, Got::HandedDown));
+                }
+                found => {
+                    // A TUN fd's framing is fixed when it attaches: reopen.
+                    // Packets queued in the device this instant are lost;
+                    // this happens once, on a change of --offload or an
+                    // upgrade from an image without offloads.
+                    tracing::warn!(device = %self.tun_name, found = ?found, wanted = ?want, "the inherited TUN fd frames packets differently; reopening the device");
+                    drop(f);
+                }
             }
-            None => (Arc::new(tun::open_persistent(&self.tun_name)?), Got::New),
+        }
+        let (f, framing) = tun::open_persistent(&self.tun_name, want)?;
+        if let Err(e) = tun::set_txqueuelen(&self.tun_name, tun::TXQUEUELEN) {
+            tracing::debug!(device = %self.tun_name, error = %e, "cannot set the TUN queue length");
+        }
+        Ok((Arc::new(f), framing, Got::New))
+    }
+
+    /// The offloads in use, once the loop runs.
+    pub fn features(&self) -> Option<Features> {
+        let (t, b) = (self.tun.as_ref()?, self.bound.as_ref()?);
+        Some(Features {
+            tun_tso: t.framing == Framing::Offload,
+            udp_gso: b.gso,
+            udp_gro: b.gro,
+        })
+    }
+
+    fn loop_io(&self) -> Option<LoopIo> {
+        let (t, b) = (self.tun.as_ref()?, self.bound.as_ref()?);
+        Some(LoopIo {
+            tun: t.file.clone(),
+            socket: b.socket.clone(),
+            table: self.table.clone(),
+            counters: self.counters.clone(),
+            framing: t.framing,
+            gso: b.gso,
+            gro: b.gro,
         })
     }
 
@@ -220,7 +276,7 @@ impl UdpBackend {
                 Some((sock, new))
             }
         };
-        let (tun, got_tun) = self.tun_file()?;
+        let (tun, framing, got_tun) = self.tun_file()?;
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
@@ -231,28 +287,29 @@ impl UdpBackend {
         if got_tun != Got::Kept {
             notify::store_fd(notify::FD_TUN, tun.as_fd(), got_tun == Got::New);
         }
-        self.tun = Some(tun.clone());
+        self.tun = Some(Tun { file: tun, framing });
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
         if let Some((sock, new)) = new_socket {
             if let Some(old) = self.loops.take() {
                 old.stop();
             }
             notify::store_fd(notify::FD_UDP, sock.as_fd(), new);
+            let on = self.offload == Offload::Auto;
+            let gso = on && offload::udp_gso_supported(sock.as_fd());
+            // Set either way: a socket handed down may have it on.
+            let gro = offload::set_udp_gro(sock.as_fd(), on);
             self.bound = Some(Bound {
                 wanted,
                 socket: Arc::new(sock),
+                gso,
+                gro,
             });
         }
         if self.loops.is_none() {
-            let socket = self.bound.as_ref().expect("bound above").socket.clone();
-            let io = LoopIo {
-                tun,
-                socket,
-                table: self.table.clone(),
-                counters: self.counters.clone(),
-            };
+            let io = self.loop_io().expect("TUN and socket set above");
             self.loops = Some(Loops::start(io).map_err(UdpError::Threads)?);
-            tracing::info!(device = %self.tun_name, "packet loop started");
+            let mode = self.features().unwrap_or_default();
+            tracing::info!(device = %self.tun_name, mode = %mode, "packet loop started");
         }
         Ok(warnings)
     }
@@ -283,7 +340,7 @@ impl UdpBackend {
     pub fn pause(&mut self) -> Option<(RawFd, RawFd)> {
         let l = self.loops.take()?;
         l.stop();
-        let tun = self.tun.as_ref()?.as_raw_fd();
+        let tun = self.tun.as_ref()?.file.as_raw_fd();
         let udp = self.bound.as_ref()?.socket.as_raw_fd();
         Some((tun, udp))
     }
@@ -293,14 +350,8 @@ impl UdpBackend {
         if self.loops.is_some() {
             return Ok(());
         }
-        let (Some(tun), Some(b)) = (&self.tun, &self.bound) else {
+        let Some(io) = self.loop_io() else {
             return Ok(());
-        };
-        let io = LoopIo {
-            tun: tun.clone(),
-            socket: b.socket.clone(),
-            table: self.table.clone(),
-            counters: self.counters.clone(),
         };
         self.loops = Some(Loops::start(io).map_err(UdpError::Threads)?);
         tracing::info!(device = %self.tun_name, "packet loop resumed");

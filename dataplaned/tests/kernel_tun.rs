@@ -9,6 +9,7 @@ use std::sync::Arc;
 use common::{addresses, eventually, udp_snapshot, Netns, TempDir};
 use kolach_dataplaned::engine::{Engine, Origin};
 use kolach_dataplaned::netlink::{Kernel, RtNetlink};
+use kolach_dataplaned::offload::Offload;
 
 fn underlay(ns: &Netns, ip: &str) {
     // No dummy module on every kernel; a veth pair with one end unused will do.
@@ -48,6 +49,8 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     assert_eq!(link["linkinfo"]["info_kind"], "tun");
     assert_eq!(link["linkinfo"]["info_data"]["persist"], true);
     assert_eq!(link["linkinfo"]["info_data"]["pi"], false);
+    assert_eq!(link["linkinfo"]["info_data"]["vnet_hdr"], true, "{link}");
+    assert_eq!(link["txqlen"], 1000, "{link}");
     assert_eq!(link["mtu"], 1472);
     assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
     assert_eq!(addresses(&ns, "kolach0"), ["10.50.18.0/16"]);
@@ -56,7 +59,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     let st = e.status();
     assert_eq!(
         (st.device.as_str(), st.mode.as_str(), st.route_count),
-        ("kolach0", "basic", 1)
+        ("kolach0", "offload (tun-tso, udp-gso, udp-gro)", 1)
     );
 
     // A changed subnet replaces the address; a changed MTU is applied.
@@ -100,7 +103,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
         rt.run(async move { e2.apply(snap, Origin::Controld).await })
             .applied
     );
-    assert_eq!(e.status().mode, "basic");
+    assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
     assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
 
     // Graceful stop: the device and its address stay.
@@ -186,6 +189,60 @@ fn unleased_destination_gets_net_unreachable_from_the_kernel() {
 
     // Outside the Network is not ours: the kernel never routes it to us, and
     // the TUN sees only our own overlay traffic.
+    let e2 = e.clone();
+    rt.run(async move { e2.shutdown().await });
+}
+
+#[test]
+fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
+    let ns = Netns::new("tunoff");
+    let rt = ns.runtime();
+    let dir = TempDir::new("tunoff-run");
+    underlay(&ns, "198.18.0.1/24");
+    let engine = |offload| {
+        let d = dir.0.clone();
+        rt.run(async move {
+            let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
+            Arc::new(Engine::new(d, "kolach0".into(), k).with_offload(offload))
+        })
+    };
+    let vnet_hdr = || {
+        ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0]["linkinfo"]["info_data"]
+            ["vnet_hdr"]
+            .clone()
+    };
+
+    let e = engine(Offload::Off);
+    let snap = udp_snapshot(
+        1,
+        "10.50.18.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    let e2 = e.clone();
+    assert!(
+        rt.run(async move { e2.apply(snap, Origin::Controld).await })
+            .applied
+    );
+    assert_eq!(e.status().mode, "batch (sendmmsg, recvmmsg)");
+    assert_eq!(vnet_hdr(), false);
+    // The plain path still answers: an unleased destination is unreachable.
+    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Destination Net Unreachable"), "{text}");
+    let e2 = e.clone();
+    rt.run(async move { e2.shutdown().await });
+    drop(e);
+
+    // The next process, with offloads, reattaches with the vnet header.
+    let e = engine(Offload::Auto);
+    let e2 = e.clone();
+    rt.run(async move { e2.restore().await });
+    assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
+    assert_eq!(vnet_hdr(), true);
+    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Destination Net Unreachable"), "{text}");
     let e2 = e.clone();
     rt.run(async move { e2.shutdown().await });
 }

@@ -1,0 +1,130 @@
+//! Which of the kernel's offloads the udp backend uses, found out at start.
+//!
+//! - TUN TSO (`IFF_VNET_HDR` + `TUNSETOFFLOAD`): one read returns a TCP
+//!   super-packet of up to 64 KiB, one write takes a coalesced one.
+//! - UDP GSO (`UDP_SEGMENT`, Linux 4.18): one send carries many datagrams of
+//!   one size to one peer.
+//! - UDP GRO (`UDP_GRO`, Linux 5.0): one receive returns many datagrams of
+//!   one size from one peer.
+//!
+//! Each is used where the kernel has it and `--offload auto`; what is missing
+//! falls back to one packet per read/write and `sendmmsg`/`recvmmsg` batches.
+//! The status shows what runs ([`Features`]'s `Display`).
+
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `--offload`: whether to use the kernel's offloads at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Offload {
+    /// Every offload the kernel supports.
+    #[default]
+    Auto,
+    /// None: plain TUN reads and writes, sendmmsg/recvmmsg batches.
+    Off,
+}
+
+/// The offloads in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    pub tun_tso: bool,
+    pub udp_gso: bool,
+    pub udp_gro: bool,
+}
+
+impl Features {
+    pub fn any(&self) -> bool {
+        self.tun_tso || self.udp_gso || self.udp_gro
+    }
+}
+
+impl fmt::Display for Features {
+    /// `offload (tun-tso, udp-gso, udp-gro)` with what is on, or
+    /// `batch (sendmmsg, recvmmsg)` when nothing is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.any() {
+            return f.write_str("batch (sendmmsg, recvmmsg)");
+        }
+        let on: Vec<&str> = [
+            (self.tun_tso, "tun-tso"),
+            (self.udp_gso, "udp-gso"),
+            (self.udp_gro, "udp-gro"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        write!(f, "offload ({})", on.join(", "))
+    }
+}
+
+/// Whether the socket can send with `UDP_SEGMENT`: the option exists.
+pub fn udp_gso_supported(sock: BorrowedFd<'_>) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a live c_int with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0
+}
+
+/// Turns `UDP_GRO` on or off; false when the kernel does not have it (it
+/// is then off). A socket handed down may have it either way, so this is
+/// always set explicitly.
+pub fn set_udp_gro(sock: BorrowedFd<'_>, on: bool) -> bool {
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt from a live c_int with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0 && on
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn display_names_what_runs() {
+        assert_eq!(
+            Features::default().to_string(),
+            "batch (sendmmsg, recvmmsg)"
+        );
+        let all = Features {
+            tun_tso: true,
+            udp_gso: true,
+            udp_gro: true,
+        };
+        assert_eq!(all.to_string(), "offload (tun-tso, udp-gso, udp-gro)");
+        let some = Features {
+            udp_gro: true,
+            ..Default::default()
+        };
+        assert_eq!(some.to_string(), "offload (udp-gro)");
+    }
+
+    #[test]
+    fn this_kernel_has_udp_gso_and_gro() {
+        // The machines kolach runs on (Linux >= 5.0) have both.
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(udp_gso_supported(s.as_fd()));
+        assert!(set_udp_gro(s.as_fd(), true));
+        assert!(!set_udp_gro(s.as_fd(), false));
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!udp_gso_supported(tcp.as_fd()), "not a UDP socket");
+    }
+}
