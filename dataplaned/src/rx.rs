@@ -60,8 +60,9 @@ impl Rx {
     }
 
     /// Receives and delivers up to `rounds` batches, until the socket is
-    /// empty; publishes the counts.
-    pub fn run_batch(&mut self, io: &LoopIo, rounds: usize) {
+    /// empty; publishes the counts. Returns how many messages arrived.
+    pub fn run_batch(&mut self, io: &LoopIo, rounds: usize) -> usize {
+        let mut got = 0;
         let sock = io.socket.as_fd();
         let table = io.table.load();
         for _ in 0..rounds {
@@ -76,12 +77,14 @@ impl Rx {
                 }
             };
             self.deliver(io.tun.as_fd(), &table, n);
+            got += n;
             if n < self.hdrs.len() {
                 break;
             }
         }
         io.counters.add(&mut self.tally);
         io.counters.add(&mut self.written);
+        got
     }
 
     /// Points every message header at its slot, name and control buffer.

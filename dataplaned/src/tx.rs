@@ -83,6 +83,12 @@ pub struct Tx {
     write_err: ErrorLog,
 }
 
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into this
+// struct's own buffers, are rebuilt before every send and not used after
+// it; moving the struct to another thread (behind the loop's mutex) leaves
+// nothing dangling.
+unsafe impl Send for Tx {}
+
 impl Tx {
     pub fn new(framing: Framing, gso: bool) -> Tx {
         let slots = match framing {

@@ -2,7 +2,13 @@
 //! UDP → TUN ([`Rx`]).
 //!
 //! Each thread owns preallocated buffers, blocks in poll() on its fd plus a
-//! stop eventfd, and drains a bounded batch per wakeup. The decisions come from
+//! stop eventfd, and drains a bounded batch per wakeup. What a TUN write
+//! makes the kernel answer at once (a pod's TCP ACK, an echo reply) is
+//! already queued in the TUN when the write returns: the UDP → TUN thread
+//! sends it itself rather than waking the other thread, which saves a
+//! thread wakeup per round trip. [`Tx`] sits behind a mutex for that (taken
+//! once per batch, never contended for long), which also keeps each flow's
+//! packets in order. The decisions come from
 //! `forward.rs`; `tx.rs` and `rx.rs` move the bytes. The route table is read
 //! through an `ArcSwap`, so applying a snapshot never waits for the loop.
 
@@ -10,7 +16,7 @@ use std::fs::File;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -29,6 +35,8 @@ use crate::tx::Tx;
 const BATCH: usize = 64;
 /// recvmmsg calls per wakeup before checking the stop signal again.
 const ROUNDS: usize = 8;
+/// TUN reads the UDP → TUN thread does after its writes.
+const ANSWER_READS: usize = 16;
 
 /// What both threads share.
 #[derive(Clone)]
@@ -60,16 +68,17 @@ impl Loops {
             stop: stop.clone(),
             threads: Vec::new(),
         };
-        let (io1, stop1) = (io.clone(), stop.clone());
+        let tx = Arc::new(Mutex::new(Tx::new(io.framing, io.gso)));
+        let (io1, stop1, tx1) = (io.clone(), stop.clone(), tx.clone());
         loops.threads.push(
             std::thread::Builder::new()
                 .name("kolach-tun-to-udp".into())
-                .spawn(move || tun_to_udp(&io1, &stop1))?,
+                .spawn(move || tun_to_udp(&io1, &tx1, &stop1))?,
         );
         loops.threads.push(
             std::thread::Builder::new()
                 .name("kolach-udp-to-tun".into())
-                .spawn(move || udp_to_tun(&io, &stop))?,
+                .spawn(move || udp_to_tun(&io, &tx, &stop))?,
         );
         Ok(loops)
     }
@@ -141,16 +150,26 @@ impl ErrorLog {
     }
 }
 
-fn tun_to_udp(io: &LoopIo, stop: &EventFd) {
-    let mut tx = Tx::new(io.framing, io.gso);
+fn tun_to_udp(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
     while wait_readable(io.tun.as_fd(), stop) {
-        tx.run_batch(io, BATCH);
+        lock(tx).run_batch(io, BATCH);
     }
 }
 
-fn udp_to_tun(io: &LoopIo, stop: &EventFd) {
+fn udp_to_tun(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
     let mut rx = Rx::new(io.framing, io.gro);
     while wait_readable(io.socket.as_fd(), stop) {
-        rx.run_batch(io, ROUNDS);
+        if rx.run_batch(io, ROUNDS) > 0 {
+            // Answers to what was just written; if the other thread is
+            // sending, it will find them itself.
+            if let Ok(mut tx) = tx.try_lock() {
+                tx.run_batch(io, ANSWER_READS);
+            }
+        }
     }
+}
+
+/// The lock, also after a panic elsewhere (the state is only buffers).
+fn lock(tx: &Mutex<Tx>) -> std::sync::MutexGuard<'_, Tx> {
+    tx.lock().unwrap_or_else(|p| p.into_inner())
 }
