@@ -60,6 +60,39 @@ struct Msg {
     closed: bool,
 }
 
+impl Msg {
+    /// Whether a datagram of `len` bytes to `to` may join this `UDP_SEGMENT`
+    /// message: same peer, not longer than the others, the message not ended
+    /// by a shorter one, and within the kernel's limits.
+    fn takes(&self, to: SocketAddrV4, len: usize) -> bool {
+        self.dst == to
+            && !self.closed
+            && len <= self.size
+            && self.count < GSO_MAX_SEGS
+            && self.bytes + len <= GSO_MAX_BYTES
+    }
+}
+
+/// Adds datagram number `index` (`len` bytes to `to`) to the messages of a
+/// batch: to the last one if GSO is on and it [takes](Msg::takes) it, else
+/// as a message of its own.
+fn add_datagram(msgs: &mut Vec<Msg>, gso: bool, to: SocketAddrV4, len: usize, index: usize) {
+    if let Some(m) = msgs.last_mut().filter(|m| gso && m.takes(to, len)) {
+        m.count += 1;
+        m.bytes += len;
+        m.closed = len < m.size;
+        return;
+    }
+    msgs.push(Msg {
+        dst: to,
+        first: index,
+        count: 1,
+        size: len,
+        bytes: len,
+        closed: false,
+    });
+}
+
 pub struct Tx {
     framing: Framing,
     /// Whether `UDP_SEGMENT` is used; turned off for good if the kernel
@@ -228,29 +261,8 @@ impl Tx {
     fn push(&mut self, seg: Seg, to: SocketAddrV4) {
         let len = seg.datagram_len();
         self.segs.push(seg);
-        if self.gso {
-            if let Some(m) = self.msgs.last_mut() {
-                let fits = m.dst == to
-                    && !m.closed
-                    && len <= m.size
-                    && m.count < GSO_MAX_SEGS
-                    && m.bytes + len <= GSO_MAX_BYTES;
-                if fits {
-                    m.count += 1;
-                    m.bytes += len;
-                    m.closed = len < m.size;
-                    return;
-                }
-            }
-        }
-        self.msgs.push(Msg {
-            dst: to,
-            first: self.segs.len() - 1,
-            count: 1,
-            size: len,
-            bytes: len,
-            closed: false,
-        });
+        let first = self.segs.len() - 1;
+        add_datagram(&mut self.msgs, self.gso, to, len, first);
     }
 
     /// Sends every queued message with `sendmmsg`; frees the slots.
@@ -369,5 +381,70 @@ impl Tx {
             }
             Err(e) => self.write_err.note(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(gso: bool, datagrams: &[(u8, usize)]) -> Vec<(u8, usize, usize, usize)> {
+        let mut msgs = Vec::new();
+        for (i, (peer, len)) in datagrams.iter().enumerate() {
+            let to = SocketAddrV4::new([198, 18, 0, *peer].into(), 8285);
+            add_datagram(&mut msgs, gso, to, *len, i);
+        }
+        msgs.iter()
+            .map(|m| (m.dst.ip().octets()[3], m.first, m.count, m.size))
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_super_packet_is_one_message_ending_in_its_short_segment() {
+        let mut d = vec![(2, 1472); 30];
+        d.push((2, 1000));
+        assert_eq!(plan(true, &d), [(2, 0, 31, 1472)]);
+        // A 64 KiB read (45 full segments and a short one) needs two sends.
+        let mut d = vec![(2, 1472); 45];
+        d.push((2, 1000));
+        assert_eq!(plan(true, &d), [(2, 0, 44, 1472), (2, 44, 2, 1472)]);
+    }
+
+    #[test]
+    fn a_message_ends_at_a_shorter_datagram_another_peer_or_a_limit() {
+        // After a short one nothing joins, not even one of the same size.
+        let p = plan(
+            true,
+            &[
+                (2, 1472),
+                (2, 900),
+                (2, 900),
+                (3, 900),
+                (2, 1472),
+                (2, 1500),
+            ],
+        );
+        assert_eq!(
+            p,
+            [
+                (2, 0, 2, 1472),
+                (2, 2, 1, 900),
+                (3, 3, 1, 900),
+                (2, 4, 1, 1472),
+                (2, 5, 1, 1500)
+            ]
+        );
+        // 64 datagrams at most.
+        let p = plan(true, &vec![(2, 100); 130]);
+        assert_eq!(p, [(2, 0, 64, 100), (2, 64, 64, 100), (2, 128, 2, 100)]);
+        // 65507 bytes at most: 44 datagrams of 1472 (64768), the 45th starts anew.
+        let p = plan(true, &vec![(2, 1472); 46]);
+        assert_eq!(p, [(2, 0, 44, 1472), (2, 44, 2, 1472)]);
+    }
+
+    #[test]
+    fn without_gso_every_datagram_is_a_message() {
+        let p = plan(false, &[(2, 1472), (2, 1472), (2, 100)]);
+        assert_eq!(p, [(2, 0, 1, 1472), (2, 1, 1, 1472), (2, 2, 1, 100)]);
     }
 }
