@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use common::{addresses, eventually, udp_snapshot, Netns, TempDir};
 use kolach_dataplaned::engine::{Engine, Origin};
+use kolach_dataplaned::inherit::{Carried, Inherited};
 use kolach_dataplaned::netlink::{Kernel, RtNetlink};
 use kolach_dataplaned::offload::Offload;
+use kolach_dataplaned::tun::{self, Framing};
 
 fn underlay(ns: &Netns, ip: &str) {
     // No dummy module on every kernel; a veth pair with one end unused will do.
@@ -240,6 +242,49 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
     rt.run(async move { e2.restore().await });
     assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
     assert_eq!(vnet_hdr(), true);
+    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Destination Net Unreachable"), "{text}");
+    let e2 = e.clone();
+    rt.run(async move { e2.shutdown().await });
+}
+
+#[test]
+fn a_handed_down_tun_fd_without_offloads_is_reopened_with_them() {
+    // What an upgrade from an image without offloads hands over: a TUN fd
+    // attached without IFF_VNET_HDR. Its framing cannot change, so the new
+    // image reopens the device (and says so) rather than run without.
+    let ns = Netns::new("tunreopen");
+    let rt = ns.runtime();
+    let dir = TempDir::new("tunreopen-run");
+    underlay(&ns, "198.18.0.1/24");
+    let (plain, framing) =
+        rt.run(async { tun::open_persistent("kolach0", Framing::Plain).unwrap() });
+    assert_eq!(framing, Framing::Plain);
+    assert_eq!(tun::framing(&plain).unwrap(), Framing::Plain);
+    let d = dir.0.clone();
+    let e = rt.run(async move {
+        let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
+        let fds = Inherited {
+            tun: Some(plain),
+            udp: None,
+        };
+        Arc::new(Engine::new(d, "kolach0".into(), k).resuming(&Carried::default(), fds))
+    });
+    let snap = udp_snapshot(
+        1,
+        "10.50.18.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    );
+    let e2 = e.clone();
+    assert!(
+        rt.run(async move { e2.apply(snap, Origin::Controld).await })
+            .applied
+    );
+    assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
+    let link = &ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0];
+    assert_eq!(link["linkinfo"]["info_data"]["vnet_hdr"], true, "{link}");
     let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Destination Net Unreachable"), "{text}");
