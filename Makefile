@@ -21,10 +21,11 @@ BIN := target/debug
 
 # gcc/libc6-dev build ring (etcd TLS); openssl makes the test CA of the TLS tests;
 # nftables cuts a host off from etcd (fault_partition); systemd (systemd-analyze),
-# man-db and strace check the units (systemd_units).
+# man-db and strace check the units (systemd_units); ethtool turns UDP
+# segmentation offload off on a host's veth so tcpdump sees the wire (fast_path).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
-	nftables systemd man-db strace
+	nftables systemd man-db strace ethtool
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench fuzz
@@ -38,7 +39,7 @@ deps-apt:
 	for p in $(DEB_PACKAGES); do \
 		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
 	done; \
-	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace; do \
+	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -27,7 +27,9 @@
 //! - [`monitor`]: `ip monitor`/`bridge monitor`: any change to kolach's objects.
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`traffic`]: ping and UDP inside namespaces.
-//! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format).
+//! - [`packet`]: hand-built IPv4/UDP packets (flannel's udp wire format),
+//!   checksum checks of captured ones.
+//! - [`pcap`]: reading `tcpdump -w` captures, UDP datagrams out of their frames.
 //! - [`subnet_env`]: parsing subnet.env.
 //! - [`etcd_cluster`]: a 3-member etcd cluster (kill the leader, bring it back),
 //!   and `etcdctl` with stdin (big values, transactions).
@@ -69,6 +71,7 @@ pub mod monitor;
 pub mod names;
 pub mod netns;
 pub mod packet;
+pub mod pcap;
 pub mod process;
 pub mod query;
 pub mod steady_ping;

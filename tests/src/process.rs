@@ -48,6 +48,9 @@ pub struct Proc {
     pub log: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub mode: Mode,
+    /// Environment set for the process, after every inherited `KOLACH_*`
+    /// variable was removed (e.g. `KOLACH_OFFLOAD=off` for one dataplane).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -61,6 +64,7 @@ impl Proc {
             log,
             pid_file: None,
             mode: Mode::Attached,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -88,9 +92,10 @@ impl Proc {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         writeln!(
             log,
-            "=== kolach-tests: start {} at {}.{:03} in {}: {} {}",
+            "=== kolach-tests: start {} at {}.{:03} in {}: {env}{} {}",
             self.label,
             now.as_secs(),
             now.subsec_millis(),
@@ -112,6 +117,7 @@ impl Proc {
             }
         }
         cmd.env_remove("NOTIFY_SOCKET").env_remove("LISTEN_FDS");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mode = self.mode;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
