@@ -102,8 +102,8 @@ pub fn create_pod(
     ip(
         host_ns,
         &[
-            "link", "add", POD_VETH, "mtu", &mtu, "type", "veth", "peer", "name", ETH, "netns",
-            pod_ns,
+            "link", "add", POD_VETH, "mtu", &mtu, "type", "veth", "peer", "name", ETH, "mtu", &mtu,
+            "netns", pod_ns,
         ],
     )?;
     ip(host_ns, &["link", "set", POD_VETH, "master", POD_BRIDGE])?;

@@ -43,6 +43,15 @@ fn tcp_over_the_fast_path_is_flannel_wire_format_on_the_wire() {
             status_mtu == mtu,
             "dataplane status mtu {status_mtu} != KOLACH_MTU {mtu}"
         );
+        // Pods get KOLACH_MTU as Docker's --mtu gives it, so TCP starts with
+        // the right MSS (no "need to frag" and retransmits first).
+        for n in [1, 2] {
+            let link = netns::ip(&lab.pod(n).ns, &["-j", "link", "show", "dev", "eth0"])?;
+            ensure!(
+                link.contains(&format!("\"mtu\":{mtu},")),
+                "pod{n} eth0 is not at KOLACH_MTU {mtu}: {link}"
+            );
+        }
         // Both ways: host2's ACKs leave with UDP GSO too, and the capture
         // on host2's eth0 sees its egress before a NIC would cut it.
         for n in [1, 2] {
