@@ -1,5 +1,5 @@
 //! The Internet checksum (RFC 1071) for the fast path: sums over whole
-//! payloads, so it reads eight bytes at a time.
+//! payloads, so it sums 32-bit words the compiler can vectorise.
 //!
 //! A [`Sum`] is a ones'-complement sum in network byte order, not yet
 //! complemented. Sums of pieces add up ([`Sum::add`]) as long as every piece
@@ -59,40 +59,24 @@ pub fn fill_ipv4_header(hdr: &mut [u8]) {
     hdr[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// Sums `data` as native-endian words into a u64 with end-around carry. The
-/// ones'-complement sum does not care about byte order as long as it is
-/// swapped back at the end (RFC 1071 §2(B)).
+/// Sums `data` as native-endian 32-bit words into a u64: no carries to
+/// propagate (2^32 words before it could overflow), so the compiler turns the
+/// loop into vector adds (about twice the end-around-carry u64 loop). Folded,
+/// it is the ones'-complement sum of the 16-bit words, byte-swapped on little
+/// endian, which is undone at the end (RFC 1071 §2(B)).
 fn native_sum(data: &[u8]) -> u64 {
     let mut acc: u64 = 0;
-    let mut add = |w: u64| {
-        let (s, carry) = acc.overflowing_add(w);
-        acc = s + u64::from(carry);
-    };
-    let mut chunks = data.chunks_exact(32);
-    for c in &mut chunks {
-        // Four independent words per round; the compiler keeps them in registers.
-        add(u64::from_ne_bytes(c[0..8].try_into().expect("8 bytes")));
-        add(u64::from_ne_bytes(c[8..16].try_into().expect("8 bytes")));
-        add(u64::from_ne_bytes(c[16..24].try_into().expect("8 bytes")));
-        add(u64::from_ne_bytes(c[24..32].try_into().expect("8 bytes")));
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_ne_bytes(w.try_into().expect("4 bytes")));
     }
-    let mut rest = chunks.remainder();
-    while rest.len() >= 8 {
-        add(u64::from_ne_bytes(rest[..8].try_into().expect("8 bytes")));
-        rest = &rest[8..];
-    }
-    if rest.len() >= 4 {
-        add(u64::from(u32::from_ne_bytes(
-            rest[..4].try_into().expect("4 bytes"),
-        )));
-        rest = &rest[4..];
-    }
+    let mut rest = words.remainder();
     if rest.len() >= 2 {
-        add(u64::from(u16::from_ne_bytes([rest[0], rest[1]])));
+        acc += u64::from(u16::from_ne_bytes([rest[0], rest[1]]));
         rest = &rest[2..];
     }
     if let [last] = rest {
-        add(u64::from(u16::from_ne_bytes([*last, 0])));
+        acc += u64::from(u16::from_ne_bytes([*last, 0]));
     }
     acc
 }
