@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::counters::Counters;
 use crate::hostgw::HostGwBackend;
 use crate::netlink::Kernel;
-use crate::offload::Offload;
+use crate::offload::{Features, Offload};
 use crate::snapshot::{BackendKind, ValidSnapshot};
 use crate::sync::{sync, Desired, SyncError};
 use crate::udp::{UdpBackend, UdpError};
@@ -78,8 +78,8 @@ impl Backend {
         }
     }
 
-    /// Packet I/O mode for the status: who moves the packets, and for udp
-    /// which offloads run (see [`Features`](crate::offload::Features)).
+    /// Packet I/O mode for the status: who moves the packets ("kernel",
+    /// "none"); for udp see [`features`](Self::features).
     pub fn mode(&self) -> String {
         match self {
             Backend::Alloc { .. } => "none".into(),
@@ -88,6 +88,14 @@ impl Backend {
                 .map(|f| f.to_string())
                 .unwrap_or_else(|| "stopped".into()),
             Backend::Vxlan(_) | Backend::HostGw(_) => "kernel".into(),
+        }
+    }
+
+    /// The udp backend's offloads in use, once its loop runs.
+    pub fn features(&self) -> Option<Features> {
+        match self {
+            Backend::Udp(u) => u.features(),
+            _ => None,
         }
     }
 

@@ -73,6 +73,10 @@ pub struct Counters {
     pub tun_tx_bytes: AtomicU64,
     pub icmp_unreachable_sent: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
+    /// The kernel refused a `UDP_SEGMENT` send (EIO) and the loop sends one
+    /// datagram per message since; the status says so. Not carried over a
+    /// hot upgrade: the next image finds out for itself.
+    gso_refused: std::sync::atomic::AtomicBool,
 }
 
 fn add(c: &AtomicU64, bytes: &AtomicU64, len: usize) {
@@ -98,6 +102,12 @@ impl Counters {
     }
     pub fn count_drop(&self, reason: DropReason) {
         self.dropped[reason.index()].fetch_add(1, Relaxed);
+    }
+    pub fn refuse_gso(&self) {
+        self.gso_refused.store(true, Relaxed);
+    }
+    pub fn gso_refused(&self) -> bool {
+        self.gso_refused.load(Relaxed)
     }
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason.index()].load(Relaxed)

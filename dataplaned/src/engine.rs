@@ -17,7 +17,7 @@ use crate::backend::Backend;
 use crate::counters::Counters;
 use crate::inherit::{Carried, Inherited};
 use crate::netlink::Kernel;
-use crate::offload::Offload;
+use crate::offload::{Features, Offload};
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
 use crate::store;
 
@@ -35,6 +35,9 @@ pub struct Applied {
     pub at: SystemTime,
     pub device: Option<String>,
     pub mode: String,
+    /// The udp backend's offloads as applied (the status corrects them by
+    /// what the loop found out since).
+    pub features: Option<Features>,
     /// Peers actually routed (host-gw skips unreachable ones).
     pub route_count: usize,
     pub warnings: Vec<String>,
@@ -227,6 +230,7 @@ impl Engine {
         self.applied.store(Some(Arc::new(Applied {
             device: b.device().map(str::to_string),
             mode: b.mode(),
+            features: b.features(),
             route_count: outcome.routes,
             snapshot: s,
             raw,
@@ -326,7 +330,7 @@ impl Engine {
             local_subnet: s.map(|s| s.local_subnet.into()),
             public_ip: s.and_then(|s| s.public_ip).map(Into::into),
             counters: Some(self.counters.to_pb()),
-            mode: a.as_ref().map_or("none".into(), |a| a.mode.clone()),
+            mode: a.as_ref().map_or("none".into(), |a| self.mode(a)),
             errors,
             applied_at_unix: a.as_ref().map(|a| unix(a.at)).unwrap_or(0),
             // Filled by the upgrader: the process, not the packet state.
@@ -334,6 +338,17 @@ impl Engine {
             upgraded_at_unix: 0,
             handover_pause_us: 0,
             upgrade_error: String::new(),
+        }
+    }
+
+    /// The mode as it runs now: GSO may have been refused since the apply.
+    fn mode(&self, a: &Applied) -> String {
+        match a.features {
+            Some(mut f) => {
+                f.udp_gso &= !self.counters.gso_refused();
+                f.to_string()
+            }
+            None => a.mode.clone(),
         }
     }
 

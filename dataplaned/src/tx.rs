@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 
-use crate::counters::{DropReason, Tally};
+use crate::counters::{Counters, DropReason, Tally};
 use crate::forward::{self, ForwardTable, TunVerdict};
 use crate::mmsg::{self, CmsgBuf};
 use crate::segment::{self, Tso};
@@ -283,7 +283,7 @@ impl Tx {
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                     Err(e) => {
-                        self.failed(sock, off, &e);
+                        self.failed(sock, &io.counters, off, &e);
                         off += 1;
                     }
                 }
@@ -329,14 +329,25 @@ impl Tx {
 
     /// The first message of `hdrs[off..]` could not be sent. A GSO message
     /// the kernel refuses (EIO: the route's device cannot checksum for us;
-    /// EINVAL: the path MTU is below the segment size) goes out one datagram
-    /// at a time; EIO also turns GSO off for good.
-    fn failed(&mut self, sock: BorrowedFd<'_>, off: usize, e: &std::io::Error) {
+    /// EINVAL or EMSGSIZE: the route's MTU is below the segment size, so the
+    /// datagrams need fragmenting) goes out one datagram at a time; EIO also
+    /// turns GSO off for good.
+    fn failed(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        counters: &Counters,
+        off: usize,
+        e: &std::io::Error,
+    ) {
         let m = self.msgs[off];
-        let gso_refused = matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL));
+        let gso_refused = matches!(
+            e.raw_os_error(),
+            Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EMSGSIZE)
+        );
         if m.count > 1 && gso_refused {
             if e.raw_os_error() == Some(libc::EIO) && self.gso {
                 self.gso = false;
+                counters.refuse_gso();
                 tracing::warn!(error = %e, "the kernel refuses UDP_SEGMENT sends; sending one datagram per packet from now on");
             }
             let dst = mmsg::sockaddr(m.dst);

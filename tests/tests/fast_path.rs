@@ -171,6 +171,47 @@ fn offload_off_and_mixed_hosts_interoperate() {
     });
 }
 
+/// The underlay's MTU shrinks under a running host (a tunnel, a VPN): the
+/// kernel refuses `UDP_SEGMENT` sends whose datagrams no longer fit (EINVAL),
+/// and the dataplane resends those datagrams one by one (the kernel then
+/// fragments them), so TCP goes on and nothing is dropped.
+#[test]
+fn gso_sends_the_kernel_refuses_go_out_one_by_one() {
+    run("fastnogso", |lab| {
+        lab.mesh(2)?;
+        wait_mode(lab, 1, OFFLOAD_MODE)?;
+        let ns = lab.host(1).ns.clone();
+        netns::ip(&ns, &["link", "set", "dev", topology::ETH, "mtu", "1400"])?;
+        let before = lab.dp_status(1)?;
+        let flow = Iperf::start(
+            &lab.pod(2).ns,
+            &lab.pod(1).ns,
+            lab.pod(2).ip,
+            SECONDS,
+            &lab.dir,
+        )?;
+        let r = flow.finish()?;
+        eprintln!(
+            "iperf3 pod1 -> pod2, host1's underlay MTU 1400 < 1472 + 28: {}",
+            r.describe()
+        );
+        check_flow(&r)?;
+        let d = delta(&before, &lab.dp_status(1)?);
+        eprintln!("  host1: {}", describe(&d));
+        ensure!(
+            d.dropped.get("io-error").copied().unwrap_or(0) == 0,
+            "refused GSO sends must be resent, not dropped: {}",
+            describe(&d)
+        );
+        ensure!(
+            d.udp_tx_packets > d.tun_rx_packets,
+            "TSO reads are still cut in userspace: {}",
+            describe(&d)
+        );
+        lab.assert_all_pairs_ping(3)
+    });
+}
+
 /// Polls host `n`'s dataplane status until its mode is `want` (5 s).
 fn wait_mode(lab: &Lab, n: u8, want: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
