@@ -1,8 +1,10 @@
 //! Packet counters shared by the packet loop threads and the status RPC.
 //!
-//! Plain relaxed atomics: the loop only adds, status only reads. They belong to
-//! the process, not to one backend instance, so they survive socket rebinds and
-//! a future replacement of the I/O (GSO/GRO, recvmmsg) that reuses the checks.
+//! Plain relaxed atomics: the loop only adds (a [`Tally`] per batch), status
+//! only reads. They belong to the process, not to one backend instance, so
+//! they survive socket rebinds and hot upgrades. Packets are counted where they
+//! cross an interface: a TUN read or write of a TCP super-packet counts once,
+//! every UDP datagram (also inside a GSO send or a GRO receive) once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,8 +1,9 @@
 //! The udp backend's per-packet decisions, free of I/O.
 //!
-//! The loop in `udp.rs` reads a packet, asks [`from_tun`] or [`from_udp`] what
-//! to do, and does it. A faster loop (GSO/GRO, recvmmsg) can replace the I/O and
-//! keep these checks unchanged.
+//! The packet loop (`tx.rs`, `rx.rs`) asks [`from_tun`] about every packet it
+//! reads from the TUN (a TCP super-packet once, before it is cut) and
+//! [`from_udp`] about every datagram it receives (each one of a GRO batch), and
+//! does what they say.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
