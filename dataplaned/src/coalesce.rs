@@ -1,27 +1,41 @@
 //! Receive-side coalescing (what Linux GRO does) for the udp fast path: the
-//! TCP segments of one flow that arrive in one receive batch become one TUN
-//! write of a GSO super-packet, so the kernel's TCP stack handles one packet
-//! instead of dozens.
+//! TCP segments, and the UDP datagrams, of one flow that arrive in one
+//! receive batch become one TUN write of a GSO super-packet, so the kernel's
+//! stack handles one packet instead of dozens.
 //!
 //! Zero copy: the coalescer never copies payload. It keeps, per flow, a
-//! rewritten copy of the first segment's IPv4+TCP header and the [`Span`]s of
-//! every segment's payload in the caller's receive buffers, and describes each
-//! write as `[vnet header, header, payload spans...]` for a `writev`.
+//! rewritten copy of the first packet's IPv4+TCP/UDP header and the [`Span`]s
+//! of every packet's payload in the caller's receive buffers, and describes
+//! each write as `[vnet header, header, payload spans...]` for a `writev`.
 //!
-//! Only segments that any TCP receiver would treat as one stream are merged:
-//! plain ACK or ACK|PSH data without IP options or fragmentation, in sequence,
-//! with the same ACK, TCP options, TOS, TTL and DF, each no longer than the
-//! first (the gso size). A merged write asks the kernel to compute a fresh
-//! checksum over everything (`NEEDS_CSUM`), so each segment's own TCP checksum
-//! is verified before it may join: a corrupted segment is written alone and
-//! the kernel drops it. Per flow, packets reach the TUN in the order they were
-//! received; anything that cannot join a held flow first pushes that flow out.
+//! Only packets that any receiver would treat as one stream are merged. TCP:
+//! plain ACK or ACK|PSH data without IP options or fragmentation, in
+//! sequence, with the same ACK, TCP options, TOS, TTL and DF, each no longer
+//! than the first (the gso size); written as `GSO_TCPV4`. UDP (Linux UDP GRO
+//! without fraglist, wireguard-go's udpGRO): datagrams without IP options or
+//! fragmentation, UDP length equal to the IP payload, some payload, the same
+//! TOS, TTL and DF, each no longer than the first; written as `GSO_UDP_L4`,
+//! which the kernel splits back into datagrams of the first one's size (the
+//! last may be shorter) as it delivers them. Datagrams carry no sequence
+//! number: they join in the order received. TCP and UDP flows are apart
+//! even on the same ports (the protocol is part of the flow key).
 //!
-//! A flow is emitted as soon as it cannot grow (a short or PSH segment, the
-//! segment cap, or no room for another full segment under 64 KiB), else when
-//! the caller flushes at the end of its receive batch.
+//! A merged write asks the kernel to compute a fresh checksum for every
+//! packet it is cut into (`NEEDS_CSUM`), so each packet's own checksum is
+//! verified before it may join: a corrupted one is written alone and the
+//! kernel drops it. A UDP datagram without a checksum (0) is written alone
+//! too, since the merged write would give it one it never had. Per flow,
+//! packets reach the TUN in the order they were received; anything that
+//! cannot join a held flow first pushes that flow out.
+//!
+//! A flow is emitted as soon as it cannot grow (a short or PSH segment, a
+//! short datagram, the segment cap, or no room for another full one under
+//! 64 KiB), else when the caller flushes at the end of its receive batch.
+//!
+//! A TUN takes `GSO_UDP_L4` writes from Linux 6.2 on (`TUN_F_USO4`); where it
+//! does not, [`Coalescer::tcp_only`] writes UDP datagrams one by one.
 
-use crate::csum::{self, Sum};
+use crate::csum;
 use crate::vnet::{self, VnetHdr};
 
 /// Where bytes are in the caller's receive buffers; opaque to the coalescer.
@@ -45,104 +59,15 @@ pub struct Write<'a> {
 
 /// Flows held at once.
 pub const MAX_FLOWS: usize = 16;
-/// Segments per coalesced write.
+/// Segments per coalesced write. The kernel refuses a `GSO_UDP_L4` write of
+/// more than 64 datagrams (`UDP_MAX_SEGMENTS`).
 pub const MAX_SEGMENTS: usize = 64;
 
-const IP_HDR: usize = 20;
-const MAX_TCP_HDR: usize = 60;
-const MAX_IP_LEN: usize = 65535;
-const PROTO_TCP: u8 = 6;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
-const IP_DF: u8 = 0x40;
-/// Byte offsets into an IPv4 (IHL 5) + TCP packet.
-const TOS: usize = 1;
-const TTL: usize = 8;
-const TCP_SEQ: usize = IP_HDR + 4;
-const TCP_ACK_NO: usize = IP_HDR + 8;
-const TCP_OFF: usize = IP_HDR + 12;
-const TCP_FLAGS: usize = IP_HDR + 13;
-const TCP_WINDOW: usize = IP_HDR + 14;
-const TCP_CSUM: usize = IP_HDR + 16;
-const TCP_OPTIONS: usize = IP_HDR + 20;
+#[path = "coalesce_classify.rs"]
+mod classify;
+use classify::*;
 
-/// A TCP flow: addresses and the four port bytes as received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Key {
-    src: [u8; 4],
-    dst: [u8; 4],
-    ports: [u8; 4],
-}
-
-/// What a packet is to the coalescer.
-enum Kind {
-    /// Not TCP: no flow can hold it.
-    Other,
-    /// TCP whose ports cannot be read (a non-first fragment): it may belong
-    /// to any held flow between these addresses.
-    TcpNoPorts { src: [u8; 4], dst: [u8; 4] },
-    /// TCP that must be written alone.
-    Alone(Key),
-    /// A segment that may be coalesced.
-    Segment(Seg),
-}
-
-struct Seg {
-    key: Key,
-    seq: u32,
-    /// IP + TCP header bytes.
-    hdr_len: usize,
-    payload: usize,
-    psh: bool,
-}
-
-fn classify(pkt: &[u8]) -> Kind {
-    if pkt.len() < IP_HDR || pkt[0] >> 4 != 4 || pkt[9] != PROTO_TCP {
-        return Kind::Other;
-    }
-    let src: [u8; 4] = [pkt[12], pkt[13], pkt[14], pkt[15]];
-    let dst: [u8; 4] = [pkt[16], pkt[17], pkt[18], pkt[19]];
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
-    if frag & 0x1fff != 0 || ihl < IP_HDR || pkt.len() < ihl + 4 {
-        return Kind::TcpNoPorts { src, dst };
-    }
-    let key = Key {
-        src,
-        dst,
-        ports: [pkt[ihl], pkt[ihl + 1], pkt[ihl + 2], pkt[ihl + 3]],
-    };
-    let more_fragments = frag & 0x2000 != 0;
-    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    if ihl != IP_HDR || more_fragments || total != pkt.len() || pkt.len() < TCP_OPTIONS {
-        return Kind::Alone(key);
-    }
-    let hdr_len = IP_HDR + usize::from(pkt[TCP_OFF] >> 4) * 4;
-    let flags = pkt[TCP_FLAGS];
-    // Reserved/NS bits, and every flag but ACK and PSH, end coalescing.
-    let plain = pkt[TCP_OFF] & 0x0f == 0 && flags & !TCP_PSH == TCP_ACK;
-    if hdr_len < TCP_OPTIONS || hdr_len >= pkt.len() || !plain {
-        return Kind::Alone(key);
-    }
-    let tcp_len = (pkt.len() - IP_HDR) as u16;
-    let sum = csum::pseudo_header(src, dst, PROTO_TCP, tcp_len).add(Sum::of(&pkt[IP_HDR..]));
-    if sum.0 != 0xffff {
-        return Kind::Alone(key);
-    }
-    Kind::Segment(Seg {
-        key,
-        seq: be32(&pkt[TCP_SEQ..]),
-        hdr_len,
-        payload: pkt.len() - hdr_len,
-        psh: flags & TCP_PSH != 0,
-    })
-}
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// One held flow. `head` is the first segment's header, rewritten on emit.
+/// One held flow. `head` is the first packet's header, rewritten on emit.
 #[derive(Clone)]
 struct Flow {
     live: bool,
@@ -195,12 +120,19 @@ impl Flow {
         self.append(pkt, seg, at);
     }
 
+    fn is_tcp(&self) -> bool {
+        self.key.proto == PROTO_TCP
+    }
+
     fn can_append(&self, pkt: &[u8], seg: &Seg) -> bool {
         let h = &self.head;
-        seg.seq == self.next_seq
-            && seg.hdr_len == self.hdr_len
-            && pkt[TCP_ACK_NO..TCP_ACK_NO + 4] == h[TCP_ACK_NO..TCP_ACK_NO + 4]
-            && pkt[TCP_OPTIONS..seg.hdr_len] == h[TCP_OPTIONS..self.hdr_len]
+        // Datagrams have no sequence, acknowledgement or options to agree on.
+        let same_stream = !self.is_tcp()
+            || (seg.seq == self.next_seq
+                && pkt[TCP_ACK_NO..TCP_ACK_NO + 4] == h[TCP_ACK_NO..TCP_ACK_NO + 4]
+                && pkt[TCP_OPTIONS..seg.hdr_len] == h[TCP_OPTIONS..self.hdr_len]);
+        seg.hdr_len == self.hdr_len
+            && same_stream
             && pkt[TOS] == h[TOS]
             && pkt[TTL] == h[TTL]
             && pkt[6] & IP_DF == h[6] & IP_DF
@@ -217,12 +149,14 @@ impl Flow {
         };
         self.n += 1;
         self.payload += seg.payload;
-        self.next_seq = seg.seq.wrapping_add(seg.payload as u32);
-        self.psh = seg.psh;
-        self.window = [pkt[TCP_WINDOW], pkt[TCP_WINDOW + 1]];
+        if self.is_tcp() {
+            self.next_seq = seg.seq.wrapping_add(seg.payload as u32);
+            self.psh = seg.psh;
+            self.window = [pkt[TCP_WINDOW], pkt[TCP_WINDOW + 1]];
+        }
     }
 
-    /// Whether the flow cannot take another segment after `seg` joined it.
+    /// Whether the flow cannot take another packet after `seg` joined it.
     fn complete(&self, seg: &Seg) -> bool {
         seg.psh
             || seg.payload < self.gso_size
@@ -238,26 +172,33 @@ impl Flow {
         }
         let hl = self.hdr_len;
         let total = (hl + self.payload) as u16;
-        let tcp_len = (hl - IP_HDR + self.payload) as u16;
+        let l4_len = (hl - IP_HDR + self.payload) as u16;
         let h = &mut self.head;
         h[2..4].copy_from_slice(&total.to_be_bytes());
         csum::fill_ipv4_header(&mut h[..IP_HDR]);
-        if self.psh {
-            h[TCP_FLAGS] |= TCP_PSH;
-        }
-        h[TCP_WINDOW..TCP_WINDOW + 2].copy_from_slice(&self.window);
+        let (gso_type, csum_at) = if self.key.proto == PROTO_TCP {
+            if self.psh {
+                h[TCP_FLAGS] |= TCP_PSH;
+            }
+            h[TCP_WINDOW..TCP_WINDOW + 2].copy_from_slice(&self.window);
+            (vnet::GSO_TCPV4, TCP_CSUM)
+        } else {
+            // The kernel sets each datagram's own length when it splits.
+            h[UDP_LEN..UDP_LEN + 2].copy_from_slice(&l4_len.to_be_bytes());
+            (vnet::GSO_UDP_L4, UDP_CSUM)
+        };
         // The partial checksum: only the pseudo-header, not complemented; the
         // kernel adds header and payload (NEEDS_CSUM).
-        let partial = csum::pseudo_header(self.key.src, self.key.dst, PROTO_TCP, tcp_len);
-        h[TCP_CSUM..TCP_CSUM + 2].copy_from_slice(&partial.0.to_be_bytes());
+        let partial = csum::pseudo_header(self.key.src, self.key.dst, self.key.proto, l4_len);
+        h[csum_at..csum_at + 2].copy_from_slice(&partial.0.to_be_bytes());
         emit(Write {
             vnet: VnetHdr {
                 flags: vnet::F_NEEDS_CSUM,
-                gso_type: vnet::GSO_TCPV4,
+                gso_type,
                 hdr_len: hl as u16,
                 gso_size: self.gso_size as u16,
                 csum_start: IP_HDR as u16,
-                csum_offset: (TCP_CSUM - IP_HDR) as u16,
+                csum_offset: (csum_at - IP_HDR) as u16,
             },
             head: &self.head[..hl],
             parts: &self.parts[..self.n],
@@ -275,10 +216,13 @@ fn emit_alone(at: Span, emit: &mut dyn FnMut(Write<'_>)) {
     });
 }
 
-/// Coalesces the TCP segments of one receive batch; see the module docs.
+/// Coalesces the TCP segments and UDP datagrams of one receive batch; see
+/// the module docs.
 pub struct Coalescer {
     flows: Box<[Flow]>,
     next_age: u64,
+    /// Whether UDP datagrams are coalesced too.
+    udp: bool,
 }
 
 impl Default for Coalescer {
@@ -293,6 +237,17 @@ impl Coalescer {
         Coalescer {
             flows: vec![Flow::empty(); MAX_FLOWS].into_boxed_slice(),
             next_age: 0,
+            udp: true,
+        }
+    }
+
+    /// A coalescer that writes every UDP datagram alone: for a TUN that does
+    /// not take `GSO_UDP_L4` writes (before Linux 6.2, `virtio_net_hdr_to_skb`
+    /// refuses them with EINVAL; `TUNSETOFFLOAD` with `TUN_F_USO4` tells).
+    pub fn tcp_only() -> Coalescer {
+        Coalescer {
+            udp: false,
+            ..Coalescer::new()
         }
     }
 
@@ -303,10 +258,10 @@ impl Coalescer {
     /// (earlier held packets and/or this one).
     pub fn push(&mut self, pkt: &[u8], at: Span, emit: &mut dyn FnMut(Write<'_>)) {
         debug_assert_eq!(at.len as usize, pkt.len());
-        let seg = match classify(pkt) {
+        let seg = match classify(pkt, self.udp) {
             Kind::Other => return emit_alone(at, emit),
-            Kind::TcpNoPorts { src, dst } => {
-                self.emit_where(|k| k.src == src && k.dst == dst, emit);
+            Kind::NoPorts { src, dst, proto } => {
+                self.emit_where(|k| k.src == src && k.dst == dst && k.proto == proto, emit);
                 return emit_alone(at, emit);
             }
             Kind::Alone(key) => {
@@ -328,7 +283,9 @@ impl Coalescer {
             }
             flow.emit(emit);
         }
-        if seg.psh {
+        if seg.psh || seg.hdr_len + 2 * seg.payload > MAX_IP_LEN {
+            // It could not take another one: no flow for it (and no older
+            // flow pushed out of a full table for it).
             return emit_alone(at, emit);
         }
         let i = match self.flows.iter().position(|f| !f.live) {
@@ -341,11 +298,7 @@ impl Coalescer {
         };
         let age = self.next_age;
         self.next_age += 1;
-        let flow = &mut self.flows[i];
-        flow.start(pkt, &seg, at, age);
-        if flow.complete(&seg) {
-            flow.emit(emit);
-        }
+        self.flows[i].start(pkt, &seg, at, age);
     }
 
     /// Emits every held flow (end of a receive batch), oldest first.
