@@ -104,12 +104,12 @@ bench: deps-apt
 	KOLACH_BIN_DIR=$(CURDIR)/target/release BENCH_OUT=$(BENCH_OUT) target/release/kolach-bench
 
 # Fuzz targets (fuzz/, its own workspace): the config parser, lease values and
-# keys, the udp backend's packet checks, snapshot decoding. cargo fuzz needs a
+# keys, udp packet checks, snapshots, TSO segmentation, coalescing. cargo fuzz needs a
 # nightly toolchain for its sanitizers; without one the targets run on stable
 # with `-s none` (coverage-guided, no AddressSanitizer). New inputs go to
 # fuzz/corpus/<target>, the committed seeds are in fuzz/seeds/<target>.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= config lease packet snapshot
+FUZZ_TARGETS ?= config lease packet snapshot segment coalesce
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; san=; \

@@ -6,6 +6,8 @@
 //!   one size to one peer.
 //! - UDP GRO (`UDP_GRO`, Linux 5.0): one receive returns many datagrams of
 //!   one size from one peer.
+//! - TUN USO (Linux 6.2): received UDP datagrams of one flow are written to
+//!   the TUN as one super-packet, like TCP segments with TSO.
 //!
 //! Each is used where the kernel has it and `--offload auto`; what is missing
 //! falls back to one packet per read/write and `sendmmsg`/`recvmmsg` batches.
@@ -28,18 +30,19 @@ pub enum Offload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Features {
     pub tun_tso: bool,
+    pub tun_uso: bool,
     pub udp_gso: bool,
     pub udp_gro: bool,
 }
 
 impl Features {
     pub fn any(&self) -> bool {
-        self.tun_tso || self.udp_gso || self.udp_gro
+        self.tun_tso || self.tun_uso || self.udp_gso || self.udp_gro
     }
 }
 
 impl fmt::Display for Features {
-    /// `offload (tun-tso, udp-gso, udp-gro)` with what is on, or
+    /// `offload (tun-tso, tun-uso, udp-gso, udp-gro)` with what is on, or
     /// `batch (sendmmsg, recvmmsg)` when nothing is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.any() {
@@ -47,6 +50,7 @@ impl fmt::Display for Features {
         }
         let on: Vec<&str> = [
             (self.tun_tso, "tun-tso"),
+            (self.tun_uso, "tun-uso"),
             (self.udp_gso, "udp-gso"),
             (self.udp_gro, "udp-gro"),
         ]
@@ -106,10 +110,14 @@ mod tests {
         );
         let all = Features {
             tun_tso: true,
+            tun_uso: true,
             udp_gso: true,
             udp_gro: true,
         };
-        assert_eq!(all.to_string(), "offload (tun-tso, udp-gso, udp-gro)");
+        assert_eq!(
+            all.to_string(),
+            "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
+        );
         let some = Features {
             udp_gro: true,
             ..Default::default()

@@ -1,8 +1,9 @@
 //! UDP → TUN: receive a batch of messages with `recvmmsg` (with `UDP_GRO`
 //! one message holds many datagrams of one size from one peer), check every
 //! datagram with [`forward::from_udp`], and write the accepted packets to the
-//! TUN: TCP segments of one flow coalesced into one super-packet where the
-//! TUN takes them ([`Coalescer`]), everything else one write per packet.
+//! TUN: TCP segments (and, where the TUN takes them, UDP datagrams) of one
+//! flow coalesced into one super-packet ([`Coalescer`]), everything else one
+//! write per packet.
 //!
 //! Payload is never copied in userspace: the TUN writes are `writev`s over
 //! the receive buffers. Every buffer is allocated once.
@@ -41,7 +42,7 @@ pub struct Rx {
 }
 
 impl Rx {
-    pub fn new(framing: Framing, gro: bool) -> Rx {
+    pub fn new(framing: Framing, gro: bool, uso: bool) -> Rx {
         let n = if gro { SLOTS_GRO } else { SLOTS_PLAIN };
         Rx {
             framing,
@@ -50,7 +51,11 @@ impl Rx {
             hdrs: vec![mmsg::zeroed_mmsghdr(); n],
             names: vec![mmsg::zeroed_sockaddr(); n],
             ctrl: vec![[0; 4]; n],
-            coalescer: Coalescer::new(),
+            coalescer: if uso {
+                Coalescer::new()
+            } else {
+                Coalescer::tcp_only()
+            },
             wiov: Vec::with_capacity(2 + coalesce::MAX_SEGMENTS),
             tally: Tally::default(),
             written: Tally::default(),

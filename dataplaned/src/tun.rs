@@ -21,6 +21,9 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// checksum (`TUN_F_CSUM`) and TCP/IPv4 super-packets (`TUN_F_TSO4`).
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
+/// UDP segmentation offload (Linux 6.2); the kernel takes it only with both.
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// Packets the kernel may queue for us before it drops (default 500): a
 /// burst from many pods must fit while the loop sends the previous batch.
@@ -115,8 +118,24 @@ pub fn open_persistent(name: &str, want: Framing) -> Result<(File, Framing), Tun
 
 /// Turns on TSO and partial checksums for a TUN fd with `IFF_VNET_HDR`.
 pub fn set_offload(file: &File) -> io::Result<()> {
+    offload_flags(file, TUN_F_CSUM | TUN_F_TSO4)
+}
+
+/// Whether the kernel takes UDP super-packets (`GSO_UDP_L4`) written to the
+/// TUN, i.e. knows USO (Linux 6.2): asked by offering it, then set back to
+/// [`set_offload`]'s flags (reads then never bring UDP super-packets).
+pub fn uso_supported(file: &File) -> bool {
+    let all = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6;
+    let supported = offload_flags(file, all).is_ok();
+    if let Err(e) = set_offload(file) {
+        tracing::warn!(error = %e, "cannot set the TUN offloads back");
+    }
+    supported
+}
+
+fn offload_flags(file: &File, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes an integer argument, no pointers.
-    unsafe { tunsetoffload(file.as_raw_fd(), (TUN_F_CSUM | TUN_F_TSO4).into()) }?;
+    unsafe { tunsetoffload(file.as_raw_fd(), flags.into()) }?;
     Ok(())
 }
 

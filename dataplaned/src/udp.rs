@@ -67,6 +67,8 @@ struct Bound {
 struct Tun {
     file: Arc<File>,
     framing: Framing,
+    /// Whether coalesced UDP writes (`GSO_UDP_L4`) are taken.
+    uso: bool,
 }
 
 pub struct UdpBackend {
@@ -234,6 +236,7 @@ impl UdpBackend {
         let (t, b) = (self.tun.as_ref()?, self.bound.as_ref()?);
         Some(Features {
             tun_tso: t.framing == Framing::Offload,
+            tun_uso: t.uso,
             udp_gso: b.gso,
             udp_gro: b.gro,
         })
@@ -247,6 +250,7 @@ impl UdpBackend {
             table: self.table.clone(),
             counters: self.counters.clone(),
             framing: t.framing,
+            uso: t.uso,
             gso: b.gso,
             gro: b.gro,
         })
@@ -277,6 +281,10 @@ impl UdpBackend {
             }
         };
         let (tun, framing, got_tun) = self.tun_file()?;
+        let uso = match self.tun.as_ref() {
+            Some(t) => t.uso,
+            None => framing == Framing::Offload && tun::uso_supported(&tun),
+        };
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
@@ -287,7 +295,11 @@ impl UdpBackend {
         if got_tun != Got::Kept {
             notify::store_fd(notify::FD_TUN, tun.as_fd(), got_tun == Got::New);
         }
-        self.tun = Some(Tun { file: tun, framing });
+        self.tun = Some(Tun {
+            file: tun,
+            framing,
+            uso,
+        });
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
         if let Some((sock, new)) = new_socket {
             if let Some(old) = self.loops.take() {

@@ -47,6 +47,8 @@ pub struct LoopIo {
     pub counters: Arc<Counters>,
     /// How the TUN fd frames packets (offloads or plain).
     pub framing: Framing,
+    /// Whether the TUN takes coalesced UDP writes.
+    pub uso: bool,
     /// Whether to send with `UDP_SEGMENT` / the socket has `UDP_GRO` on.
     pub gso: bool,
     pub gro: bool,
@@ -157,7 +159,7 @@ fn tun_to_udp(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
 }
 
 fn udp_to_tun(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
-    let mut rx = Rx::new(io.framing, io.gro);
+    let mut rx = Rx::new(io.framing, io.gro, io.uso);
     while wait_readable(io.socket.as_fd(), stop) {
         if rx.run_batch(io, ROUNDS) > 0 {
             // Answers to what was just written; if the other thread is

@@ -61,7 +61,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     let st = e.status();
     assert_eq!(
         (st.device.as_str(), st.mode.as_str(), st.route_count),
-        ("kolach0", "offload (tun-tso, udp-gso, udp-gro)", 1)
+        ("kolach0", "offload (tun-tso, tun-uso, udp-gso, udp-gro)", 1)
     );
 
     // A changed subnet replaces the address; a changed MTU is applied.
@@ -105,7 +105,10 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
         rt.run(async move { e2.apply(snap, Origin::Controld).await })
             .applied
     );
-    assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
+    assert_eq!(
+        e.status().mode,
+        "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
+    );
     assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
 
     // Graceful stop: the device and its address stay.
@@ -240,7 +243,10 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
     let e = engine(Offload::Auto);
     let e2 = e.clone();
     rt.run(async move { e2.restore().await });
-    assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
+    assert_eq!(
+        e.status().mode,
+        "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
+    );
     assert_eq!(vnet_hdr(), true);
     let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -282,7 +288,10 @@ fn a_handed_down_tun_fd_without_offloads_is_reopened_with_them() {
         rt.run(async move { e2.apply(snap, Origin::Controld).await })
             .applied
     );
-    assert_eq!(e.status().mode, "offload (tun-tso, udp-gso, udp-gro)");
+    assert_eq!(
+        e.status().mode,
+        "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
+    );
     let link = &ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0];
     assert_eq!(link["linkinfo"]["info_data"]["vnet_hdr"], true, "{link}");
     let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
