@@ -23,24 +23,31 @@ fn main() {
         Ok(r) => r,
         Err(e) => fail(anyhow::Error::new(e).context("cannot start the tokio runtime")),
     };
-    if let Err(e) = runtime.block_on(kolach_controld::run(flags, shutdown_signal())) {
+    // The handlers go in before anything else runs, inside the runtime.
+    let run = async { kolach_controld::run(flags, shutdown_signal()).await };
+    if let Err(e) = runtime.block_on(run) {
         fail(e);
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now and resolves on either (not
+/// on first poll: a SIGTERM before that would still kill with the default
+/// action, skipping the graceful stop).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("kolach-controld: cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            eprintln!("kolach-controld: cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
     }
 }
 

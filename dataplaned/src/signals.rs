@@ -17,18 +17,24 @@ pub fn ignore_hangup_for_now() {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown() {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Installs the SIGTERM and SIGINT handlers now (inside the runtime) and
+/// resolves on either. Installing them when the future is first polled
+/// instead would leave a window after "serving" in which a SIGTERM (systemd
+/// stopping a freshly upgraded image) still has its default action.
+pub fn shutdown() -> impl std::future::Future<Output = ()> {
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+        }
     }
 }
 

@@ -21,9 +21,6 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// checksum (`TUN_F_CSUM`) and TCP/IPv4 super-packets (`TUN_F_TSO4`).
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
-/// UDP segmentation offload (Linux 6.2); the kernel takes it only with both.
-const TUN_F_USO4: libc::c_uint = 0x20;
-const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// Packets the kernel may queue for us before it drops (default 500): a
 /// burst from many pods must fit while the loop sends the previous batch.
@@ -121,16 +118,21 @@ pub fn set_offload(file: &File) -> io::Result<()> {
     offload_flags(file, TUN_F_CSUM | TUN_F_TSO4)
 }
 
-/// Whether the kernel takes UDP super-packets (`GSO_UDP_L4`) written to the
-/// TUN, i.e. knows USO (Linux 6.2): asked by offering it, then set back to
-/// [`set_offload`]'s flags (reads then never bring UDP super-packets).
-pub fn uso_supported(file: &File) -> bool {
-    let all = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6;
-    let supported = offload_flags(file, all).is_ok();
-    if let Err(e) = set_offload(file) {
-        tracing::warn!(error = %e, "cannot set the TUN offloads back");
-    }
-    supported
+/// Whether the kernel takes UDP super-packets (`GSO_UDP_L4`) written to a
+/// TUN: Linux 6.2 and later (TUN USO). Read from the release rather than
+/// probed with `TUNSETOFFLOAD`, which would announce a feature change on the
+/// device at every start and hot upgrade.
+pub fn uso_supported() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    kernel_version(release.trim()).is_some_and(|v| v >= (6, 2))
+}
+
+/// `(major, minor)` of a kernel release such as `6.18.44-fc-v657`.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn offload_flags(file: &File, flags: libc::c_uint) -> io::Result<()> {
@@ -258,6 +260,16 @@ mod tests {
     fn ifreq_has_kernel_size() {
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
         assert_eq!(std::mem::size_of::<IfReqQlen>(), 40);
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(kernel_version("6.2.0"), Some((6, 2)));
+        assert_eq!(kernel_version("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_version("6-rc1"), None);
+        assert_eq!(kernel_version(""), None);
+        assert!(uso_supported(), "this machine runs Linux >= 6.2");
     }
 
     #[test]

@@ -20,9 +20,11 @@ use crate::tun::Framing;
 use crate::udp_loop::{ErrorLog, LoopIo};
 use crate::{icmp, vnet};
 
-/// Reads per batch with offloads (each up to 64 KiB) and without.
+/// Reads per batch with offloads (each up to 64 KiB) and without (at most
+/// 64: one bit each in `Tx::in_use`).
 const SLOTS_OFFLOAD: usize = 16;
 const SLOTS_PLAIN: usize = 64;
+const _: () = assert!(SLOTS_OFFLOAD <= 64 && SLOTS_PLAIN <= 64);
 const SLOT_LEN: usize = vnet::LEN + 65535;
 /// Segments (datagrams) and messages per `sendmmsg`.
 const MAX_SEGS: usize = 1024;
@@ -100,7 +102,9 @@ pub struct Tx {
     gso: bool,
     slots: Vec<Vec<u8>>,
     next_slot: usize,
-    pending_reads: usize,
+    /// Slots (bit per slot) that queued segments point into: a read never
+    /// goes into one of them before they are sent.
+    in_use: u64,
     arena: Vec<u8>,
     arena_used: usize,
     segs: Vec<Seg>,
@@ -133,7 +137,7 @@ impl Tx {
             gso,
             slots: (0..slots).map(|_| vec![0u8; SLOT_LEN]).collect(),
             next_slot: 0,
-            pending_reads: 0,
+            in_use: 0,
             arena: vec![0u8; MAX_SEGS * segment::MAX_HEADER_LEN],
             arena_used: 0,
             segs: Vec::with_capacity(MAX_SEGS),
@@ -156,10 +160,10 @@ impl Tx {
         let tun = io.tun.as_fd();
         let table = io.table.load();
         for _ in 0..max_reads {
-            if self.pending_reads == self.slots.len() {
+            let k = self.next_slot;
+            if self.in_use & (1 << k) != 0 {
                 self.flush(io);
             }
-            let k = self.next_slot;
             let n = match nix::unistd::read(tun, &mut self.slots[k]) {
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => break,
@@ -172,7 +176,6 @@ impl Tx {
                 }
             };
             self.next_slot = (k + 1) % self.slots.len();
-            self.pending_reads += 1;
             self.tally.tun_rx(n);
             self.handle(io, &table, k, n);
         }
@@ -260,6 +263,7 @@ impl Tx {
     /// Queues a segment for `to`, in the last message if it can take it.
     fn push(&mut self, seg: Seg, to: SocketAddrV4) {
         let len = seg.datagram_len();
+        self.in_use |= 1 << seg.slot;
         self.segs.push(seg);
         let first = self.segs.len() - 1;
         add_datagram(&mut self.msgs, self.gso, to, len, first);
@@ -293,7 +297,7 @@ impl Tx {
         self.msgs.clear();
         self.iovs.clear();
         self.arena_used = 0;
-        self.pending_reads = 0;
+        self.in_use = 0;
     }
 
     /// Fills the iovecs and message headers for the queued messages.

@@ -283,7 +283,7 @@ impl UdpBackend {
         let (tun, framing, got_tun) = self.tun_file()?;
         let uso = match self.tun.as_ref() {
             Some(t) => t.uso,
-            None => framing == Framing::Offload && tun::uso_supported(&tun),
+            None => framing == Framing::Offload && tun::uso_supported(),
         };
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await

@@ -195,6 +195,11 @@ fn hot_upgrade_runs_the_new_binary_with_the_same_pid_fds_and_table() {
         (st.pid, st.upgrades, st.upgrade_error.as_str()),
         (d.pid(), 3, "")
     );
-    assert!(d.terminate(Duration::from_secs(5)).success());
+    let exit = d.terminate(Duration::from_secs(5));
+    assert!(
+        exit.success(),
+        "{exit} after SIGTERM; log:\n{}",
+        log(&dir.0)
+    );
     assert!(ns.has_link("kolach0"));
 }

@@ -88,6 +88,18 @@ impl Iperf {
         seconds: u32,
         dir: &Path,
     ) -> Result<Iperf> {
+        Self::start_with(server_ns, client_ns, to, seconds, dir, &[])
+    }
+
+    /// [`start`](Self::start) with more client arguments (e.g. `-M 536`).
+    pub fn start_with(
+        server_ns: &str,
+        client_ns: &str,
+        to: Ipv4Addr,
+        seconds: u32,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Iperf> {
         let server = Background::spawn(
             server_ns,
             "iperf3",
@@ -112,22 +124,20 @@ impl Iperf {
         }
         let secs = seconds.to_string();
         let to = to.to_string();
-        let client = Background::spawn(
-            client_ns,
-            "iperf3",
-            &[
-                "-c",
-                &to,
-                "-p",
-                PORT,
-                "-t",
-                &secs,
-                "-J",
-                "--connect-timeout",
-                "3000",
-            ],
-            &dir.join("iperf3-client.json"),
-        )?;
+        let mut args = vec![
+            "-c",
+            &to,
+            "-p",
+            PORT,
+            "-t",
+            &secs,
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ];
+        args.extend_from_slice(extra);
+        let client =
+            Background::spawn(client_ns, "iperf3", &args, &dir.join("iperf3-client.json"))?;
         Ok(Iperf {
             server,
             client,

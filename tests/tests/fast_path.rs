@@ -290,6 +290,57 @@ fn udp_datagrams_of_a_flow_are_coalesced_and_arrive_intact() {
     });
 }
 
+/// A small MSS makes super-packets of ~120 segments, so one batch of reads
+/// needs more than one send: every segment must still leave with its own
+/// bytes (a slot reused too early would send one packet's headers over
+/// another's payload: TCP checksum errors at the pod).
+#[test]
+fn super_packets_of_a_small_mss_are_cut_whole() {
+    run("fastmss", |lab| {
+        lab.mesh(2)?;
+        wait_mode(lab, 1, OFFLOAD_MODE)?;
+        let errors_before = tcp_csum_errors(&lab.pod(2).ns)?;
+        let before = lab.dp_status(1)?;
+        let flow = Iperf::start_with(
+            &lab.pod(2).ns,
+            &lab.pod(1).ns,
+            lab.pod(2).ip,
+            SECONDS,
+            &lab.dir,
+            &["-M", "536"],
+        )?;
+        let r = flow.finish()?;
+        eprintln!("iperf3 -M 536 pod1 -> pod2: {}", r.describe());
+        check_flow(&r)?;
+        let d = delta(&before, &lab.dp_status(1)?);
+        eprintln!("  host1: {}", describe(&d));
+        ensure!(
+            d.udp_tx_packets > 20 * d.tun_rx_packets,
+            "super-packets of a 536-byte MSS should each make dozens of datagrams: {}",
+            describe(&d)
+        );
+        let errors = tcp_csum_errors(&lab.pod(2).ns)? - errors_before;
+        ensure!(errors == 0, "pod2 saw {errors} TCP checksum errors");
+        Ok(())
+    });
+}
+
+/// `Tcp: InCsumErrors` of a namespace (/proc/net/snmp).
+fn tcp_csum_errors(ns: &str) -> Result<u64> {
+    let snmp = netns::exec_ok(ns, "cat", &["/proc/net/snmp"])?;
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next(), tcp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        bail!("no Tcp lines in /proc/net/snmp of {ns}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InCsumErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("no Tcp InCsumErrors")
+}
+
 /// Polls host `n`'s dataplane status until its mode is `want` (5 s).
 fn wait_mode(lab: &Lab, n: u8, want: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
