@@ -29,6 +29,45 @@ fn new_engine(rt: &common::NsRuntime, dir: &TempDir) -> Arc<Engine> {
     })
 }
 
+/// The one-peer snapshot most tests apply: this host 10.50.18.0/24 on
+/// 198.18.0.1, the peer 10.50.7.0/24 on 198.18.0.2.
+fn one_peer(generation: u64) -> kolach_proto::dataplane::Snapshot {
+    udp_snapshot(
+        generation,
+        "10.50.18.0/24",
+        "198.18.0.1",
+        &[("10.50.7.0/24", "198.18.0.2")],
+    )
+}
+
+fn apply(rt: &common::NsRuntime, e: &Arc<Engine>, snap: kolach_proto::dataplane::Snapshot) {
+    let e = e.clone();
+    let r = rt.run(async move { e.apply(snap, Origin::Controld).await });
+    assert!(r.applied, "{}", r.reason);
+}
+
+fn shutdown(rt: &common::NsRuntime, e: &Arc<Engine>) {
+    let e = e.clone();
+    rt.run(async move { e.shutdown().await });
+}
+
+/// A ping from the host to an unleased overlay address is answered with
+/// ICMP net unreachable (written back into the TUN by the dataplane).
+fn assert_unreachable_answered(ns: &Netns) {
+    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Destination Net Unreachable"),
+        "ping said: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn vnet_hdr(ns: &Netns) -> serde_json::Value {
+    ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0]["linkinfo"]["info_data"]["vnet_hdr"]
+        .clone()
+}
+
 #[test]
 fn tun_lifecycle_address_change_restart_and_cleanup() {
     let ns = Netns::new("tun");
@@ -157,27 +196,11 @@ fn unleased_destination_gets_net_unreachable_from_the_kernel() {
     let dir = TempDir::new("icmp-run");
     underlay(&ns, "198.18.0.1/24");
     let e = new_engine(&rt, &dir);
-    let snap = udp_snapshot(
-        1,
-        "10.50.18.0/24",
-        "198.18.0.1",
-        &[("10.50.7.0/24", "198.18.0.2")],
-    );
-    let e2 = e.clone();
-    assert!(
-        rt.run(async move { e2.apply(snap, Origin::Controld).await })
-            .applied
-    );
+    apply(&rt, &e, one_peer(1));
 
     // ping from the host itself: source is the TUN address, and the answer
     // (from that same address) must get past the martian-source check.
-    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("Destination Net Unreachable"),
-        "ping said: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_unreachable_answered(&ns);
     eventually("icmp_unreachable_sent", || {
         e.status().counters.unwrap().icmp_unreachable_sent >= 1
     });
@@ -194,8 +217,7 @@ fn unleased_destination_gets_net_unreachable_from_the_kernel() {
 
     // Outside the Network is not ours: the kernel never routes it to us, and
     // the TUN sees only our own overlay traffic.
-    let e2 = e.clone();
-    rt.run(async move { e2.shutdown().await });
+    shutdown(&rt, &e);
 }
 
 #[test]
@@ -211,32 +233,14 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
             Arc::new(Engine::new(d, "kolach0".into(), k).with_offload(offload))
         })
     };
-    let vnet_hdr = || {
-        ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0]["linkinfo"]["info_data"]
-            ["vnet_hdr"]
-            .clone()
-    };
 
     let e = engine(Offload::Off);
-    let snap = udp_snapshot(
-        1,
-        "10.50.18.0/24",
-        "198.18.0.1",
-        &[("10.50.7.0/24", "198.18.0.2")],
-    );
-    let e2 = e.clone();
-    assert!(
-        rt.run(async move { e2.apply(snap, Origin::Controld).await })
-            .applied
-    );
+    apply(&rt, &e, one_peer(1));
     assert_eq!(e.status().mode, "batch (sendmmsg, recvmmsg)");
-    assert_eq!(vnet_hdr(), false);
-    // The plain path still answers: an unleased destination is unreachable.
-    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Destination Net Unreachable"), "{text}");
-    let e2 = e.clone();
-    rt.run(async move { e2.shutdown().await });
+    assert_eq!(vnet_hdr(&ns), false);
+    // The plain path still answers.
+    assert_unreachable_answered(&ns);
+    shutdown(&rt, &e);
     drop(e);
 
     // The next process, with offloads, reattaches with the vnet header.
@@ -247,12 +251,9 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
         e.status().mode,
         "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
     );
-    assert_eq!(vnet_hdr(), true);
-    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Destination Net Unreachable"), "{text}");
-    let e2 = e.clone();
-    rt.run(async move { e2.shutdown().await });
+    assert_eq!(vnet_hdr(&ns), true);
+    assert_unreachable_answered(&ns);
+    shutdown(&rt, &e);
 }
 
 #[test]
@@ -277,26 +278,12 @@ fn a_handed_down_tun_fd_without_offloads_is_reopened_with_them() {
         };
         Arc::new(Engine::new(d, "kolach0".into(), k).resuming(&Carried::default(), fds))
     });
-    let snap = udp_snapshot(
-        1,
-        "10.50.18.0/24",
-        "198.18.0.1",
-        &[("10.50.7.0/24", "198.18.0.2")],
-    );
-    let e2 = e.clone();
-    assert!(
-        rt.run(async move { e2.apply(snap, Origin::Controld).await })
-            .applied
-    );
+    apply(&rt, &e, one_peer(1));
     assert_eq!(
         e.status().mode,
         "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
     );
-    let link = &ns.ip_json(&["-d", "link", "show", "dev", "kolach0"])[0];
-    assert_eq!(link["linkinfo"]["info_data"]["vnet_hdr"], true, "{link}");
-    let out = ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.99.1"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Destination Net Unreachable"), "{text}");
-    let e2 = e.clone();
-    rt.run(async move { e2.shutdown().await });
+    assert_eq!(vnet_hdr(&ns), true);
+    assert_unreachable_answered(&ns);
+    shutdown(&rt, &e);
 }

@@ -62,14 +62,7 @@ fn tcp_over_the_fast_path_is_flannel_wire_format_on_the_wire() {
         let file = lab.dir.join("host2-eth0.pcap");
         let dump = Capture::start(&lab.host(2).ns, &file)?;
         let before = [lab.dp_status(1)?, lab.dp_status(2)?];
-        let flow = Iperf::start(
-            &lab.pod(2).ns,
-            &lab.pod(1).ns,
-            lab.pod(2).ip,
-            SECONDS,
-            &lab.dir,
-        )?;
-        let r = flow.finish()?;
+        let r = tcp_flow(lab, 1, 2, &[])?;
         let after = [lab.dp_status(1)?, lab.dp_status(2)?];
         let tcpdump = dump.stop()?;
         eprintln!("iperf3 pod1 -> pod2: {}", r.describe());
@@ -142,14 +135,7 @@ fn offload_off_and_mixed_hosts_interoperate() {
 
         for (client, server) in [(1u8, 3u8), (3, 1)] {
             let before = [lab.dp_status(client)?, lab.dp_status(server)?];
-            let flow = Iperf::start(
-                &lab.pod(server).ns,
-                &lab.pod(client).ns,
-                lab.pod(server).ip,
-                SECONDS,
-                &lab.dir,
-            )?;
-            let r = flow.finish()?;
+            let r = tcp_flow(lab, client, server, &[])?;
             let after = [lab.dp_status(client)?, lab.dp_status(server)?];
             let (dc, ds) = (delta(&before[0], &after[0]), delta(&before[1], &after[1]));
             eprintln!("iperf3 pod{client} -> pod{server}: {}", r.describe());
@@ -184,14 +170,7 @@ fn gso_sends_the_kernel_refuses_go_out_one_by_one() {
         let ns = lab.host(1).ns.clone();
         netns::ip(&ns, &["link", "set", "dev", topology::ETH, "mtu", "1400"])?;
         let before = lab.dp_status(1)?;
-        let flow = Iperf::start(
-            &lab.pod(2).ns,
-            &lab.pod(1).ns,
-            lab.pod(2).ip,
-            SECONDS,
-            &lab.dir,
-        )?;
-        let r = flow.finish()?;
+        let r = tcp_flow(lab, 1, 2, &[])?;
         eprintln!(
             "iperf3 pod1 -> pod2, host1's underlay MTU 1400 < 1472 + 28: {}",
             r.describe()
@@ -301,15 +280,7 @@ fn super_packets_of_a_small_mss_are_cut_whole() {
         wait_mode(lab, 1, OFFLOAD_MODE)?;
         let errors_before = tcp_csum_errors(&lab.pod(2).ns)?;
         let before = lab.dp_status(1)?;
-        let flow = Iperf::start_with(
-            &lab.pod(2).ns,
-            &lab.pod(1).ns,
-            lab.pod(2).ip,
-            SECONDS,
-            &lab.dir,
-            &["-M", "536"],
-        )?;
-        let r = flow.finish()?;
+        let r = tcp_flow(lab, 1, 2, &["-M", "536"])?;
         eprintln!("iperf3 -M 536 pod1 -> pod2: {}", r.describe());
         check_flow(&r)?;
         let d = delta(&before, &lab.dp_status(1)?);
@@ -354,6 +325,12 @@ fn wait_mode(lab: &Lab, n: u8, want: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// An iperf3 TCP flow of SECONDS from pod `client` to pod `server`.
+fn tcp_flow(lab: &Lab, client: u8, server: u8, extra: &[&str]) -> Result<IperfResult> {
+    let (srv, cli) = (lab.pod(server), lab.pod(client));
+    Iperf::start_with(&srv.ns, &cli.ns, srv.ip, SECONDS, &lab.dir, extra)?.finish()
 }
 
 fn check_flow(r: &IperfResult) -> Result<()> {
