@@ -87,8 +87,10 @@ pub(super) fn classify(pkt: &[u8], udp: bool) -> Kind {
         proto,
     };
     let more_fragments = frag & 0x2000 != 0;
+    // The reserved flag bit: Linux GRO never merges such packets either.
+    let reserved = frag & 0x8000 != 0;
     let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    if ihl != IP_HDR || more_fragments || total != pkt.len() {
+    if ihl != IP_HDR || more_fragments || reserved || total != pkt.len() {
         return Kind::Alone(key);
     }
     let seg = match proto {

@@ -317,6 +317,19 @@ fn a_corrupted_segment_is_written_alone_between_two_writes() {
 }
 
 #[test]
+fn a_segment_with_the_reserved_ip_flag_is_written_alone() {
+    // Linux GRO does not merge it either; it must reach the pod as sent.
+    let mut pkts = bulk(9, 1000, 7);
+    pkts[4][6] |= 0x80;
+    fix_ip(&mut pkts[4]);
+    let outs = full_check(&pkts, 8);
+    assert_eq!(
+        outs.iter().map(|o| o.segments).collect::<Vec<_>>(),
+        [4, 1, 4]
+    );
+}
+
+#[test]
 fn a_full_table_pushes_out_its_oldest_flow() {
     let mut c = Coalescer::new();
     let mut emitted = Vec::new();

@@ -108,7 +108,8 @@ fn info(p: &[u8]) -> Info {
             .try_into()
             .unwrap()
     });
-    let plain = key.is_some() && hl == 20 && p[6] & 0x20 == 0;
+    // Not MF and not the reserved flag bit.
+    let plain = key.is_some() && hl == 20 && p[6] & 0xa0 == 0;
     let verifies = || {
         packet::checksum(&[pseudo(src, dst, proto, p.len() - 20), p[20..].to_vec()].concat()) == 0
     };
