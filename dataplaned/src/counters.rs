@@ -31,10 +31,14 @@ pub enum DropReason {
     NotIpv4,
     /// The kernel refused to send or deliver the packet.
     IoError,
+    /// A member's datagram whose inner destination is outside this host's
+    /// subnet: delivering it would make this host forward for the sender.
+    WrongDestination,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    /// In the order a hot upgrade carries the counters: new reasons go last.
+    pub const ALL: [DropReason; 9] = [
         DropReason::UnknownSender,
         DropReason::SpoofedSource,
         DropReason::Malformed,
@@ -43,6 +47,7 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::NotIpv4,
         DropReason::IoError,
+        DropReason::WrongDestination,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +60,7 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl-exceeded",
             DropReason::NotIpv4 => "not-ipv4",
             DropReason::IoError => "io-error",
+            DropReason::WrongDestination => "wrong-destination",
         }
     }
 

@@ -110,7 +110,10 @@ pub fn from_tun(t: &ForwardTable, pkt: &mut [u8], answer_buf: &mut [u8]) -> TunV
 }
 
 /// Decides about a datagram payload received from `sender`: deliver it to the
-/// TUN device as is (`Ok`) or drop it.
+/// TUN device as is (`Ok`) or drop it. The sender must hold a lease, the
+/// packet be valid IPv4, its source inside the sender's subnet and its
+/// destination inside ours (a peer only ever sends to our subnet; anything
+/// else would have this host forward the sender's packets elsewhere).
 pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), DropReason> {
     let Some(subnets) = t.routes.subnets_of(sender) else {
         return Err(DropReason::UnknownSender);
@@ -118,6 +121,9 @@ pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), Dr
     let info = packet::parse(pkt).map_err(|_| DropReason::Malformed)?;
     if !subnets.iter().any(|n| n.contains(&info.src)) {
         return Err(DropReason::SpoofedSource);
+    }
+    if !t.local_subnet.contains(&info.dst) {
+        return Err(DropReason::WrongDestination);
     }
     Ok(())
 }
@@ -281,6 +287,17 @@ mod tests {
             from_udp(&b, ip("198.18.0.1"), b"\x60garbage"),
             Err(DropReason::Malformed)
         );
+        // To B's own subnet (its TUN address included) only.
+        let to_tun = build(ip("10.50.18.5"), ip("10.50.7.0"), 63, 1, &[], b"x");
+        assert_eq!(from_udp(&b, ip("198.18.0.1"), &to_tun), Ok(()));
+        for elsewhere in ["10.50.18.9", "10.50.99.1", "192.0.2.1", "198.18.0.2"] {
+            let p = build(ip("10.50.18.5"), ip(elsewhere), 63, 17, &[], b"x");
+            assert_eq!(
+                from_udp(&b, ip("198.18.0.1"), &p),
+                Err(DropReason::WrongDestination),
+                "{elsewhere}"
+            );
+        }
     }
 
     /// Random and mutated packets through both directions: nothing panics, a

@@ -1,7 +1,7 @@
 //! flannel's udp wire format from the outside: a hand-built IPv4 packet in a UDP
 //! datagram from a member is delivered to the pod; one from a non-member
-//! address, or with an inner source outside the sender's subnet, is dropped and
-//! counted by reason.
+//! address, with an inner source outside the sender's subnet, or with an inner
+//! destination outside the receiver's subnet, is dropped and counted by reason.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -87,6 +87,15 @@ fn datagrams_from_strangers_and_spoofers_are_dropped_and_counted() {
         expect_drop(lab, "spoofed-source", || {
             send_to_host1(&lab.host(2).ns, topology::host_ip(2), &packet)
         })?;
+
+        // From a member, its own source, but not for host1's subnet: host1
+        // must not forward it (to its underlay address, or another subnet).
+        for dst in [topology::host_ip(1), spoofed_source(lab)?] {
+            let packet = inner(pod2.ip, dst, b"relay me");
+            expect_drop(lab, "wrong-destination", || {
+                send_to_host1(&lab.host(2).ns, topology::host_ip(2), &packet)
+            })?;
+        }
 
         if let Some((got, from)) = traffic::recv_within(&rx, Duration::from_millis(300))? {
             bail!(
