@@ -10,6 +10,7 @@
 //! - [`coalesce`]: received TCP segments of one flow → one GSO write to the TUN (GRO), zero-copy.
 //! - [`segment`]: TCP segmentation of TUN super-packets; finishing partial checksums.
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
+//! - [`ratelimit`]: the token bucket that keeps those answers to 1000/s (burst 50).
 //! - [`routes`]: the route table: destination → peer, sender → its subnets.
 //! - [`forward`]: the udp backend's per-packet decisions built from those.
 //! - [`snapshot`]: validating a received snapshot into typed values.
@@ -74,6 +75,7 @@ pub mod observability;
 pub mod offload;
 pub mod ordering;
 pub mod packet;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod routes;
 mod rtnl_link;

@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use crate::counters::{Counters, DropReason, Tally};
 use crate::forward::{self, ForwardTable, TunVerdict};
 use crate::mmsg::{self, CmsgBuf};
+use crate::ratelimit::{TokenBucket, ICMP_BURST, ICMP_PER_SEC};
 use crate::segment::{self, Tso};
 use crate::tun::Framing;
 use crate::udp_loop::{ErrorLog, LoopIo};
@@ -114,6 +115,8 @@ pub struct Tx {
     names: Vec<libc::sockaddr_in>,
     ctrl: Vec<CmsgBuf>,
     answer: [u8; icmp::MAX_ANSWER_LEN],
+    /// ICMP errors answered at most at the kernel's own default rate.
+    icmp_limit: TokenBucket,
     tally: Tally,
     read_err: ErrorLog,
     send_err: ErrorLog,
@@ -147,6 +150,7 @@ impl Tx {
             names: vec![mmsg::zeroed_sockaddr(); MAX_MSGS],
             ctrl: vec![[0; 4]; MAX_MSGS],
             answer: [0; icmp::MAX_ANSWER_LEN],
+            icmp_limit: TokenBucket::new(ICMP_PER_SEC, ICMP_BURST, std::time::Instant::now()),
             tally: Tally::default(),
             read_err: ErrorLog::new("TUN read failed"),
             send_err: ErrorLog::new("UDP send failed"),
@@ -381,6 +385,9 @@ impl Tx {
 
     /// Writes an ICMP error from the answer buffer back into the TUN.
     fn write_answer(&mut self, io: &LoopIo, len: usize, reason: DropReason) {
+        if !self.icmp_limit.allow(std::time::Instant::now()) {
+            return;
+        }
         let none = vnet::VnetHdr::default().encode();
         let answer = mmsg::iovec(&self.answer[..len]);
         let iov = match self.framing {

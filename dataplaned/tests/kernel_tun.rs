@@ -287,3 +287,46 @@ fn a_handed_down_tun_fd_without_offloads_is_reopened_with_them() {
     assert_unreachable_answered(&ns);
     shutdown(&rt, &e);
 }
+
+#[test]
+fn icmp_answers_are_rate_limited_like_the_kernels() {
+    let ns = Netns::new("icmprate");
+    let rt = ns.runtime();
+    let dir = TempDir::new("icmprate-run");
+    underlay(&ns, "198.18.0.1/24");
+    let e = new_engine(&rt, &dir);
+    apply(&rt, &e, one_peer(1));
+    // 5000 datagrams to an unleased overlay address as fast as we can; the
+    // TUN queue (1000) takes at least a thousand of them.
+    let start = std::time::Instant::now();
+    rt.run(async {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5000 {
+            let _ = s.send_to(b"x", "10.50.99.1:9");
+        }
+    });
+    // Until the dataplane has read all that reached it: the window in which
+    // it could answer.
+    let mut last = u64::MAX;
+    let c = loop {
+        let c = e.status().counters.unwrap();
+        if c.dropped["unleased"] == last && last > 0 {
+            break c;
+        }
+        assert!(start.elapsed().as_secs() < 10, "the dataplane read nothing");
+        last = c.dropped["unleased"];
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let window = start.elapsed();
+    let unleased = c.dropped["unleased"];
+    // Burst 50, then 1000/s over that window.
+    let bound = 50 + window.as_millis() as u64 + 1;
+    eprintln!(
+        "{unleased} of 5000 reached the dataplane within {window:?}, {} answered (bound {bound})",
+        c.icmp_unreachable_sent
+    );
+    assert!(unleased >= 1000, "the TUN queue alone holds 1000");
+    assert!(c.icmp_unreachable_sent >= 1, "nothing answered at all");
+    assert!(c.icmp_unreachable_sent <= bound);
+    shutdown(&rt, &e);
+}
