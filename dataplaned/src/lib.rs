@@ -26,8 +26,8 @@
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it publishes.
 //! - [`backend`]: the backend enum and its factory (udp, vxlan, host-gw; alloc is a no-op).
 //! - [`udp`] / [`udp_loop`]: the udp backend and its two packet-loop threads,
-//!   [`tx`] (TUN → UDP: segmentation, GSO sends) and [`rx`] (UDP → TUN: GRO
-//!   receives, coalescing); [`offload`]: which kernel offloads run;
+//!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by [`gso_plan`]) and
+//!   [`rx`] (UDP → TUN: GRO receives, coalescing); [`offload`]: which kernel offloads run;
 //!   [`mmsg`]: the batch syscalls.
 //! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
 //! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
@@ -62,6 +62,7 @@ pub mod engine;
 #[cfg(test)]
 mod fake_kernel;
 pub mod forward;
+pub mod gso_plan;
 pub mod handoff;
 pub mod hostgw;
 pub mod icmp;
