@@ -67,8 +67,17 @@ pub fn uplink_ifname(n: u8) -> String {
     name
 }
 
-/// For a test lab namespace `kt<pid>-...`, the pid of the process that made it.
+/// Prefix of the namespaces and temp dirs of kolach-dataplaned's own kernel
+/// tests: `kdp-<tag>-<pid>`.
+pub const DATAPLANED_TEST_PREFIX: &str = "kdp-";
+
+/// For a test lab namespace `kt<pid>-...` (or a dataplaned test's
+/// `kdp-<tag>-<pid>`), the pid of the process that made it.
 pub fn owner_pid(ns: &str) -> Option<u32> {
+    if let Some(rest) = ns.strip_prefix(DATAPLANED_TEST_PREFIX) {
+        let (_, pid) = rest.rsplit_once('-')?;
+        return pid.parse().ok();
+    }
     let rest = ns.strip_prefix(TEST_PREFIX)?;
     let (pid, _) = rest.split_once('-')?;
     pid.parse().ok()
@@ -121,6 +130,11 @@ mod tests {
         assert!(!stale_owner("kt42-0ab-u", |p| p == 42));
         assert!(!stale_owner("kdemo-u", |_| false));
         assert!(!stale_owner("ktx-1", |_| false));
+        // kolach-dataplaned's kernel tests: kdp-<tag>-<pid>.
+        assert_eq!(owner_pid("kdp-tunoff-8573"), Some(8573));
+        assert!(stale_owner("kdp-tun-reopen-99", |p| p != 99));
+        assert!(!stale_owner("kdp-tunoff-8573", |p| p == 8573));
+        assert!(!stale_owner("kdp-tunoff", |_| false));
         assert!(pid_alive(std::process::id()));
     }
 }
