@@ -24,9 +24,10 @@ pub struct Config {
     #[arg(long, env = "KOLACH_CLEANUP")]
     pub cleanup: bool,
 
-    /// udp backend: use the kernel's offloads where it has them (TUN TSO,
-    /// UDP GSO and GRO; "auto"), or none ("off": one packet per TUN read and
-    /// write, sendmmsg/recvmmsg batches). `kolachctl status` shows what runs.
+    /// udp backend: use the kernel's offloads where it has them (TUN TSO and
+    /// USO, UDP GSO and GRO; "auto"), or none ("off": one packet per TUN read
+    /// and write, sendmmsg/recvmmsg batches). `kolachctl status` shows what
+    /// runs.
     #[arg(long, env = "KOLACH_OFFLOAD", value_enum, default_value_t = Offload::Auto)]
     pub offload: Offload,
 
