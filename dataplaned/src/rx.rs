@@ -44,7 +44,7 @@ pub struct Rx {
 impl Rx {
     pub fn new(framing: Framing, gro: bool, uso: bool) -> Rx {
         let n = if gro { SLOTS_GRO } else { SLOTS_PLAIN };
-        Rx {
+        let mut rx = Rx {
             framing,
             slots: (0..n).map(|_| vec![0u8; SLOT_LEN]).collect(),
             iovs: Vec::with_capacity(n),
@@ -61,7 +61,9 @@ impl Rx {
             written: Tally::default(),
             recv_err: ErrorLog::new("UDP receive failed"),
             write_err: ErrorLog::new("TUN write failed"),
-        }
+        };
+        rx.point();
+        rx
     }
 
     /// Receives and delivers up to `rounds` batches, until the socket is
@@ -71,7 +73,7 @@ impl Rx {
         let sock = io.socket.as_fd();
         let table = io.table.load();
         for _ in 0..rounds {
-            self.arm();
+            self.rearm();
             let n = match mmsg::recvmmsg(sock, &mut self.hdrs) {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
@@ -92,8 +94,9 @@ impl Rx {
         got
     }
 
-    /// Points every message header at its slot, name and control buffer.
-    fn arm(&mut self) {
+    /// Points every message header at its slot, name and control buffer,
+    /// once: the buffers are allocated once and never move.
+    fn point(&mut self) {
         self.iovs.clear();
         for s in self.slots.iter_mut() {
             self.iovs.push(libc::iovec {
@@ -104,10 +107,18 @@ impl Rx {
         for (i, h) in self.hdrs.iter_mut().enumerate() {
             *h = mmsg::zeroed_mmsghdr();
             h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+        }
+        self.rearm();
+    }
+
+    /// Resets what a receive overwrote: the room for the sender's address
+    /// and for control messages.
+    fn rearm(&mut self) {
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
         }
     }

@@ -64,6 +64,7 @@ struct Bound {
     gro: bool,
 }
 
+#[derive(Clone)]
 struct Tun {
     file: Arc<File>,
     framing: Framing,
@@ -195,10 +196,20 @@ impl UdpBackend {
 
     /// The TUN fd: ours, else the inherited one, else the device opened;
     /// and which of the three.
-    fn tun_file(&mut self) -> Result<(Arc<File>, Framing, Got), UdpError> {
+    fn tun_file(&mut self) -> Result<(Tun, Got), UdpError> {
         if let Some(t) = &self.tun {
-            return Ok((t.file.clone(), t.framing, Got::Kept));
+            return Ok((t.clone(), Got::Kept));
         }
+        let (file, framing, got) = self.attach_tun()?;
+        // Coalesced UDP writes need offload framing and Linux 6.2.
+        let uso = framing == Framing::Offload && tun::uso_supported();
+        let file = Arc::new(file);
+        Ok((Tun { file, framing, uso }, got))
+    }
+
+    /// The inherited TUN fd if its framing is the one wanted, else the
+    /// device opened anew.
+    fn attach_tun(&mut self) -> Result<(File, Framing, Got), UdpError> {
         let want = match self.offload {
             Offload::Auto => Framing::Offload,
             Offload::Off => Framing::Plain,
@@ -212,7 +223,7 @@ impl UdpBackend {
                         }
                     }
                     tracing::info!(device = %self.tun_name, "TUN fd taken over");
-                    return Ok((Arc::new(f), framing, Got::HandedDown));
+                    return Ok((f, framing, Got::HandedDown));
                 }
                 found => {
                     // A TUN fd's framing is fixed when it attaches: reopen.
@@ -228,7 +239,7 @@ impl UdpBackend {
         if let Err(e) = tun::set_txqueuelen(&self.tun_name, tun::TXQUEUELEN) {
             tracing::debug!(device = %self.tun_name, error = %e, "cannot set the TUN queue length");
         }
-        Ok((Arc::new(f), framing, Got::New))
+        Ok((f, framing, Got::New))
     }
 
     /// The offloads in use, once the loop runs.
@@ -280,11 +291,7 @@ impl UdpBackend {
                 Some((sock, new))
             }
         };
-        let (tun, framing, got_tun) = self.tun_file()?;
-        let uso = match self.tun.as_ref() {
-            Some(t) => t.uso,
-            None => framing == Framing::Offload && tun::uso_supported(),
-        };
+        let (tun, got_tun) = self.tun_file()?;
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
@@ -293,13 +300,9 @@ impl UdpBackend {
             })?;
         warnings.extend(device_warnings);
         if got_tun != Got::Kept {
-            notify::store_fd(notify::FD_TUN, tun.as_fd(), got_tun == Got::New);
+            notify::store_fd(notify::FD_TUN, tun.file.as_fd(), got_tun == Got::New);
         }
-        self.tun = Some(Tun {
-            file: tun,
-            framing,
-            uso,
-        });
+        self.tun = Some(tun);
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
         if let Some((sock, new)) = new_socket {
             if let Some(old) = self.loops.take() {
