@@ -24,10 +24,25 @@ impl Lab {
 
     /// [`Lab::mesh`] with another network config (e.g. [`Backend::config`](crate::backend::Backend::config)).
     pub fn mesh_with(&mut self, hosts: u8, config: &str) -> Result<()> {
+        self.mesh_with_dataplaned_env(hosts, config, &[])
+    }
+
+    /// [`Lab::mesh_with`], every host's kolach-dataplaned started with the
+    /// variables `env` added to its environment (e.g. `("KOLACH_BUSY_POLL", "20ms")`).
+    pub fn mesh_with_dataplaned_env(
+        &mut self,
+        hosts: u8,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         self.start_etcd()?;
         self.put_config(config)?;
         for _ in 0..hosts {
             let n = self.add_host()?;
+            self.host_mut(n)
+                .dataplaned
+                .env
+                .extend(env.iter().map(|&(k, v)| (k.to_string(), v.to_string())));
             self.start_host(n)?;
         }
         for n in self.host_ids() {

@@ -1,4 +1,4 @@
-//! What the bench measures and how long: the four modes, the `BENCH_*`
+//! What the bench measures and how long: the five modes, the `BENCH_*`
 //! environment variables, and the order the modes take in each round.
 
 use std::fmt;
@@ -12,6 +12,9 @@ use crate::backend::Backend;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     Udp,
+    /// The udp backend with both dataplanes busy polling
+    /// (`KOLACH_BUSY_POLL=`[`BUSY_POLL`]): round-trip time bought with CPU.
+    UdpBusy,
     Vxlan,
     HostGw,
     /// Host to host over the veth/bridge underlay, no overlay at all.
@@ -20,7 +23,13 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in table order.
-    pub const ALL: [Mode; 4] = [Mode::Udp, Mode::Vxlan, Mode::HostGw, Mode::Bare];
+    pub const ALL: [Mode; 5] = [
+        Mode::Udp,
+        Mode::UdpBusy,
+        Mode::Vxlan,
+        Mode::HostGw,
+        Mode::Bare,
+    ];
 
     /// The mode the ratios are taken against.
     pub const REFERENCE: Mode = Mode::Vxlan;
@@ -28,6 +37,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Udp => "udp",
+            Mode::UdpBusy => "udp-busy",
             Mode::Vxlan => "vxlan",
             Mode::HostGw => "host-gw",
             Mode::Bare => "underlay",
@@ -37,13 +47,43 @@ impl Mode {
     /// The kolach backend a mode runs, None for the bare underlay.
     pub fn backend(self) -> Option<Backend> {
         match self {
-            Mode::Udp => Some(Backend::Udp),
+            Mode::Udp | Mode::UdpBusy => Some(Backend::Udp),
             Mode::Vxlan => Some(Backend::Vxlan),
             Mode::HostGw => Some(Backend::HostGw),
             Mode::Bare => None,
         }
     }
+
+    /// Environment set on both hosts' kolach-dataplaned besides the lab's own.
+    pub fn dataplaned_env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Mode::UdpBusy => &[(BUSY_POLL_ENV, BUSY_POLL)],
+            Mode::Udp | Mode::Vxlan | Mode::HostGw | Mode::Bare => &[],
+        }
+    }
 }
+
+impl Mode {
+    /// Whether host1's DataplaneStatus.mode shows what the mode asked
+    /// dataplaned for: udp-busy's must name busy-poll (a dataplaned without
+    /// `--busy-poll` ignores the variable and would just measure udp again).
+    pub fn dataplane_mode_confirms(self, dataplane_mode: Option<&str>) -> bool {
+        match self {
+            Mode::UdpBusy => dataplane_mode.is_some_and(|m| m.contains("busy-poll")),
+            Mode::Udp | Mode::Vxlan | Mode::HostGw | Mode::Bare => true,
+        }
+    }
+}
+
+/// kolach-dataplaned's variable for `--busy-poll`.
+pub const BUSY_POLL_ENV: &str = "KOLACH_BUSY_POLL";
+
+/// How long the udp-busy dataplanes keep polling after the last packet.
+/// Longer than the 10 ms between two pings (`BENCH_PING_INTERVAL` default),
+/// so each ping finds the packet loop still polling rather than asleep;
+/// with a longer `BENCH_PING_INTERVAL` the loop sleeps between pings and the
+/// mode's round-trip time is udp's again.
+pub const BUSY_POLL: &str = "20ms";
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,8 +92,9 @@ impl fmt::Display for Mode {
 }
 
 /// The modes of round `round` (0-based): [`Mode::ALL`] rotated by the round,
-/// so every mode runs first, second, ... equally often over four rounds.
-pub fn round_order(round: usize) -> [Mode; 4] {
+/// so over any `Mode::ALL.len()` consecutive rounds every mode runs first,
+/// second, ... exactly once.
+pub fn round_order(round: usize) -> [Mode; Mode::ALL.len()] {
     let mut m = Mode::ALL;
     m.rotate_left(round % Mode::ALL.len());
     m
@@ -63,7 +104,7 @@ pub fn round_order(round: usize) -> [Mode; 4] {
 #[derive(Clone, Debug, PartialEq, clap::Parser)]
 #[command(
     name = "kolach-bench",
-    about = "kolach udp, vxlan, host-gw and the bare underlay measured side by side (make bench)"
+    about = "kolach udp, udp with busy polling, vxlan, host-gw and the bare underlay measured side by side (make bench)"
 )]
 pub struct BenchConfig {
     /// Rounds; each measures every mode once, the order rotated per round.
@@ -163,17 +204,61 @@ mod tests {
 
     #[test]
     fn rounds_rotate_every_mode_through_every_slot() {
+        let n = Mode::ALL.len();
+        assert_eq!(n, 5);
         assert_eq!(round_order(0), Mode::ALL);
         assert_eq!(
             round_order(1),
-            [Mode::Vxlan, Mode::HostGw, Mode::Bare, Mode::Udp]
+            [
+                Mode::UdpBusy,
+                Mode::Vxlan,
+                Mode::HostGw,
+                Mode::Bare,
+                Mode::Udp
+            ]
         );
-        assert_eq!(round_order(4), round_order(0));
-        for slot in 0..4 {
-            let mut seen: Vec<Mode> = (0..4).map(|r| round_order(r)[slot]).collect();
-            seen.sort();
-            assert_eq!(seen, Mode::ALL.to_vec());
+        assert_eq!(round_order(n), round_order(0));
+        assert_eq!(round_order(n + 2), round_order(2));
+        for r in 0..n {
+            let mut modes = round_order(r).to_vec();
+            modes.sort();
+            assert_eq!(modes, Mode::ALL.to_vec(), "round {r} runs every mode once");
         }
+        // Over any ALL.len() consecutive rounds, every mode in every slot once.
+        for first in [0, 3] {
+            for slot in 0..n {
+                let mut seen: Vec<Mode> =
+                    (first..first + n).map(|r| round_order(r)[slot]).collect();
+                seen.sort();
+                assert_eq!(seen, Mode::ALL.to_vec(), "slot {slot} from round {first}");
+            }
+        }
+    }
+
+    #[test]
+    fn mode_names_backends_and_env() {
+        let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["udp", "udp-busy", "vxlan", "host-gw", "underlay"]);
+        assert_eq!(Mode::UdpBusy.to_string(), "udp-busy");
+        assert_eq!(Mode::UdpBusy.backend(), Some(Backend::Udp));
+        assert_eq!(Mode::Udp.backend(), Some(Backend::Udp));
+        assert_eq!(
+            Mode::UdpBusy.dataplaned_env(),
+            &[("KOLACH_BUSY_POLL", "20ms")]
+        );
+        for m in Mode::ALL.into_iter().filter(|&m| m != Mode::UdpBusy) {
+            assert!(m.dataplaned_env().is_empty(), "{m}");
+        }
+        let busy = "offload (tun-tso, tun-uso, udp-gso, udp-gro), busy-poll 20ms";
+        assert!(Mode::UdpBusy.dataplane_mode_confirms(Some(busy)));
+        assert!(!Mode::UdpBusy.dataplane_mode_confirms(Some("offload (tun-tso)")));
+        assert!(!Mode::UdpBusy.dataplane_mode_confirms(None));
+        assert!(Mode::Udp.dataplane_mode_confirms(Some("offload (tun-tso)")));
+        assert!(Mode::Bare.dataplane_mode_confirms(None));
+        // Busy polling must outlast the default gap between two pings.
+        let ping_gap_ms = cfg(&[]).unwrap().ping_interval * 1e3;
+        let busy_ms: f64 = BUSY_POLL.trim_end_matches("ms").parse().unwrap();
+        assert!(busy_ms > ping_gap_ms, "{BUSY_POLL} vs {ping_gap_ms} ms");
     }
 
     #[test]

@@ -259,7 +259,12 @@ mod tests {
     }
 
     fn sample(round: u32, mode: Mode, gbps: f64, rtt_ms: f64, kpps: f64) -> Sample {
-        let dp = (mode == Mode::Udp).then_some(2.0);
+        // The udp dataplanes cost CPU (busy polling more), the others none.
+        let dp = match mode {
+            Mode::Udp => Some(2.0),
+            Mode::UdpBusy => Some(3.0),
+            _ => None,
+        };
         Sample {
             round,
             slot: 0,
@@ -298,6 +303,7 @@ mod tests {
         for (r, g) in [(0, 8.0), (1, 10.0), (2, 9.0)] {
             v.push(sample(r, Mode::Vxlan, g, 0.1, 200.0));
             v.push(sample(r, Mode::Udp, g / 4.0, 0.15, 100.0));
+            v.push(sample(r, Mode::UdpBusy, g / 4.0, 0.12, 100.0));
         }
         let mut failed = sample(3, Mode::Udp, 0.0, 0.0, 0.0);
         failed.tcp1 = None;
@@ -307,7 +313,8 @@ mod tests {
         failed.errors.push("iperf3: boom".into());
         v.push(failed);
         let s = summarize(&v);
-        assert_eq!(s.len(), 4);
+        let order: Vec<Mode> = s.iter().map(|x| x.mode).collect();
+        assert_eq!(order, Mode::ALL.to_vec());
         let udp = &s[0];
         assert_eq!(
             (udp.mode, udp.rounds, udp.failed_measurements),
@@ -322,10 +329,14 @@ mod tests {
         // 4 s of dataplaned CPU over (2.25 + 3.375) Gbit/s × 5 s / 8 of data.
         let gb = (2.25 + 3.375) * 5.0 / 8.0;
         assert!((udp.dataplaned_cpu_s_per_gb.unwrap() - 4.0 / gb).abs() < 1e-9);
-        let vx = &s[1];
+        let busy = &s[1];
+        assert_eq!((busy.mode, busy.rounds), (Mode::UdpBusy, 3));
+        assert!((busy.vs_vxlan.rtt_p50.unwrap() - 1.2).abs() < 1e-9);
+        assert!((busy.dataplaned_cpu_s_per_gb.unwrap() - 6.0 / gb).abs() < 1e-9);
+        let vx = &s[2];
         assert_eq!(vx.vs_vxlan.tcp1, Some(1.0));
         assert_eq!(vx.dataplaned_cpu_s_per_gb, None);
-        let bare = &s[3];
+        let bare = &s[4];
         assert_eq!(
             (bare.rounds, bare.tcp1_gbps, bare.vs_vxlan.tcp1),
             (0, None, None)
@@ -334,7 +345,12 @@ mod tests {
         assert!(t.contains("| udp "), "{t}");
         assert!(t.contains("2.250 (0.25x)"), "{t}");
         assert!(t.contains("150 (1.50x)"), "{t}");
-        assert_eq!(t.lines().count(), 6);
+        assert_eq!(t.lines().count(), 7);
+        let busy_row = t.lines().nth(3).unwrap();
+        assert!(busy_row.starts_with("| udp-busy "), "{t}");
+        assert!(busy_row.contains("120 (1.20x)"), "{t}");
+        assert!(busy_row.contains(&format!("{:.3}", 6.0 / gb)), "{t}");
+        assert!(t.lines().nth(2).unwrap().starts_with("| udp      |"), "{t}");
         let widths: Vec<usize> = t.lines().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{t}");
     }

@@ -1,5 +1,5 @@
 //! The whole run: build one lab per mode, measure every mode once per round
-//! in rotated order, load the phantom routes into the udp lab, tear every lab
+//! in rotated order, load the phantom routes into the (plain) udp lab, tear every lab
 //! down (also when a step fails or a signal arrives), then print the table
 //! and write the JSON.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
-use crate::bench::config::{round_order, BenchConfig, Mode, NETWORK};
+use crate::bench::config::{round_order, BenchConfig, Mode, BUSY_POLL, BUSY_POLL_ENV, NETWORK};
 use crate::bench::measure::{self, UDP_PAYLOAD};
 use crate::bench::report::{self, Sample, Summary};
 use crate::bench::routes::{self, RouteLoad};
@@ -146,6 +146,12 @@ fn measure_all(cfg: &BenchConfig, targets: &mut Vec<Target>) -> Result<Measured>
                 .map(|m| format!(", udp packet I/O mode {m:?}"))
                 .unwrap_or_default()
         );
+        if !mode.dataplane_mode_confirms(t.dataplane_mode.as_deref()) {
+            eprintln!(
+                "bench: warning: the {mode} dataplane's mode names no busy-poll: \
+                 this kolach-dataplaned ignores {BUSY_POLL_ENV}={BUSY_POLL}, so {mode} measures plain udp"
+            );
+        }
         targets.push(t);
     }
     eprintln!(
@@ -315,10 +321,17 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         cfg.pings,
         cfg.ping_interval
     );
-    if let Some(udp) = doc.setup.iter().find(|s| s.mode == Mode::Udp) {
+    for s in doc.setup.iter().filter(|s| s.dataplane_mode.is_some()) {
+        let mode = s.dataplane_mode.as_deref();
         println!(
-            "udp packet I/O mode: {}",
-            udp.dataplane_mode.as_deref().unwrap_or("?")
+            "{} packet I/O mode: {}{}",
+            s.mode,
+            mode.unwrap_or("?"),
+            if s.mode.dataplane_mode_confirms(mode) {
+                String::new()
+            } else {
+                format!(" (no busy-poll: {BUSY_POLL_ENV} was ignored)")
+            }
         );
     }
     print!("{table}");

@@ -3,7 +3,8 @@
 //! behind each host's bridge (MTU = KOLACH_MTU, as Docker would set it), and
 //! traffic goes pod1 → pod2. The bare underlay is two hosts on the same
 //! veth/bridge underlay without daemons, and traffic goes host1 → host2: the
-//! path every backend's packets take, without the overlay.
+//! path every backend's packets take, without the overlay. udp-busy is the
+//! udp lab again, its dataplaneds started with [`Mode::dataplaned_env`].
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -29,7 +30,8 @@ pub struct Target {
     pub mtu: u32,
     /// Both hosts' kolach-dataplaned (none for the bare underlay).
     pub dataplaned: Vec<u32>,
-    /// The udp backend's packet I/O mode (DataplaneStatus.mode).
+    /// The udp backend's packet I/O mode (host1's DataplaneStatus.mode; None
+    /// for the other backends).
     pub dataplane_mode: Option<String>,
     pub setup: Duration,
 }
@@ -41,7 +43,7 @@ impl Target {
         let short = format!("b{}", mode.name());
         let mut lab = Lab::new(&short).with_context(|| format!("creating the {mode} lab"))?;
         let built = match mode.backend() {
-            Some(b) => kolach(&mut lab, b),
+            Some(b) => kolach(&mut lab, b, mode.dataplaned_env()),
             None => bare(&mut lab),
         };
         let (client_ns, server_ns, server_ip, mtu) = match built {
@@ -56,8 +58,8 @@ impl Target {
             .iter()
             .filter_map(|h| h.dataplaned.pid())
             .collect();
-        let dataplane_mode = match mode {
-            Mode::Udp => Some(lab.dp_status(1)?.mode),
+        let dataplane_mode = match mode.backend() {
+            Some(Backend::Udp) => Some(lab.dp_status(1)?.mode),
             _ => None,
         };
         Ok(Target {
@@ -91,9 +93,10 @@ impl Target {
 
 type Endpoints = (String, String, Ipv4Addr, u32);
 
-/// etcd, two hosts on `backend`, a pod each, routes and kernel objects in place.
-fn kolach(lab: &mut Lab, backend: Backend) -> Result<Endpoints> {
-    lab.mesh_with(2, &network_config(backend))?;
+/// etcd, two hosts on `backend` (their dataplaneds with `env` set), a pod
+/// each, routes and kernel objects in place.
+fn kolach(lab: &mut Lab, backend: Backend, env: &[(&str, &str)]) -> Result<Endpoints> {
+    lab.mesh_with_dataplaned_env(2, &network_config(backend), env)?;
     if backend != Backend::Udp {
         lab.wait_kernel_converged(backend, KERNEL_WITHIN)?;
     }

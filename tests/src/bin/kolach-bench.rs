@@ -1,6 +1,7 @@
-//! `kolach-bench` (`make bench`, DESIGN §9): kolach udp, vxlan, host-gw and
-//! the bare underlay measured interleaved in one run on labs of network
-//! namespaces; prints a table and writes JSON. See `kolach_tests::bench`.
+//! `kolach-bench` (`make bench`, DESIGN §9): kolach udp, udp with busy
+//! polling, vxlan, host-gw and the bare underlay measured interleaved in one
+//! run on labs of network namespaces; prints a table and writes JSON. See
+//! `kolach_tests::bench`.
 
 use std::process::ExitCode;
 
