@@ -11,10 +11,10 @@ use std::sync::Arc;
 use crate::counters::Counters;
 use crate::hostgw::HostGwBackend;
 use crate::netlink::Kernel;
-use crate::offload::{Features, Offload};
+use crate::offload::Features;
 use crate::snapshot::{BackendKind, ValidSnapshot};
 use crate::sync::{sync, Desired, SyncError};
-use crate::udp::{UdpBackend, UdpError};
+use crate::udp::{self, UdpBackend, UdpError};
 use crate::vxlan::VxlanBackend;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +46,11 @@ impl Backend {
     pub fn create(
         kind: BackendKind,
         tun_name: &str,
-        offload: Offload,
+        udp: udp::Options,
         counters: Arc<Counters>,
     ) -> Backend {
         match kind {
-            BackendKind::Udp => Backend::Udp(UdpBackend::new(tun_name, offload, counters)),
+            BackendKind::Udp => Backend::Udp(UdpBackend::new(tun_name, udp, counters)),
             BackendKind::Vxlan => Backend::Vxlan(VxlanBackend::new(tun_name)),
             BackendKind::HostGw => Backend::HostGw(HostGwBackend::new(tun_name)),
             BackendKind::Alloc => Backend::Alloc {

@@ -71,7 +71,7 @@ fn backend(kind: BackendKind) -> Backend {
     Backend::create(
         kind,
         "kolach0",
-        crate::offload::Offload::Auto,
+        crate::udp::Options::default(),
         Arc::new(Counters::default()),
     )
 }

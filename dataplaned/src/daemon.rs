@@ -65,6 +65,7 @@ pub async fn run(
     let engine = Arc::new(
         Engine::new(cfg.run_dir.clone(), cfg.tun.clone(), kernel)
             .with_offload(cfg.offload)
+            .with_busy_poll(cfg.busy_poll)
             .resuming(&carried, fds),
     );
     let socket = cfg.socket();

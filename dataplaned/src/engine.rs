@@ -7,7 +7,7 @@
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use kolach_proto::dataplane as pb;
@@ -20,6 +20,7 @@ use crate::netlink::Kernel;
 use crate::offload::{Features, Offload};
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
 use crate::store;
+use crate::udp;
 
 /// Where a snapshot came from; restored ones are not written back to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub struct Applied {
 pub struct Engine {
     run_dir: PathBuf,
     tun_name: String,
-    offload: Offload,
+    udp: udp::Options,
     kernel: Arc<dyn Kernel>,
     counters: Arc<Counters>,
     started: SystemTime,
@@ -71,7 +72,7 @@ impl Engine {
         Engine {
             run_dir,
             tun_name,
-            offload: Offload::default(),
+            udp: udp::Options::default(),
             kernel,
             counters: Arc::new(Counters::default()),
             started: SystemTime::now(),
@@ -85,7 +86,13 @@ impl Engine {
 
     /// Whether the udp backend may use the kernel's offloads (`--offload`).
     pub fn with_offload(mut self, offload: Offload) -> Self {
-        self.offload = offload;
+        self.udp.offload = offload;
+        self
+    }
+
+    /// The udp backend's busy-poll window (`--busy-poll`; zero is off).
+    pub fn with_busy_poll(mut self, window: Duration) -> Self {
+        self.udp.busy_poll = window;
         self
     }
 
@@ -103,7 +110,7 @@ impl Engine {
     /// A backend of `kind`, given the inherited fds if it is the udp backend
     /// (any other backend removes the TUN: the fds are let go).
     fn create_backend(&self, kind: BackendKind) -> Backend {
-        let mut b = Backend::create(kind, &self.tun_name, self.offload, self.counters.clone());
+        let mut b = Backend::create(kind, &self.tun_name, self.udp, self.counters.clone());
         let fds = std::mem::take(&mut *self.inherited.lock().expect("not poisoned"));
         match &mut b {
             Backend::Udp(u) => u.adopt(fds),

@@ -25,9 +25,10 @@
 //! - [`daemon`]: the daemon's life: take over, restore, serve, hand over.
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it publishes.
 //! - [`backend`]: the backend enum and its factory (udp, vxlan, host-gw; alloc is a no-op).
-//! - [`udp`] / [`udp_loop`]: the udp backend and its two packet-loop threads,
+//! - [`udp`] / [`udp_loop`]: the udp backend and its packet-loop threads,
 //!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by [`gso_plan`]) and
 //!   [`rx`] (UDP → TUN: GRO receives, coalescing); [`offload`]: which kernel offloads run;
+//!   [`busy_poll`]: `--busy-poll`, polling instead of sleeping while traffic flows;
 //!   [`mmsg`]: the batch syscalls.
 //! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
 //! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
@@ -51,6 +52,7 @@
 pub mod api;
 pub mod backend;
 pub mod binary;
+pub mod busy_poll;
 pub mod caps;
 pub mod cleanup;
 pub mod coalesce;

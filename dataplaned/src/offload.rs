@@ -15,6 +15,9 @@
 
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use crate::busy_poll::Window;
 
 /// `--offload`: whether to use the kernel's offloads at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -26,13 +29,14 @@ pub enum Offload {
     Off,
 }
 
-/// The offloads in use.
+/// The offloads in use, and the loop's busy-poll window (zero: off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Features {
     pub tun_tso: bool,
     pub tun_uso: bool,
     pub udp_gso: bool,
     pub udp_gro: bool,
+    pub busy_poll: Duration,
 }
 
 impl Features {
@@ -43,8 +47,19 @@ impl Features {
 
 impl fmt::Display for Features {
     /// `offload (tun-tso, tun-uso, udp-gso, udp-gro)` with what is on, or
-    /// `batch (sendmmsg, recvmmsg)` when nothing is.
+    /// `batch (sendmmsg, recvmmsg)` when nothing is; `, busy-poll 20ms`
+    /// after either with `--busy-poll 20ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_io(f)?;
+        if !self.busy_poll.is_zero() {
+            write!(f, ", busy-poll {}", Window(self.busy_poll))?;
+        }
+        Ok(())
+    }
+}
+
+impl Features {
+    fn fmt_io(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.any() {
             return f.write_str("batch (sendmmsg, recvmmsg)");
         }
@@ -113,10 +128,27 @@ mod tests {
             tun_uso: true,
             udp_gso: true,
             udp_gro: true,
+            busy_poll: std::time::Duration::ZERO,
         };
         assert_eq!(
             all.to_string(),
             "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
+        );
+        let busy = Features {
+            busy_poll: std::time::Duration::from_millis(20),
+            ..all
+        };
+        assert_eq!(
+            busy.to_string(),
+            "offload (tun-tso, tun-uso, udp-gso, udp-gro), busy-poll 20ms"
+        );
+        let plain_busy = Features {
+            busy_poll: std::time::Duration::from_micros(500),
+            ..Default::default()
+        };
+        assert_eq!(
+            plain_busy.to_string(),
+            "batch (sendmmsg, recvmmsg), busy-poll 500us"
         );
         let some = Features {
             udp_gro: true,

@@ -110,10 +110,16 @@ impl Tx {
     }
 
     /// Reads until the TUN is empty or `max_reads` packets were read, sending
-    /// as it goes; then sends the rest and publishes the counts.
-    pub fn run_batch(&mut self, io: &LoopIo, max_reads: usize) {
+    /// as it goes; then sends the rest and publishes the counts. Returns how
+    /// many packets were read.
+    pub fn run_batch(&mut self, io: &LoopIo, max_reads: usize) -> usize {
+        let mut got = 0;
         let tun = io.tun.as_fd();
         let table = io.table.load();
+        // The last batch ended with a flush, so every slot is free: start at
+        // the first, which a trickle of packets then keeps warm in the cache.
+        debug_assert_eq!(self.in_use, 0);
+        self.next_slot = 0;
         for _ in 0..max_reads {
             let k = self.next_slot;
             if self.in_use & (1 << k) != 0 {
@@ -131,11 +137,13 @@ impl Tx {
                 }
             };
             self.next_slot = (k + 1) % self.slots.len();
+            got += 1;
             self.tally.tun_rx(n);
             self.handle(io, &table, k, n);
         }
         self.flush(io);
         io.counters.add(&mut self.tally);
+        got
     }
 
     /// One read of `n` bytes in slot `k`.

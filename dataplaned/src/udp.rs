@@ -17,6 +17,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -72,9 +73,18 @@ struct Tun {
     uso: bool,
 }
 
+/// How the udp backend runs, from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// `--offload`.
+    pub offload: Offload,
+    /// `--busy-poll`; zero is off.
+    pub busy_poll: Duration,
+}
+
 pub struct UdpBackend {
     tun_name: String,
-    offload: Offload,
+    options: Options,
     counters: Arc<Counters>,
     table: Arc<ArcSwap<ForwardTable>>,
     tun: Option<Tun>,
@@ -124,7 +134,7 @@ fn bind(wanted: SocketAddrV4) -> Result<(UdpSocket, Option<String>), UdpError> {
 }
 
 impl UdpBackend {
-    pub fn new(tun_name: &str, offload: Offload, counters: Arc<Counters>) -> Self {
+    pub fn new(tun_name: &str, options: Options, counters: Arc<Counters>) -> Self {
         let empty = ForwardTable {
             network: Default::default(),
             local_subnet: Default::default(),
@@ -134,7 +144,7 @@ impl UdpBackend {
         };
         UdpBackend {
             tun_name: tun_name.to_string(),
-            offload,
+            options,
             counters,
             table: Arc::new(ArcSwap::from_pointee(empty)),
             tun: None,
@@ -210,7 +220,7 @@ impl UdpBackend {
     /// The inherited TUN fd if its framing is the one wanted, else the
     /// device opened anew.
     fn attach_tun(&mut self) -> Result<(File, Framing, Got), UdpError> {
-        let want = match self.offload {
+        let want = match self.options.offload {
             Offload::Auto => Framing::Offload,
             Offload::Off => Framing::Plain,
         };
@@ -250,6 +260,7 @@ impl UdpBackend {
             tun_uso: t.uso,
             udp_gso: b.gso,
             udp_gro: b.gro,
+            busy_poll: self.options.busy_poll,
         })
     }
 
@@ -264,6 +275,7 @@ impl UdpBackend {
             uso: t.uso,
             gso: b.gso,
             gro: b.gro,
+            busy_poll: self.options.busy_poll,
         })
     }
 
@@ -309,7 +321,7 @@ impl UdpBackend {
                 old.stop();
             }
             notify::store_fd(notify::FD_UDP, sock.as_fd(), new);
-            let on = self.offload == Offload::Auto;
+            let on = self.options.offload == Offload::Auto;
             let gso = on && offload::udp_gso_supported(sock.as_fd());
             // Set either way: a socket handed down may have it on.
             let gro = offload::set_udp_gro(sock.as_fd(), on);

@@ -1,30 +1,37 @@
-//! The udp backend's packet loop: two OS threads, TUN → UDP ([`Tx`]) and
-//! UDP → TUN ([`Rx`]).
+//! The udp backend's packet loop: TUN → UDP ([`Tx`]) and UDP → TUN ([`Rx`]).
 //!
-//! Each thread owns preallocated buffers, blocks in poll() on its fd plus a
-//! stop eventfd, and drains a bounded batch per wakeup. What a TUN write
-//! makes the kernel answer at once (a pod's TCP ACK, an echo reply) is
-//! already queued in the TUN when the write returns: the UDP → TUN thread
-//! sends it itself rather than waking the other thread, which saves a
-//! thread wakeup per round trip. [`Tx`] sits behind a mutex for that (taken
-//! once per batch, never contended for long), which also keeps each flow's
-//! packets in order. The decisions come from
-//! `forward.rs`; `tx.rs` and `rx.rs` move the bytes. The route table is read
-//! through an `ArcSwap`, so applying a snapshot never waits for the loop.
+//! By default two OS threads, one per direction. Each owns preallocated
+//! buffers, blocks in poll() on its fd plus a stop eventfd, and drains a
+//! bounded batch per wakeup. What a TUN write makes the kernel answer at once
+//! (a pod's TCP ACK, an echo reply) is already queued in the TUN when the
+//! write returns: the UDP → TUN thread sends it itself rather than waking the
+//! other thread, which saves a thread wakeup per round trip. [`Tx`] sits
+//! behind a mutex for that (taken once per batch, never contended for long),
+//! which also keeps each flow's packets in order.
+//!
+//! With `--busy-poll` (see [`busy_poll`](crate::busy_poll)) one thread does
+//! both directions and keeps polling until the window passed without a
+//! packet, then sleeps in poll() on both fds.
+//!
+//! The decisions come from `forward.rs`; `tx.rs` and `rx.rs` move the bytes.
+//! The route table is read through an `ArcSwap`, so applying a snapshot never
+//! waits for the loop.
 
 use std::fs::File;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::busy_poll::IdleClock;
 use crate::counters::Counters;
 use crate::forward::ForwardTable;
 use crate::rx::Rx;
@@ -52,37 +59,57 @@ pub struct LoopIo {
     /// Whether to send with `UDP_SEGMENT` / the socket has `UDP_GRO` on.
     pub gso: bool,
     pub gro: bool,
+    /// `--busy-poll`: zero sleeps whenever both fds are empty.
+    pub busy_poll: Duration,
 }
 
 /// The running threads; stopping joins them. Dropping stops too.
 pub struct Loops {
-    stop: Arc<EventFd>,
+    stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// How the threads are told to end: a flag a polling thread checks every
+/// round, and an eventfd that wakes a sleeping one.
+struct Stop {
+    flag: AtomicBool,
+    fd: EventFd,
+}
+
+impl Stop {
+    fn requested(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
 }
 
 impl Loops {
     pub fn start(io: LoopIo) -> io::Result<Loops> {
-        let stop = Arc::new(
-            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-                .map_err(io::Error::from)?,
-        );
+        let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(io::Error::from)?;
+        let stop = Arc::new(Stop {
+            flag: AtomicBool::new(false),
+            fd,
+        });
         let mut loops = Loops {
             stop: stop.clone(),
             threads: Vec::new(),
         };
         let tx = Arc::new(Mutex::new(Tx::new(io.framing, io.gso)));
+        if !io.busy_poll.is_zero() {
+            loops.spawn("kolach-busy-poll", move || busy_poll(&io, &tx, &stop))?;
+            return Ok(loops);
+        }
         let (io1, stop1, tx1) = (io.clone(), stop.clone(), tx.clone());
-        loops.threads.push(
-            std::thread::Builder::new()
-                .name("kolach-tun-to-udp".into())
-                .spawn(move || tun_to_udp(&io1, &tx1, &stop1))?,
-        );
-        loops.threads.push(
-            std::thread::Builder::new()
-                .name("kolach-udp-to-tun".into())
-                .spawn(move || udp_to_tun(&io, &tx, &stop))?,
-        );
+        loops.spawn("kolach-tun-to-udp", move || tun_to_udp(&io1, &tx1, &stop1))?;
+        loops.spawn("kolach-udp-to-tun", move || udp_to_tun(&io, &tx, &stop))?;
         Ok(loops)
+    }
+
+    /// Starts a thread; if that fails, dropping `self` stops the others.
+    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let t = std::thread::Builder::new().name(name.into()).spawn(f)?;
+        self.threads.push(t);
+        Ok(())
     }
 
     pub fn stop(mut self) {
@@ -93,7 +120,8 @@ impl Loops {
         if self.threads.is_empty() {
             return;
         }
-        if let Err(e) = self.stop.write(1) {
+        self.stop.flag.store(true, Ordering::Relaxed);
+        if let Err(e) = self.stop.fd.write(1) {
             tracing::error!(error = %e, "cannot signal the packet loop to stop");
         }
         for t in self.threads.drain(..) {
@@ -109,18 +137,30 @@ impl Drop for Loops {
 }
 
 /// Waits until `fd` is readable (true) or stop is signalled (false).
-fn wait_readable(fd: BorrowedFd<'_>, stop: &EventFd) -> bool {
+fn wait_readable(fd: BorrowedFd<'_>, stop: &Stop) -> bool {
+    wait_any(&[fd], stop)
+}
+
+/// Waits until one of `fds` is readable (true) or stop is signalled (false).
+fn wait_any(fds: &[BorrowedFd<'_>], stop: &Stop) -> bool {
     loop {
-        let mut fds = [
-            PollFd::new(fd, PollFlags::POLLIN),
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
+        // The stop fd first, then `fds` (one or two): no allocation.
+        debug_assert!((1..=2).contains(&fds.len()));
+        let mut polled: [PollFd<'_>; 3] = std::array::from_fn(|i| {
+            let fd = if i == 0 {
+                stop.fd.as_fd()
+            } else {
+                fds[(i - 1).min(fds.len() - 1)]
+            };
+            PollFd::new(fd, PollFlags::POLLIN)
+        });
+        let polled = &mut polled[..=fds.len()];
+        match poll(polled, PollTimeout::NONE) {
             Ok(_) => {
-                if fds[1].any().unwrap_or(false) {
+                if polled[0].any().unwrap_or(false) {
                     return false;
                 }
-                if fds[0].any().unwrap_or(false) {
+                if polled[1..].iter().any(|p| p.any().unwrap_or(false)) {
                     return true;
                 }
             }
@@ -152,13 +192,13 @@ impl ErrorLog {
     }
 }
 
-fn tun_to_udp(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
+fn tun_to_udp(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
     while wait_readable(io.tun.as_fd(), stop) {
         lock(tx).run_batch(io, BATCH);
     }
 }
 
-fn udp_to_tun(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
+fn udp_to_tun(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
     let mut rx = Rx::new(io.framing, io.gro, io.uso);
     while wait_readable(io.socket.as_fd(), stop) {
         if rx.run_batch(io, ROUNDS) > 0 {
@@ -167,6 +207,33 @@ fn udp_to_tun(io: &LoopIo, tx: &Mutex<Tx>, stop: &EventFd) {
             if let Ok(mut tx) = tx.try_lock() {
                 tx.run_batch(io, ANSWER_READS);
             }
+        }
+    }
+}
+
+/// Both directions in one thread that polls without sleeping while packets
+/// keep coming (none for `io.busy_poll` → sleep until either fd is readable).
+/// An empty round yields the CPU to anything else that wants to run.
+fn busy_poll(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
+    let mut rx = Rx::new(io.framing, io.gro, io.uso);
+    let mut tx = lock(tx);
+    let mut clock = IdleClock::new(io.busy_poll, Instant::now());
+    while !stop.requested() {
+        let mut moved = tx.run_batch(io, BATCH);
+        let got = rx.run_batch(io, ROUNDS);
+        if got > 0 {
+            moved += got + tx.run_batch(io, ANSWER_READS);
+        }
+        let now = Instant::now();
+        if moved > 0 {
+            clock.busy(now);
+        } else if clock.may_sleep(now) {
+            if !wait_any(&[io.tun.as_fd(), io.socket.as_fd()], stop) {
+                return;
+            }
+            clock.busy(Instant::now());
+        } else {
+            std::thread::yield_now();
         }
     }
 }
