@@ -207,6 +207,18 @@ impl Flow {
     }
 }
 
+/// The received packets a write carries, where they still lie whole in the
+/// caller's buffers (the coalescer rewrites only its own copy of the first
+/// header): every segment of a flow has the same header length.
+pub fn originals<'a>(w: &'a Write<'_>) -> impl Iterator<Item = Span> + 'a {
+    let hl = w.head.len() as u32;
+    w.parts.iter().map(move |p| Span {
+        buf: p.buf,
+        start: p.start - hl,
+        len: p.len + hl,
+    })
+}
+
 fn emit_alone(at: Span, emit: &mut dyn FnMut(Write<'_>)) {
     emit(Write {
         vnet: VnetHdr::default(),
@@ -330,4 +342,4 @@ impl Coalescer {
 
 #[cfg(test)]
 #[path = "coalesce_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -22,19 +22,19 @@ const PSH: u8 = 0x08;
 
 /// A TCP packet to build; `tcp_packet` fills both checksums.
 #[derive(Clone)]
-struct Tcp {
-    src: [u8; 4],
-    dst: [u8; 4],
-    ports: [u16; 2],
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-    opts: Vec<u8>,
-    payload: Vec<u8>,
+pub(crate) struct Tcp {
+    pub(crate) src: [u8; 4],
+    pub(crate) dst: [u8; 4],
+    pub(crate) ports: [u16; 2],
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) flags: u8,
+    pub(crate) window: u16,
+    pub(crate) opts: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
 }
 
-fn tcp_packet(t: &Tcp) -> Vec<u8> {
+pub(crate) fn tcp_packet(t: &Tcp) -> Vec<u8> {
     let thl = 20 + t.opts.len();
     let mut seg = vec![0u8; thl];
     seg[0..2].copy_from_slice(&t.ports[0].to_be_bytes());
@@ -52,7 +52,7 @@ fn tcp_packet(t: &Tcp) -> Vec<u8> {
 }
 
 /// A UDP datagram with its checksum filled (a computed 0 is sent as 0xffff).
-fn udp_packet(src: [u8; 4], dst: [u8; 4], ports: [u16; 2], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp_packet(src: [u8; 4], dst: [u8; 4], ports: [u16; 2], payload: &[u8]) -> Vec<u8> {
     let mut d = vec![0u8; 8];
     d[0..2].copy_from_slice(&ports[0].to_be_bytes());
     d[2..4].copy_from_slice(&ports[1].to_be_bytes());

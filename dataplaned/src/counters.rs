@@ -85,6 +85,9 @@ pub struct Counters {
     /// datagram per message since; the status says so. Not carried over a
     /// hot upgrade: the next image finds out for itself.
     gso_refused: std::sync::atomic::AtomicBool,
+    /// Likewise for a coalesced UDP write to the TUN (EINVAL): datagrams are
+    /// written one by one since.
+    uso_refused: std::sync::atomic::AtomicBool,
 }
 
 fn add(c: &AtomicU64, bytes: &AtomicU64, len: usize) {
@@ -116,6 +119,12 @@ impl Counters {
     }
     pub fn gso_refused(&self) -> bool {
         self.gso_refused.load(Relaxed)
+    }
+    pub fn refuse_uso(&self) {
+        self.uso_refused.store(true, Relaxed);
+    }
+    pub fn uso_refused(&self) -> bool {
+        self.uso_refused.load(Relaxed)
     }
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason.index()].load(Relaxed)

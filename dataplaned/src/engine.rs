@@ -348,13 +348,13 @@ impl Engine {
         }
     }
 
-    /// The mode as it runs now: GSO may have been refused since the apply.
+    /// The mode as it runs now: GSO or USO may have been refused since the
+    /// apply.
     fn mode(&self, a: &Applied) -> String {
         match a.features {
-            Some(mut f) => {
-                f.udp_gso &= !self.counters.gso_refused();
-                f.to_string()
-            }
+            Some(f) => f
+                .without_refused(self.counters.gso_refused(), self.counters.uso_refused())
+                .to_string(),
             None => a.mode.clone(),
         }
     }

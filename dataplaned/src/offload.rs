@@ -43,6 +43,16 @@ impl Features {
     pub fn any(&self) -> bool {
         self.tun_tso || self.tun_uso || self.udp_gso || self.udp_gro
     }
+
+    /// What still runs after the kernel refused GSO sends or coalesced UDP
+    /// TUN writes at run time (the loop stopped using them).
+    pub fn without_refused(self, gso_refused: bool, uso_refused: bool) -> Features {
+        Features {
+            udp_gso: self.udp_gso && !gso_refused,
+            tun_uso: self.tun_uso && !uso_refused,
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for Features {
@@ -155,6 +165,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(some.to_string(), "offload (udp-gro)");
+    }
+
+    #[test]
+    fn refusals_at_run_time_leave_the_mode() {
+        let all = Features {
+            tun_tso: true,
+            tun_uso: true,
+            udp_gso: true,
+            udp_gro: true,
+            busy_poll: std::time::Duration::ZERO,
+        };
+        assert_eq!(all.without_refused(false, false), all);
+        assert_eq!(
+            all.without_refused(true, false).to_string(),
+            "offload (tun-tso, tun-uso, udp-gro)"
+        );
+        assert_eq!(
+            all.without_refused(false, true).to_string(),
+            "offload (tun-tso, udp-gso, udp-gro)"
+        );
+        let none = Features::default();
+        assert_eq!(none.without_refused(true, true), none);
     }
 
     #[test]

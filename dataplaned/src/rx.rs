@@ -7,7 +7,14 @@
 //!
 //! Payload is never copied in userspace: the TUN writes are `writev`s over
 //! the receive buffers. Every buffer is allocated once.
+//!
+//! A coalesced write the kernel refuses (EINVAL: a kernel that cannot split
+//! it, e.g. one judged by its release to take UDP super-packets that does
+//! not) is written again packet by packet, from the received packets that
+//! are still intact in the buffers; a refused UDP one also stops UDP
+//! coalescing for good, and the status stops saying `tun-uso`.
 
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::coalesce::{Coalescer, Span, Write};
@@ -39,6 +46,19 @@ pub struct Rx {
     written: Tally,
     recv_err: ErrorLog,
     write_err: ErrorLog,
+    /// The kernel refused a coalesced UDP write since the last batch ended.
+    uso_refused: bool,
+}
+
+/// Where accepted packets are written: the TUN (a fake in unit tests).
+pub(crate) trait TunWrite {
+    fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize>;
+}
+
+impl TunWrite for BorrowedFd<'_> {
+    fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
+        mmsg::writev(*self, iov)
+    }
 }
 
 impl Rx {
@@ -61,6 +81,7 @@ impl Rx {
             written: Tally::default(),
             recv_err: ErrorLog::new("UDP receive failed"),
             write_err: ErrorLog::new("TUN write failed"),
+            uso_refused: false,
         };
         rx.point();
         rx
@@ -83,7 +104,7 @@ impl Rx {
                     break;
                 }
             };
-            self.deliver(io.tun.as_fd(), &table, n);
+            self.deliver(&mut io.tun.as_fd(), &table, n);
             got += n;
             if n < self.hdrs.len() {
                 break;
@@ -91,6 +112,10 @@ impl Rx {
         }
         io.counters.add(&mut self.tally);
         io.counters.add(&mut self.written);
+        if std::mem::take(&mut self.uso_refused) && !io.counters.uso_refused() {
+            io.counters.refuse_uso();
+            tracing::warn!("the kernel refuses coalesced UDP writes to the TUN; writing one datagram per packet from now on");
+        }
         got
     }
 
@@ -124,7 +149,7 @@ impl Rx {
     }
 
     /// Checks and writes the datagrams of the first `n` messages.
-    fn deliver(&mut self, tun: BorrowedFd<'_>, table: &ForwardTable, n: usize) {
+    fn deliver(&mut self, tun: &mut impl TunWrite, table: &ForwardTable, n: usize) {
         let Rx {
             framing,
             slots,
@@ -135,8 +160,10 @@ impl Rx {
             tally,
             written,
             write_err,
+            uso_refused,
             ..
         } = self;
+        let mut refused_udp = false;
         let framing = *framing;
         let vnet_len = match framing {
             Framing::Offload => vnet::LEN,
@@ -155,8 +182,28 @@ impl Rx {
                 let b = &slots[p.buf as usize][p.start as usize..(p.start + p.len) as usize];
                 wiov.push(mmsg::iovec(b));
             }
-            match mmsg::writev(tun, wiov) {
+            match tun.writev(wiov) {
                 Ok(len) => written.tun_tx(len - vnet_len),
+                Err(e) if w.segments > 1 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    refused_udp |= w.vnet.gso_type == vnet::GSO_UDP_L4;
+                    let plain = vnet::VnetHdr::default().encode();
+                    for p in coalesce::originals(&w) {
+                        wiov.clear();
+                        if framing == Framing::Offload {
+                            wiov.push(mmsg::iovec(&plain));
+                        }
+                        let b =
+                            &slots[p.buf as usize][p.start as usize..(p.start + p.len) as usize];
+                        wiov.push(mmsg::iovec(b));
+                        match tun.writev(wiov) {
+                            Ok(len) => written.tun_tx(len - vnet_len),
+                            Err(e) => {
+                                write_err.note(&e);
+                                written.drop(DropReason::IoError, 1);
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     write_err.note(&e);
                     written.drop(DropReason::IoError, w.segments);
@@ -206,5 +253,13 @@ impl Rx {
             }
         }
         coalescer.flush(&mut emit);
+        if refused_udp {
+            *coalescer = Coalescer::tcp_only();
+            *uso_refused = true;
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "rx_tests.rs"]
+mod tests;

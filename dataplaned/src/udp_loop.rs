@@ -146,14 +146,11 @@ fn wait_any(fds: &[BorrowedFd<'_>], stop: &Stop) -> bool {
     loop {
         // The stop fd first, then `fds` (one or two): no allocation.
         debug_assert!((1..=2).contains(&fds.len()));
-        let mut polled: [PollFd<'_>; 3] = std::array::from_fn(|i| {
-            let fd = if i == 0 {
-                stop.fd.as_fd()
-            } else {
-                fds[(i - 1).min(fds.len() - 1)]
-            };
-            PollFd::new(fd, PollFlags::POLLIN)
-        });
+        let on_stop = || PollFd::new(stop.fd.as_fd(), PollFlags::POLLIN);
+        let mut polled = [on_stop(), on_stop(), on_stop()];
+        for (p, fd) in polled[1..].iter_mut().zip(fds) {
+            *p = PollFd::new(*fd, PollFlags::POLLIN);
+        }
         let polled = &mut polled[..=fds.len()];
         match poll(polled, PollTimeout::NONE) {
             Ok(_) => {
