@@ -127,25 +127,27 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
 
+    const ALL: Features = Features {
+        tun_tso: true,
+        tun_uso: true,
+        udp_gso: true,
+        udp_gro: true,
+        busy_poll: Duration::ZERO,
+    };
+
     #[test]
     fn display_names_what_runs() {
         assert_eq!(
             Features::default().to_string(),
             "batch (sendmmsg, recvmmsg)"
         );
-        let all = Features {
-            tun_tso: true,
-            tun_uso: true,
-            udp_gso: true,
-            udp_gro: true,
-            busy_poll: std::time::Duration::ZERO,
-        };
+        let all = ALL;
         assert_eq!(
             all.to_string(),
             "offload (tun-tso, tun-uso, udp-gso, udp-gro)"
         );
         let busy = Features {
-            busy_poll: std::time::Duration::from_millis(20),
+            busy_poll: Duration::from_millis(20),
             ..all
         };
         assert_eq!(
@@ -153,7 +155,7 @@ mod tests {
             "offload (tun-tso, tun-uso, udp-gso, udp-gro), busy-poll 20ms"
         );
         let plain_busy = Features {
-            busy_poll: std::time::Duration::from_micros(500),
+            busy_poll: Duration::from_micros(500),
             ..Default::default()
         };
         assert_eq!(
@@ -169,13 +171,7 @@ mod tests {
 
     #[test]
     fn refusals_at_run_time_leave_the_mode() {
-        let all = Features {
-            tun_tso: true,
-            tun_uso: true,
-            udp_gso: true,
-            udp_gro: true,
-            busy_poll: std::time::Duration::ZERO,
-        };
+        let all = ALL;
         assert_eq!(all.without_refused(false, false), all);
         assert_eq!(
             all.without_refused(true, false).to_string(),
