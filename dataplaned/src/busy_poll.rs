@@ -4,9 +4,9 @@
 //! socket are empty, and every packet that arrives after a quiet moment pays
 //! for waking a thread, often on an idle CPU that must be woken first (tens
 //! of microseconds on a virtual machine whose halted vCPUs are not polled).
-//! With a busy-poll window the loop is one thread per host that keeps trying
-//! both fds without sleeping until the window passed without a packet, so a
-//! packet that arrives meanwhile is picked up at once. This is the trade
+//! With a busy-poll window the loop's one thread keeps trying both fds
+//! without sleeping until the window passed without a packet, so a packet
+//! that arrives meanwhile is picked up at once. This is the trade
 //! DPDK, VPP and the kernel's own `SO_BUSY_POLL` make: while traffic flows
 //! (any packet within the window) the thread uses a CPU, yielding it to
 //! whatever else wants to run; after the window it sleeps as before.

@@ -66,6 +66,7 @@ pub async fn run(
         Engine::new(cfg.run_dir.clone(), cfg.tun.clone(), kernel)
             .with_offload(cfg.offload)
             .with_busy_poll(cfg.busy_poll)
+            .with_loop_threads(cfg.loop_threads)
             .resuming(&carried, fds),
     );
     let socket = cfg.socket();

@@ -96,6 +96,12 @@ impl Engine {
         self
     }
 
+    /// The udp backend's packet-loop threads (`--loop-threads`: 1 or 2).
+    pub fn with_loop_threads(mut self, threads: u8) -> Self {
+        self.udp.threads = threads;
+        self
+    }
+
     /// Continues where a previous image of this process left off (hot
     /// upgrade), or takes the fds systemd kept: counters, start time, upgrade
     /// count, and the fds the udp backend will adopt.

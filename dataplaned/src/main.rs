@@ -1,12 +1,11 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use kolach_dataplaned::inherit::{self, Start};
 use kolach_dataplaned::{cleanup, handoff, hint, notify, observability, run, signals, Config};
 
 fn main() -> ExitCode {
     signals::ignore_hangup_for_now();
-    let cfg = Config::parse();
+    let cfg = Config::parse_checked();
     if cfg.upgrade_check {
         println!("{}", handoff::check_line(env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;

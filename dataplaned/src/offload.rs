@@ -37,6 +37,8 @@ pub struct Features {
     pub udp_gso: bool,
     pub udp_gro: bool,
     pub busy_poll: Duration,
+    /// Packet-loop threads (1 or 2; 0 in a default value means 1).
+    pub threads: u8,
 }
 
 impl Features {
@@ -58,11 +60,15 @@ impl Features {
 impl fmt::Display for Features {
     /// `offload (tun-tso, tun-uso, udp-gso, udp-gro)` with what is on, or
     /// `batch (sendmmsg, recvmmsg)` when nothing is; `, busy-poll 20ms`
-    /// after either with `--busy-poll 20ms`.
+    /// after either with `--busy-poll 20ms`, `, 2 loop threads` with
+    /// `--loop-threads 2`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_io(f)?;
         if !self.busy_poll.is_zero() {
             write!(f, ", busy-poll {}", Window(self.busy_poll))?;
+        }
+        if self.threads > 1 {
+            write!(f, ", {} loop threads", self.threads)?;
         }
         Ok(())
     }
@@ -133,6 +139,7 @@ mod tests {
         udp_gso: true,
         udp_gro: true,
         busy_poll: Duration::ZERO,
+        threads: 1,
     };
 
     #[test]
@@ -161,6 +168,11 @@ mod tests {
         assert_eq!(
             plain_busy.to_string(),
             "batch (sendmmsg, recvmmsg), busy-poll 500us"
+        );
+        let two = Features { threads: 2, ..all };
+        assert_eq!(
+            two.to_string(),
+            "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 loop threads"
         );
         let some = Features {
             udp_gro: true,

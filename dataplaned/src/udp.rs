@@ -74,12 +74,24 @@ struct Tun {
 }
 
 /// How the udp backend runs, from the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     /// `--offload`.
     pub offload: Offload,
     /// `--busy-poll`; zero is off.
     pub busy_poll: Duration,
+    /// `--loop-threads`: 1, or 2 (one per direction; not with busy-poll).
+    pub threads: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            offload: Offload::default(),
+            busy_poll: Duration::ZERO,
+            threads: 1,
+        }
+    }
 }
 
 pub struct UdpBackend {
@@ -261,6 +273,7 @@ impl UdpBackend {
             udp_gso: b.gso,
             udp_gro: b.gro,
             busy_poll: self.options.busy_poll,
+            threads: self.options.threads,
         })
     }
 
@@ -276,6 +289,7 @@ impl UdpBackend {
             gso: b.gso,
             gro: b.gro,
             busy_poll: self.options.busy_poll,
+            threads: self.options.threads,
         })
     }
 

@@ -1,9 +1,14 @@
-//! `--busy-poll` on the udp backend (issue 5's round-trip time): with
-//! `KOLACH_BUSY_POLL=30ms` each host's packet loop is one thread that keeps
-//! polling while packets come and sleeps once 30 ms passed without one.
+//! The udp backend's packet-loop modes.
 //!
+//! By default one thread (`kolach-udp-loop`) moves both directions;
+//! `KOLACH_LOOP_THREADS=2` gives one thread per direction: hosts of either
+//! kind ping each other, carry iperf3 both ways and hot-upgrade under a ping
+//! without losing a probe.
+//!
+//! With `KOLACH_BUSY_POLL=30ms` (issue 5's round-trip time) the one thread
+//! keeps polling while packets come and sleeps once 30 ms passed without one:
 //! - the status says so (`..., busy-poll 30ms`) and the loop is the one
-//!   `kolach-busy-poll` thread;
+//!   `kolach-udp-loop` thread;
 //! - idle, that thread uses (almost) no CPU; under a 100 pps ping it polls
 //!   (a large share of a CPU) and every probe is answered; after the traffic
 //!   it sleeps again;
@@ -22,11 +27,15 @@ use kolach_tests::upgrade::Trigger;
 use kolach_tests::{run, Lab};
 
 const WINDOW: &str = "30ms";
+const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
 const MODE: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro), busy-poll 30ms";
-/// The loop thread's name as /proc shows it (15 characters).
-const THREAD: &str = "kolach-busy-pol";
-/// Every packet-loop thread name there is (the default loop's two threads).
-const LOOP_THREADS: [&str; 3] = [THREAD, "kolach-tun-to-u", "kolach-udp-to-t"];
+const TWO_THREADS_MODE: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 loop threads";
+/// The one loop thread's name as /proc shows it (15 characters at most).
+const THREAD: &str = "kolach-udp-loop";
+/// `--loop-threads 2`'s threads (names cut to 15 characters by the kernel).
+const TWO_THREADS: [&str; 2] = ["kolach-tun-to-u", "kolach-udp-to-t"];
+/// Every packet-loop thread name there is.
+const LOOP_THREADS: [&str; 3] = [THREAD, TWO_THREADS[0], TWO_THREADS[1]];
 /// A sleeping loop: at most this share of one CPU over a quiet second
 /// (stray IPv6 packets of the pods may wake it for a window or two).
 const IDLE_MAX: f64 = 0.05;
@@ -38,7 +47,11 @@ const POLLING_MIN: f64 = 0.10;
 #[test]
 fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
     run("busypoll", |lab| {
-        start(lab)?;
+        let busy: &[(&str, &str)] = &[("KOLACH_BUSY_POLL", WINDOW)];
+        start(lab, &[busy, busy])?;
+        for n in [1, 2] {
+            wait_mode(lab, n, MODE)?;
+        }
         for n in [1, 2] {
             let threads = loop_threads(lab, n)?;
             ensure!(
@@ -88,22 +101,7 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
         }
 
         for (client, server) in [(1u8, 2u8), (2, 1)] {
-            let (srv, cli) = (lab.pod(server), lab.pod(client));
-            let r = Iperf::start_with(&srv.ns, &cli.ns, srv.ip, 3, &lab.dir, &[])?.finish()?;
-            ensure!(
-                r.error.is_none(),
-                "iperf3 pod{client} → pod{server}: {:?}",
-                r.error
-            );
-            ensure!(
-                r.received_bytes > 0,
-                "iperf3 moved nothing: {}",
-                r.describe()
-            );
-            eprintln!(
-                "busy-poll: iperf3 pod{client} → pod{server}: {}",
-                r.describe()
-            );
+            iperf(lab, client, server)?;
         }
 
         let ping = pod_ping(lab, "upgrade", Duration::from_millis(5), 400)?;
@@ -134,16 +132,55 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
     });
 }
 
-/// Two hosts with `KOLACH_BUSY_POLL`, pods, routes; both say the mode.
-fn start(lab: &mut Lab) -> Result<()> {
+#[test]
+fn one_thread_by_default_and_two_on_request_interoperate() {
+    run("looptwo", |lab| {
+        start(lab, &[&[], &[("KOLACH_LOOP_THREADS", "2")]])?;
+        wait_mode(lab, 1, OFFLOAD)?;
+        wait_mode(lab, 2, TWO_THREADS_MODE)?;
+        let one = loop_threads(lab, 1)?;
+        ensure!(one == [THREAD], "host1 (default): loop threads {one:?}");
+        let two = loop_threads(lab, 2)?;
+        ensure!(
+            two == TWO_THREADS,
+            "host2 (--loop-threads 2): loop threads {two:?}"
+        );
+        for (client, server) in [(1u8, 2u8), (2, 1)] {
+            iperf(lab, client, server)?;
+        }
+        let ping = pod_ping(lab, "upgrade", Duration::from_millis(5), 300)?;
+        std::thread::sleep(Duration::from_millis(300));
+        for n in [2, 1] {
+            let u = lab.hot_upgrade(n, Trigger::Rpc)?;
+            eprintln!(
+                "loop threads: host{n} hot upgrade, loop paused {:?}",
+                u.pause
+            );
+        }
+        let r = ping.finish(Duration::from_secs(3))?;
+        ensure!(
+            r.lost() == 0,
+            "200 pps ping across hot upgrades: {}",
+            r.describe()
+        );
+        let two = loop_threads(lab, 2)?;
+        ensure!(two == TWO_THREADS, "host2 after its upgrade: {two:?}");
+        Ok(())
+    });
+}
+
+/// Hosts with the given dataplane environments, pods, routes, all pairs ping.
+fn start(lab: &mut Lab, envs: &[&[(&str, &str)]]) -> Result<()> {
     lab.start_etcd()?;
     lab.put_config(NETWORK_CONFIG)?;
-    for _ in 0..2 {
+    for env in envs {
         let n = lab.add_host()?;
-        lab.host_mut(n)
-            .dataplaned
-            .env
-            .push(("KOLACH_BUSY_POLL".into(), WINDOW.into()));
+        for (k, v) in env.iter() {
+            lab.host_mut(n)
+                .dataplaned
+                .env
+                .push((k.to_string(), v.to_string()));
+        }
         lab.start_host(n)?;
     }
     for n in lab.host_ids() {
@@ -151,20 +188,40 @@ fn start(lab: &mut Lab) -> Result<()> {
         lab.add_pod(n)?;
     }
     lab.wait_converged(CONVERGE_WITHIN)?;
-    for n in [1, 2] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let mode = lab.dp_status(n)?.mode;
-            if mode == MODE {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!("host{n}: dataplane mode {mode:?}, expected {MODE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
     lab.assert_all_pairs_ping(2)
+}
+
+/// Polls host `n`'s dataplane status until its mode is `want` (5 s).
+fn wait_mode(lab: &Lab, n: u8, want: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mode = lab.dp_status(n)?.mode;
+        if mode == want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("host{n}: dataplane mode {mode:?}, expected {want:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// An iperf3 TCP flow of 3 s from pod `client` to pod `server` that completes.
+fn iperf(lab: &Lab, client: u8, server: u8) -> Result<()> {
+    let (srv, cli) = (lab.pod(server), lab.pod(client));
+    let r = Iperf::start_with(&srv.ns, &cli.ns, srv.ip, 3, &lab.dir, &[])?.finish()?;
+    ensure!(
+        r.error.is_none(),
+        "iperf3 pod{client} → pod{server}: {:?}",
+        r.error
+    );
+    ensure!(
+        r.received_bytes > 0,
+        "iperf3 moved nothing: {}",
+        r.describe()
+    );
+    eprintln!("iperf3 pod{client} → pod{server}: {}", r.describe());
+    Ok(())
 }
 
 /// pod1 pings pod2 in the background (output in `ping-<name>.txt`).
