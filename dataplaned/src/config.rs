@@ -87,6 +87,15 @@ impl Config {
         Ok(())
     }
 
+    /// The udp backend's flags.
+    pub fn udp_options(&self) -> crate::udp::Options {
+        crate::udp::Options {
+            offload: self.offload,
+            busy_poll: self.busy_poll,
+            threads: self.loop_threads,
+        }
+    }
+
     /// `<run-dir>/dataplaned.sock`.
     pub fn socket(&self) -> PathBuf {
         self.run_dir.join(kolach_proto::DATAPLANED_SOCKET)

@@ -64,9 +64,7 @@ pub async fn run(
     let kernel: Arc<dyn Kernel> = Arc::new(RtNetlink::connect()?);
     let engine = Arc::new(
         Engine::new(cfg.run_dir.clone(), cfg.tun.clone(), kernel)
-            .with_offload(cfg.offload)
-            .with_busy_poll(cfg.busy_poll)
-            .with_loop_threads(cfg.loop_threads)
+            .with_udp(cfg.udp_options())
             .resuming(&carried, fds),
     );
     let socket = cfg.socket();

@@ -7,7 +7,7 @@
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use kolach_proto::dataplane as pb;
@@ -17,7 +17,7 @@ use crate::backend::Backend;
 use crate::counters::Counters;
 use crate::inherit::{Carried, Inherited};
 use crate::netlink::Kernel;
-use crate::offload::{Features, Offload};
+use crate::offload::Features;
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
 use crate::store;
 use crate::udp;
@@ -84,21 +84,9 @@ impl Engine {
         }
     }
 
-    /// Whether the udp backend may use the kernel's offloads (`--offload`).
-    pub fn with_offload(mut self, offload: Offload) -> Self {
-        self.udp.offload = offload;
-        self
-    }
-
-    /// The udp backend's busy-poll window (`--busy-poll`; zero is off).
-    pub fn with_busy_poll(mut self, window: Duration) -> Self {
-        self.udp.busy_poll = window;
-        self
-    }
-
-    /// The udp backend's packet-loop threads (`--loop-threads`: 1 or 2).
-    pub fn with_loop_threads(mut self, threads: u8) -> Self {
-        self.udp.threads = threads;
+    /// How the udp backend runs (`--offload`, `--busy-poll`, `--loop-threads`).
+    pub fn with_udp(mut self, udp: udp::Options) -> Self {
+        self.udp = udp;
         self
     }
 

@@ -12,6 +12,7 @@ use kolach_dataplaned::inherit::{Carried, Inherited};
 use kolach_dataplaned::netlink::{Kernel, RtNetlink};
 use kolach_dataplaned::offload::Offload;
 use kolach_dataplaned::tun::{self, Framing};
+use kolach_dataplaned::udp::Options;
 
 fn underlay(ns: &Netns, ip: &str) {
     // No dummy module on every kernel; a veth pair with one end unused will do.
@@ -230,7 +231,11 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
         let d = dir.0.clone();
         rt.run(async move {
             let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
-            Arc::new(Engine::new(d, "kolach0".into(), k).with_offload(offload))
+            let udp = Options {
+                offload,
+                ..Options::default()
+            };
+            Arc::new(Engine::new(d, "kolach0".into(), k).with_udp(udp))
         })
     };
 

@@ -78,6 +78,47 @@ pub fn parse(json: &str) -> Result<IperfResult> {
     })
 }
 
+/// Starts a one-shot `iperf3 -s -1` on [`PORT`] in `ns` (output to `out`)
+/// and waits until it listens.
+pub fn start_server(ns: &str, out: &Path) -> Result<Background> {
+    let server = Background::spawn(ns, "iperf3", &["-s", "-1", "-p", PORT], out)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let filter = format!(":{PORT}");
+    loop {
+        let ss = netns::exec(
+            ns,
+            "ss",
+            &["-Hltn", "sport", "=", &filter],
+            Duration::from_secs(5),
+        )?;
+        if !ss.stdout.trim().is_empty() {
+            return Ok(server);
+        }
+        if Instant::now() >= deadline {
+            bail!("iperf3 server in {ns} not listening after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `iperf3` client arguments: to `to` on [`PORT`] for `secs` seconds, JSON
+/// report, then `extra`.
+pub fn client_args<'a>(to: &'a str, secs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "-c",
+        to,
+        "-p",
+        PORT,
+        "-t",
+        secs,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 impl Iperf {
     /// `iperf3 -s -1` in `server_ns`, then `iperf3 -c to -t seconds -J` in
     /// `client_ns`; outputs under `dir`.
@@ -100,42 +141,9 @@ impl Iperf {
         dir: &Path,
         extra: &[&str],
     ) -> Result<Iperf> {
-        let server = Background::spawn(
-            server_ns,
-            "iperf3",
-            &["-s", "-1", "-p", PORT],
-            &dir.join("iperf3-server.txt"),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let out = netns::exec(
-                server_ns,
-                "ss",
-                &["-Hltn", "sport", "=", &format!(":{PORT}")],
-                Duration::from_secs(5),
-            )?;
-            if !out.stdout.trim().is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!("iperf3 server not listening after 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let secs = seconds.to_string();
-        let to = to.to_string();
-        let mut args = vec![
-            "-c",
-            &to,
-            "-p",
-            PORT,
-            "-t",
-            &secs,
-            "-J",
-            "--connect-timeout",
-            "3000",
-        ];
-        args.extend_from_slice(extra);
+        let server = start_server(server_ns, &dir.join("iperf3-server.txt"))?;
+        let (secs, to) = (seconds.to_string(), to.to_string());
+        let args = client_args(&to, &secs, extra);
         let client =
             Background::spawn(client_ns, "iperf3", &args, &dir.join("iperf3-client.json"))?;
         Ok(Iperf {

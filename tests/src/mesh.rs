@@ -66,6 +66,22 @@ impl Lab {
         self.block_on(async move { query::dataplane_status(&sock).await })
     }
 
+    /// Polls host `n`'s dataplane status until its mode (e.g. `offload
+    /// (tun-tso, ...)`) is `want`; fails after 5 s naming the mode it has.
+    pub fn wait_dp_mode(&self, n: u8, want: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mode = self.dp_status(n)?.mode;
+            if mode == want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("host{n}: dataplane mode {mode:?}, expected {want:?}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     pub fn dp_routes(&self, n: u8) -> Result<Vec<RouteEntry>> {
         let sock = self.host(n).dataplaned_socket();
         let reply = self.block_on(async move { query::dataplane_routes(&sock).await })?;

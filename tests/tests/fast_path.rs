@@ -36,7 +36,7 @@ fn tcp_over_the_fast_path_is_flannel_wire_format_on_the_wire() {
     run("fastwire", |lab| {
         lab.mesh(2)?;
         for n in [1, 2] {
-            wait_mode(lab, n, OFFLOAD_MODE)?;
+            lab.wait_dp_mode(n, OFFLOAD_MODE)?;
         }
         let mtu = lab.host(1).subnet_env().context("host1 subnet.env")?.mtu;
         let status_mtu = lab.dp_status(1)?.mtu;
@@ -127,9 +127,9 @@ fn offload_off_and_mixed_hosts_interoperate() {
             lab.add_pod(n)?;
         }
         lab.wait_converged(CONVERGE_WITHIN)?;
-        wait_mode(lab, 1, OFFLOAD_MODE)?;
-        wait_mode(lab, 2, OFFLOAD_MODE)?;
-        wait_mode(lab, 3, BATCH_MODE)?;
+        lab.wait_dp_mode(1, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(2, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(3, BATCH_MODE)?;
 
         lab.assert_all_pairs_ping(3)?;
 
@@ -166,7 +166,7 @@ fn offload_off_and_mixed_hosts_interoperate() {
 fn gso_sends_the_kernel_refuses_go_out_one_by_one() {
     run("fastnogso", |lab| {
         lab.mesh(2)?;
-        wait_mode(lab, 1, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(1, OFFLOAD_MODE)?;
         let ns = lab.host(1).ns.clone();
         netns::ip(&ns, &["link", "set", "dev", topology::ETH, "mtu", "1400"])?;
         let before = lab.dp_status(1)?;
@@ -202,7 +202,7 @@ fn udp_datagrams_of_a_flow_are_coalesced_and_arrive_intact() {
     const LEN: usize = 1000;
     run("fastudp", |lab| {
         lab.mesh(2)?;
-        wait_mode(lab, 2, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(2, OFFLOAD_MODE)?;
         let to = SocketAddrV4::new(lab.pod(2).ip, 7000);
         let rx = traffic::udp_bind_in(&lab.pod(2).ns, to)?;
         // Room for a whole burst in the pod's socket.
@@ -277,7 +277,7 @@ fn udp_datagrams_of_a_flow_are_coalesced_and_arrive_intact() {
 fn super_packets_of_a_small_mss_are_cut_whole() {
     run("fastmss", |lab| {
         lab.mesh(2)?;
-        wait_mode(lab, 1, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(1, OFFLOAD_MODE)?;
         let errors_before = tcp_csum_errors(&lab.pod(2).ns)?;
         let before = lab.dp_status(1)?;
         let r = tcp_flow(lab, 1, 2, &["-M", "536"])?;
@@ -310,21 +310,6 @@ fn tcp_csum_errors(ns: &str) -> Result<u64> {
         .find(|(n, _)| *n == "InCsumErrors")
         .and_then(|(_, v)| v.parse().ok())
         .context("no Tcp InCsumErrors")
-}
-
-/// Polls host `n`'s dataplane status until its mode is `want` (5 s).
-fn wait_mode(lab: &Lab, n: u8, want: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mode = lab.dp_status(n)?.mode;
-        if mode == want {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("host{n}: dataplane mode {mode:?}, expected {want:?}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// An iperf3 TCP flow of SECONDS from pod `client` to pod `server`.

@@ -50,7 +50,7 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
         let busy: &[(&str, &str)] = &[("KOLACH_BUSY_POLL", WINDOW)];
         start(lab, &[busy, busy])?;
         for n in [1, 2] {
-            wait_mode(lab, n, MODE)?;
+            lab.wait_dp_mode(n, MODE)?;
         }
         for n in [1, 2] {
             let threads = loop_threads(lab, n)?;
@@ -136,8 +136,8 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
 fn one_thread_by_default_and_two_on_request_interoperate() {
     run("looptwo", |lab| {
         start(lab, &[&[], &[("KOLACH_LOOP_THREADS", "2")]])?;
-        wait_mode(lab, 1, OFFLOAD)?;
-        wait_mode(lab, 2, TWO_THREADS_MODE)?;
+        lab.wait_dp_mode(1, OFFLOAD)?;
+        lab.wait_dp_mode(2, TWO_THREADS_MODE)?;
         let one = loop_threads(lab, 1)?;
         ensure!(one == [THREAD], "host1 (default): loop threads {one:?}");
         let two = loop_threads(lab, 2)?;
@@ -189,21 +189,6 @@ fn start(lab: &mut Lab, envs: &[&[(&str, &str)]]) -> Result<()> {
     }
     lab.wait_converged(CONVERGE_WITHIN)?;
     lab.assert_all_pairs_ping(2)
-}
-
-/// Polls host `n`'s dataplane status until its mode is `want` (5 s).
-fn wait_mode(lab: &Lab, n: u8, want: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mode = lab.dp_status(n)?.mode;
-        if mode == want {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("host{n}: dataplane mode {mode:?}, expected {want:?}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// An iperf3 TCP flow of 3 s from pod `client` to pod `server` that completes.

@@ -9,15 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::background::Background;
 use crate::bench::parse::{self, TcpReport, UdpReport};
 use crate::bench::procfs;
 use crate::bench::stats::percentile;
 use crate::bench::target::Target;
-use crate::netns;
 use crate::traffic::parse_ping;
+use crate::{iperf, netns};
 
-const PORT: &str = "5201";
 /// UDP payload of the small-packet run.
 pub const UDP_PAYLOAD: &str = "64";
 
@@ -122,46 +120,13 @@ pub fn ping(t: &Target, count: u32, interval: f64) -> Result<PingSample> {
     })
 }
 
-/// Starts `iperf3 -s -1` in the server namespace and waits until it listens.
-fn server(t: &Target, tag: &str) -> Result<Background> {
-    let out = t.lab.dir.join(format!("iperf3-server-{tag}.txt"));
-    let srv = Background::spawn(&t.server_ns, "iperf3", &["-s", "-1", "-p", PORT], &out)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let filter = format!(":{PORT}");
-    loop {
-        let ss = netns::exec(
-            &t.server_ns,
-            "ss",
-            &["-Hltn", "sport", "=", &filter],
-            Duration::from_secs(5),
-        )?;
-        if !ss.stdout.trim().is_empty() {
-            return Ok(srv);
-        }
-        if Instant::now() >= deadline {
-            bail!("iperf3 server in {} not listening after 5 s", t.server_ns);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Runs an iperf3 client with `extra` arguments against a fresh server;
 /// returns its JSON report.
 fn client(t: &Target, tag: &str, seconds: u32, extra: &[&str]) -> Result<String> {
-    let mut srv = server(t, tag)?;
+    let log = t.lab.dir.join(format!("iperf3-server-{tag}.txt"));
+    let mut srv = iperf::start_server(&t.server_ns, &log)?;
     let (ip, secs) = (t.server_ip.to_string(), seconds.to_string());
-    let mut args = vec![
-        "-c",
-        &ip,
-        "-p",
-        PORT,
-        "-t",
-        &secs,
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ];
-    args.extend_from_slice(extra);
+    let args = iperf::client_args(&ip, &secs, extra);
     let limit = Duration::from_secs(u64::from(seconds) + 20);
     let out = netns::exec(&t.client_ns, "iperf3", &args, limit);
     // A one-shot server ends with its test; one left behind (a client that
