@@ -282,7 +282,8 @@ impl Controller {
                 } else {
                     error!("{msg} (waiting for a valid config)");
                 }
-                self.warn_event(msg.clone());
+                // The status shows it as the config's state (not among the
+                // recent warnings, where it would outlive the fix).
                 self.config_error = Some(msg);
             }
             Ok(p) => {
