@@ -75,7 +75,9 @@ async fn invalid_config_changes_nothing_and_a_valid_change_applies_live() {
     assert!(st.config_error.is_empty());
     // Fixed is fixed: no warning about the broken configs lingers.
     assert!(
-        st.warnings.iter().all(|w| !w.starts_with("config: not valid JSON")),
+        st.warnings
+            .iter()
+            .all(|w| !w.starts_with("config: not valid JSON")),
         "{:?}",
         st.warnings
     );
