@@ -142,10 +142,10 @@ impl Backend {
     }
 
     /// Pauses the packet loop for a hot upgrade; the (TUN, UDP) fds to hand
-    /// over, if this backend has a loop.
-    pub fn pause(&mut self) -> Option<(RawFd, RawFd)> {
+    /// over, queue by queue, at most `max_queues`, if this backend has a loop.
+    pub fn pause(&mut self, max_queues: usize) -> Option<(Vec<RawFd>, Vec<RawFd>)> {
         match self {
-            Backend::Udp(u) => u.pause(),
+            Backend::Udp(u) => u.pause(max_queues),
             _ => None,
         }
     }

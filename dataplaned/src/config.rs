@@ -38,12 +38,13 @@ pub struct Config {
     #[arg(long, env = "KOLACH_BUSY_POLL", default_value = "0", value_parser = crate::busy_poll::parse)]
     pub busy_poll: std::time::Duration,
 
-    /// udp backend: threads of the packet loop. 1 (default): one thread
-    /// moves both directions, which costs the least CPU per byte; 2: one
-    /// thread per direction, for hosts with spare cores whose pods send and
-    /// receive heavily at once. `--busy-poll` runs one thread.
-    #[arg(long, env = "KOLACH_LOOP_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub loop_threads: u8,
+    /// udp backend: queues of the TUN device, each with its own UDP socket
+    /// and packet-loop thread pinned to its CPUs, so a packet is moved on
+    /// the CPU it arrives on. "auto": one per CPU this process may use (at
+    /// most 8); or 1 to 64. Taken when the device's queues are opened; a
+    /// restart or hot upgrade keeps the queues it is handed.
+    #[arg(long, env = "KOLACH_QUEUES", default_value = "auto", value_parser = crate::steer::parse)]
+    pub queues: crate::steer::Queues,
 
     /// User besides root allowed to push snapshots (ignored if no such user).
     #[arg(long, env = "KOLACH_CONTROLD_USER", default_value = "kolach")]
@@ -62,37 +63,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses the command line and environment; exits with clap's usage
-    /// error (code 2) on flags that cannot go together.
-    pub fn parse_checked() -> Config {
-        use clap::{CommandFactory, Parser};
-        let cfg = Config::parse();
-        if let Err(msg) = cfg.check() {
-            Config::command()
-                .error(clap::error::ErrorKind::ArgumentConflict, msg)
-                .exit();
-        }
-        cfg
-    }
-
-    /// What clap cannot check by itself.
-    pub fn check(&self) -> Result<(), String> {
-        if self.loop_threads > 1 && !self.busy_poll.is_zero() {
-            return Err(format!(
-                "--busy-poll {} runs the packet loop in one thread: it cannot be combined with --loop-threads {}",
-                crate::busy_poll::Window(self.busy_poll),
-                self.loop_threads
-            ));
-        }
-        Ok(())
-    }
-
     /// The udp backend's flags.
     pub fn udp_options(&self) -> crate::udp::Options {
         crate::udp::Options {
             offload: self.offload,
             busy_poll: self.busy_poll,
-            threads: self.loop_threads,
+            queues: self.queues,
         }
     }
 
@@ -122,8 +98,7 @@ mod tests {
         assert_eq!(c.controld_user, "kolach");
         assert_eq!(c.offload, Offload::Auto);
         assert_eq!(c.busy_poll, std::time::Duration::ZERO);
-        assert_eq!(c.loop_threads, 1);
-        assert_eq!(c.check(), Ok(()));
+        assert_eq!(c.queues, crate::steer::Queues::Auto);
         assert_eq!(c.verbose, 0);
         assert!(!c.upgrade_check);
         assert_eq!(c.socket(), PathBuf::from("/run/kolach/dataplaned.sock"));
@@ -161,21 +136,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.offload, Offload::Off);
         assert_eq!(c.busy_poll, std::time::Duration::from_millis(20));
-        let two = Config::try_parse_from(["kolach-dataplaned", "--loop-threads", "2"]).unwrap();
-        assert_eq!((two.loop_threads, two.check()), (2, Ok(())));
-        assert!(Config::try_parse_from(["kolach-dataplaned", "--loop-threads", "3"]).is_err());
-        let both = Config::try_parse_from([
-            "kolach-dataplaned",
-            "--loop-threads",
-            "2",
-            "--busy-poll",
-            "1ms",
-        ])
-        .unwrap();
-        assert_eq!(
-            both.check(),
-            Err("--busy-poll 1ms runs the packet loop in one thread: it cannot be combined with --loop-threads 2".into())
-        );
+        let one = Config::try_parse_from(["kolach-dataplaned", "--queues", "1"]).unwrap();
+        assert_eq!(one.queues, crate::steer::Queues::Count(1));
+        assert_eq!(one.udp_options().queues, crate::steer::Queues::Count(1));
+        let e = Config::try_parse_from(["kolach-dataplaned", "--queues", "0"]).unwrap_err();
+        assert!(e.to_string().contains("is not a queue count"), "{e}");
         let e = Config::try_parse_from(["kolach-dataplaned", "--busy-poll", "20"]).unwrap_err();
         assert!(
             e.to_string().contains(r#""20" needs a unit: us, ms or s"#),

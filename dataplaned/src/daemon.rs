@@ -171,12 +171,16 @@ async fn hand_over(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let upgrades = engine.upgrades();
+    // An image from before queues (format 1) adopts one TUN queue and socket.
+    let max_queues = if plan.format >= 2 { usize::MAX } else { 1 };
     engine
-        .hand_over(|fds, counters, paused_at_us| {
+        .hand_over(max_queues, |fds, counters, paused_at_us| {
+            let (tun, udp) = fds.unwrap_or_default();
             let h = Handoff {
                 listener: listener.as_raw_fd(),
-                tun: fds.map(|f| f.0),
-                udp: fds.map(|f| f.1),
+                format: plan.format,
+                tun,
+                udp,
                 upgrades,
                 started_unix_ms,
                 paused_at_us,

@@ -108,7 +108,7 @@ impl Engine {
         let fds = std::mem::take(&mut *self.inherited.lock().expect("not poisoned"));
         match &mut b {
             Backend::Udp(u) => u.adopt(fds),
-            _ if fds.tun.is_some() || fds.udp.is_some() => {
+            _ if !fds.tun.is_empty() || !fds.udp.is_empty() => {
                 crate::notify::remove_fds(crate::notify::FD_TUN);
                 crate::notify::remove_fds(crate::notify::FD_UDP);
             }
@@ -276,7 +276,8 @@ impl Engine {
     /// the exec failed; forwarding then resumes and its error is returned.
     pub async fn hand_over<E>(
         &self,
-        exec: impl FnOnce(Option<(RawFd, RawFd)>, Vec<u64>, u64) -> E,
+        max_queues: usize,
+        exec: impl FnOnce(Option<(Vec<RawFd>, Vec<RawFd>)>, Vec<u64>, u64) -> E,
     ) -> E {
         let mut backend = self.backend.lock().await;
         if let Some(a) = self.applied() {
@@ -286,7 +287,7 @@ impl Engine {
                 }
             }
         }
-        let fds = backend.as_mut().and_then(Backend::pause);
+        let fds = backend.as_mut().and_then(|b| b.pause(max_queues));
         let paused_at = crate::inherit::monotonic_us();
         let err = exec(fds, self.counters.values(), paused_at);
         if let Some(b) = backend.as_mut() {

@@ -144,7 +144,7 @@ async fn hand_over_saves_the_applied_snapshot_and_carries_counters() {
     assert!(e.apply(alloc(5), Origin::Restore).await.applied);
     store::remove(&d).unwrap();
     let (fds, counters) = e
-        .hand_over(|fds, counters, paused_at| {
+        .hand_over(usize::MAX, |fds, counters, paused_at| {
             assert!(paused_at > 0);
             (fds, counters)
         })

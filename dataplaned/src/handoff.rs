@@ -5,7 +5,9 @@
 //! the process carries: upgrade count, start time, counters).
 //!
 //! The format is `key=value` words with a version; unknown keys are ignored,
-//! so a newer image can add keys an older one skips.
+//! so a newer image can add keys an older one skips. Format 2 hands over
+//! a list of TUN queues and sockets (`tun=5,8 udp=6,9`, in queue order);
+//! format 1, for an image from before queues, one of each.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -13,10 +15,10 @@ use std::os::fd::RawFd;
 
 /// The environment variable holding the handover state.
 pub const ENV: &str = "KOLACH_DATAPLANED_HANDOFF";
-/// The handover format this image writes.
-pub const VERSION: u32 = 1;
+/// The handover format this image writes to an image that adopts it.
+pub const VERSION: u32 = 2;
 /// The handover formats this image can adopt (announced by `--upgrade-check`).
-pub const ACCEPTS: &[u32] = &[1];
+pub const ACCEPTS: &[u32] = &[1, 2];
 /// The program name at the start of the check line.
 const PROGRAM: &str = "kolach-dataplaned";
 
@@ -24,9 +26,12 @@ const PROGRAM: &str = "kolach-dataplaned";
 pub struct Handoff {
     /// The listening gRPC socket (always handed over).
     pub listener: RawFd,
-    /// The udp backend's TUN device and UDP socket, when it runs.
-    pub tun: Option<RawFd>,
-    pub udp: Option<RawFd>,
+    /// The format to write ([`VERSION`], or 1 for an older image).
+    pub format: u32,
+    /// The udp backend's TUN queues and UDP sockets in queue order, when it
+    /// runs (at most one of each in format 1).
+    pub tun: Vec<RawFd>,
+    pub udp: Vec<RawFd>,
     /// Upgrades before this one; the new image is number `upgrades + 1`.
     pub upgrades: u32,
     /// When the first image of this process started (unix milliseconds).
@@ -54,12 +59,12 @@ pub enum HandoffError {
 impl Handoff {
     /// The environment variable's value.
     pub fn encode(&self) -> String {
-        let mut s = format!("v={VERSION} listen={}", self.listener);
-        if let Some(fd) = self.tun {
-            let _ = write!(s, " tun={fd}");
-        }
-        if let Some(fd) = self.udp {
-            let _ = write!(s, " udp={fd}");
+        let mut s = format!("v={} listen={}", self.format, self.listener);
+        for (key, fds) in [("tun", &self.tun), ("udp", &self.udp)] {
+            if !fds.is_empty() {
+                let list: Vec<String> = fds.iter().map(RawFd::to_string).collect();
+                let _ = write!(s, " {key}={}", list.join(","));
+            }
         }
         let _ = write!(
             s,
@@ -85,15 +90,14 @@ impl Handoff {
                 key: k.to_string(),
                 value: v.to_string(),
             };
-            let fd = || -> Result<RawFd, HandoffError> {
-                // 0..=2 are stdio: a handed-over socket is never one of them.
-                v.parse::<RawFd>().ok().filter(|fd| *fd > 2).ok_or_else(bad)
-            };
+            // 0..=2 are stdio: a handed-over socket is never one of them.
+            let fd = |v: &str| v.parse::<RawFd>().ok().filter(|fd| *fd > 2).ok_or_else(bad);
+            let fds = || v.split(',').map(fd).collect::<Result<Vec<_>, _>>();
             match k {
                 "v" => version = Some(v.to_string()),
-                "listen" => listener = Some(fd()?),
-                "tun" => h.tun = Some(fd()?),
-                "udp" => h.udp = Some(fd()?),
+                "listen" => listener = Some(fd(v)?),
+                "tun" => h.tun = fds()?,
+                "udp" => h.udp = fds()?,
                 "upgrades" => h.upgrades = v.parse().map_err(|_| bad())?,
                 "started_ms" => h.started_unix_ms = v.parse().map_err(|_| bad())?,
                 "paused_us" => h.paused_at_us = v.parse().map_err(|_| bad())?,
@@ -106,16 +110,15 @@ impl Handoff {
                 _ => {}
             }
         }
-        match version {
-            None => return Err(HandoffError::Missing("v")),
-            Some(v) if !v.parse().is_ok_and(|n: u32| ACCEPTS.contains(&n)) => {
-                return Err(HandoffError::Version(v))
-            }
-            Some(_) => {}
-        }
+        let version = version.ok_or(HandoffError::Missing("v"))?;
+        h.format = version
+            .parse()
+            .ok()
+            .filter(|n| ACCEPTS.contains(n))
+            .ok_or(HandoffError::Version(version))?;
         h.listener = listener.ok_or(HandoffError::Missing("listen"))?;
         let mut seen = BTreeSet::new();
-        for fd in [Some(h.listener), h.tun, h.udp].into_iter().flatten() {
+        for fd in h.fds() {
             if !seen.insert(fd) {
                 return Err(HandoffError::DuplicateFd(fd));
             }
@@ -125,10 +128,10 @@ impl Handoff {
 
     /// The fds handed over, for clearing and restoring close-on-exec.
     pub fn fds(&self) -> Vec<RawFd> {
-        [Some(self.listener), self.tun, self.udp]
-            .into_iter()
-            .flatten()
-            .collect()
+        let mut fds = vec![self.listener];
+        fds.extend(&self.tun);
+        fds.extend(&self.udp);
+        fds
     }
 }
 
@@ -143,6 +146,8 @@ pub fn check_line(version: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
     pub version: String,
+    /// The newest handover format both images know.
+    pub format: u32,
 }
 
 /// Reads a new binary's check output; Err says why it may not take over.
@@ -165,12 +170,17 @@ pub fn parse_check(stdout: &str) -> Result<CheckReport, String> {
         .find_map(|w| w.strip_prefix("handoff="))
         .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_default();
-    if !accepts.contains(&VERSION) {
+    let Some(format) = ACCEPTS
+        .iter()
+        .rev()
+        .copied()
+        .find(|f| *f <= VERSION && accepts.contains(f))
+    else {
         return Err(format!(
-            "version {version} cannot adopt this image's handover (format {VERSION}, it accepts {accepts:?}); stop and start the service instead"
+            "version {version} cannot adopt this image's handover (formats {ACCEPTS:?}, it accepts {accepts:?}); stop and start the service instead"
         ));
-    }
-    Ok(CheckReport { version })
+    };
+    Ok(CheckReport { version, format })
 }
 
 #[cfg(test)]
@@ -180,8 +190,9 @@ mod tests {
     fn full() -> Handoff {
         Handoff {
             listener: 7,
-            tun: Some(5),
-            udp: Some(6),
+            format: VERSION,
+            tun: vec![5, 8],
+            udp: vec![6, 9],
             upgrades: 3,
             started_unix_ms: 1_722_950_000_123,
             paused_at_us: 987_654_321,
@@ -195,30 +206,43 @@ mod tests {
         let text = h.encode();
         assert_eq!(
             text,
-            "v=1 listen=7 tun=5 udp=6 upgrades=3 started_ms=1722950000123 paused_us=987654321 counters=1,2,3,0,18446744073709551615"
+            "v=2 listen=7 tun=5,8 udp=6,9 upgrades=3 started_ms=1722950000123 paused_us=987654321 counters=1,2,3,0,18446744073709551615"
         );
         assert_eq!(Handoff::parse(&text), Ok(h));
         // No udp backend: only the listener.
         let bare = Handoff {
             listener: 3,
+            format: VERSION,
             ..Default::default()
         };
         assert_eq!(Handoff::parse(&bare.encode()), Ok(bare.clone()));
         assert_eq!(bare.fds(), vec![3]);
-        assert_eq!(full().fds(), vec![7, 5, 6]);
+        assert_eq!(full().fds(), vec![7, 5, 8, 6, 9]);
+    }
+
+    #[test]
+    fn format_1_is_what_images_before_queues_write_and_read() {
+        let old = "v=1 listen=7 tun=5 udp=6 upgrades=3 started_ms=1 paused_us=2";
+        let h = Handoff::parse(old).unwrap();
+        assert_eq!(
+            (h.format, h.tun.clone(), h.udp.clone()),
+            (1, vec![5], vec![6])
+        );
+        // Written for an old image: one fd per key, as it parses them.
+        assert_eq!(h.encode(), old);
     }
 
     #[test]
     fn unknown_keys_are_skipped() {
         let h = Handoff::parse("v=1 listen=4 future=thing upgrades=1").unwrap();
-        assert_eq!((h.listener, h.upgrades, h.tun), (4, 1, None));
+        assert_eq!((h.listener, h.upgrades, h.tun), (4, 1, vec![]));
     }
 
     #[test]
     fn refuses_what_it_cannot_trust() {
         use HandoffError::*;
         assert_eq!(Handoff::parse("listen=4"), Err(Missing("v")));
-        assert_eq!(Handoff::parse("v=2 listen=4"), Err(Version("2".into())));
+        assert_eq!(Handoff::parse("v=3 listen=4"), Err(Version("3".into())));
         assert_eq!(Handoff::parse("v=x listen=4"), Err(Version("x".into())));
         assert_eq!(Handoff::parse("v=1 tun=4"), Err(Missing("listen")));
         assert_eq!(
@@ -233,10 +257,18 @@ mod tests {
             Err(BadValue { .. })
         ));
         assert!(matches!(
+            Handoff::parse("v=2 listen=4 tun=5,,6"),
+            Err(BadValue { .. })
+        ));
+        assert!(matches!(
             Handoff::parse("v=1 listen=4 counters=1,x"),
             Err(BadValue { .. })
         ));
         assert_eq!(Handoff::parse("v=1 listen=4 tun=4"), Err(DuplicateFd(4)));
+        assert_eq!(
+            Handoff::parse("v=2 listen=4 tun=5,6 udp=6"),
+            Err(DuplicateFd(6))
+        );
         assert_eq!(
             Handoff::parse("v=1 listen"),
             Err(NotKeyValue("listen".into()))
@@ -246,20 +278,25 @@ mod tests {
     #[test]
     fn check_line_is_understood() {
         let line = check_line("0.1.0");
-        assert_eq!(line, "kolach-dataplaned 0.1.0 handoff=1");
+        assert_eq!(line, "kolach-dataplaned 0.1.0 handoff=1,2");
         assert_eq!(
             parse_check(&format!("{line}\n")),
             Ok(CheckReport {
-                version: "0.1.0".into()
+                version: "0.1.0".into(),
+                format: 2
             })
         );
+        // An image from before queues gets format 1.
+        let old = parse_check("kolach-dataplaned 0.0.9 handoff=1").unwrap();
+        assert_eq!(old.format, 1);
         // A future binary accepting several formats, among them ours.
-        assert!(parse_check("kolach-dataplaned 0.3.0 handoff=1,2").is_ok());
+        let new = parse_check("kolach-dataplaned 0.3.0 handoff=2,3").unwrap();
+        assert_eq!(new.format, 2);
     }
 
     #[test]
     fn check_failures_say_why() {
-        let e = parse_check("kolach-dataplaned 0.9.0 handoff=2").unwrap_err();
+        let e = parse_check("kolach-dataplaned 0.9.0 handoff=3").unwrap_err();
         assert!(e.contains("cannot adopt") && e.contains("0.9.0"), "{e}");
         let e = parse_check("kolach-dataplaned 0.0.1").unwrap_err();
         assert!(e.contains("cannot adopt"), "{e}");

@@ -67,11 +67,12 @@ impl Default for Carried {
     }
 }
 
-/// The udp backend's fds, if handed down.
+/// The udp backend's fds, if handed down: TUN queues and UDP sockets, each
+/// in queue order.
 #[derive(Debug, Default)]
 pub struct Inherited {
-    pub tun: Option<File>,
-    pub udp: Option<UdpSocket>,
+    pub tun: Vec<File>,
+    pub udp: Vec<UdpSocket>,
 }
 
 /// Where the fds came from.
@@ -138,10 +139,13 @@ pub fn collect(tun_name: &str, socket: &Path) -> Result<Start, InheritError> {
     if !passed.is_empty() && start.source == Source::Fresh {
         start.source = Source::Systemd;
     }
+    // The store keeps fds in the order they were stored: queue order.
+    // What a handover brought comes first.
+    let (had_tun, had_udp) = (!start.fds.tun.is_empty(), !start.fds.udp.is_empty());
     for (name, fd) in passed {
         match name.as_str() {
-            FD_TUN if start.fds.tun.is_none() => start.fds.tun = adopt_tun(fd, tun_name),
-            FD_UDP if start.fds.udp.is_none() => start.fds.udp = adopt_udp(fd),
+            FD_TUN if !had_tun => start.fds.tun.extend(adopt_tun(fd, tun_name)),
+            FD_UDP if !had_udp => start.fds.udp.extend(adopt_udp(fd)),
             _ => tracing::info!(name = %name, "closing an fd from systemd that is not needed"),
         }
     }
@@ -161,11 +165,14 @@ fn from_handoff(
     start.source = Source::Upgrade;
     let listener = owned(h.listener, "gRPC listener")?;
     start.listener = Some(adopt_listener(listener, socket).map_err(InheritError::Listener)?);
-    if let Some(fd) = h.tun {
-        start.fds.tun = adopt_tun(owned(fd, "TUN")?, tun_name);
+    for fd in &h.tun {
+        start
+            .fds
+            .tun
+            .extend(adopt_tun(owned(*fd, "TUN")?, tun_name));
     }
-    if let Some(fd) = h.udp {
-        start.fds.udp = adopt_udp(owned(fd, "UDP socket")?);
+    for fd in &h.udp {
+        start.fds.udp.extend(adopt_udp(owned(*fd, "UDP socket")?));
     }
     start.carried = Carried {
         upgrades: h.upgrades.saturating_add(1),
@@ -285,8 +292,9 @@ mod tests {
         use std::os::fd::IntoRawFd;
         let h = Handoff {
             listener: l.into_raw_fd(),
-            udp: Some(u.into_raw_fd()),
-            tun: None,
+            format: 2,
+            udp: vec![u.into_raw_fd()],
+            tun: vec![],
             upgrades: 4,
             started_unix_ms: 1_700_000_000_500,
             paused_at_us: 7,
@@ -301,8 +309,8 @@ mod tests {
             UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)
         );
         assert_eq!(start.carried.counters, vec![9, 8]);
-        assert!(start.listener.is_some() && start.fds.udp.is_some());
-        assert!(start.fds.tun.is_none());
+        assert!(start.listener.is_some() && start.fds.udp.len() == 1);
+        assert!(start.fds.tun.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

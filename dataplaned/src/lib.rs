@@ -29,7 +29,7 @@
 //!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by [`gso_plan`]) and
 //!   [`rx`] (UDP → TUN: GRO receives, coalescing); [`offload`]: which kernel offloads run;
 //!   [`busy_poll`]: `--busy-poll`, polling instead of sleeping while traffic flows;
-//!   [`mmsg`]: the batch syscalls.
+//!   [`mmsg`]: the batch syscalls; [`steer`]: a TUN queue, socket and thread per CPU.
 //! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
 //! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
 //!   a previous backend's devices.
@@ -87,6 +87,7 @@ pub mod rx;
 pub mod segment;
 pub mod signals;
 pub mod snapshot;
+pub mod steer;
 pub mod store;
 pub mod sync;
 pub mod tun;

@@ -5,7 +5,7 @@ use kolach_dataplaned::{cleanup, handoff, hint, notify, observability, run, sign
 
 fn main() -> ExitCode {
     signals::ignore_hangup_for_now();
-    let cfg = Config::parse_checked();
+    let cfg = <Config as clap::Parser>::parse();
     if cfg.upgrade_check {
         println!("{}", handoff::check_line(env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;

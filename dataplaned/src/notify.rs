@@ -138,15 +138,17 @@ pub fn status(status: &str) {
     send(&format!("STATUS={status}"), &[]);
 }
 
-/// Stores `fd` under `name`. A new fd (`replace`) first removes what was
-/// stored under the name; one handed down is stored as is (systemd ignores
-/// a fd it already holds), so the store is never without it meanwhile.
-pub fn store_fd(name: &str, fd: BorrowedFd<'_>, replace: bool) {
+/// Stores `fds` under `name`, in order (the order comes back in
+/// `LISTEN_FDS`). New fds (`replace`) first remove what was stored under the
+/// name; ones handed down are stored as they are (systemd ignores an fd it
+/// already holds), so the store is never without them meanwhile.
+pub fn store_fds(name: &str, fds: &[BorrowedFd<'_>], replace: bool) {
     if global().is_some() {
         if replace {
             remove_fds(name);
         }
-        send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd.as_raw_fd()]);
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        send(&format!("FDSTORE=1\nFDNAME={name}"), &raw);
     }
 }
 

@@ -37,8 +37,11 @@ pub struct Features {
     pub udp_gso: bool,
     pub udp_gro: bool,
     pub busy_poll: Duration,
-    /// Packet-loop threads (1 or 2; 0 in a default value means 1).
-    pub threads: u8,
+    /// TUN queues, each with its socket and loop thread (0 in a default
+    /// value means 1).
+    pub queues: usize,
+    /// Whether packets go to the queue of their CPU (else by flow).
+    pub by_cpu: bool,
 }
 
 impl Features {
@@ -59,16 +62,17 @@ impl Features {
 
 impl fmt::Display for Features {
     /// `offload (tun-tso, tun-uso, udp-gso, udp-gro)` with what is on, or
-    /// `batch (sendmmsg, recvmmsg)` when nothing is; `, busy-poll 20ms`
-    /// after either with `--busy-poll 20ms`, `, 2 loop threads` with
-    /// `--loop-threads 2`.
+    /// `batch (sendmmsg, recvmmsg)` when nothing is; then `, 2 queues by
+    /// cpu` (or `by flow`) with several queues, and `, busy-poll 20ms` with
+    /// `--busy-poll 20ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_io(f)?;
+        if self.queues > 1 {
+            let by = if self.by_cpu { "cpu" } else { "flow" };
+            write!(f, ", {} queues by {by}", self.queues)?;
+        }
         if !self.busy_poll.is_zero() {
             write!(f, ", busy-poll {}", Window(self.busy_poll))?;
-        }
-        if self.threads > 1 {
-            write!(f, ", {} loop threads", self.threads)?;
         }
         Ok(())
     }
@@ -139,7 +143,8 @@ mod tests {
         udp_gso: true,
         udp_gro: true,
         busy_poll: Duration::ZERO,
-        threads: 1,
+        queues: 1,
+        by_cpu: false,
     };
 
     #[test]
@@ -169,10 +174,22 @@ mod tests {
             plain_busy.to_string(),
             "batch (sendmmsg, recvmmsg), busy-poll 500us"
         );
-        let two = Features { threads: 2, ..all };
+        let two = Features {
+            queues: 2,
+            by_cpu: true,
+            ..busy
+        };
         assert_eq!(
             two.to_string(),
-            "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 loop threads"
+            "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 queues by cpu, busy-poll 20ms"
+        );
+        let by_flow = Features {
+            queues: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            by_flow.to_string(),
+            "batch (sendmmsg, recvmmsg), 4 queues by flow"
         );
         let some = Features {
             udp_gro: true,

@@ -16,6 +16,7 @@ pub const MAX_NAME_LEN: usize = 15;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 
 /// TUNSETOFFLOAD flags: the kernel may hand us packets with a partial
 /// checksum (`TUN_F_CSUM`) and TCP/IPv4 super-packets (`TUN_F_TSO4`).
@@ -101,8 +102,53 @@ pub fn check_name(name: &str) -> Result<(), TunError> {
 /// offloads, falls back to plain framing. The returned file is non-blocking
 /// and close-on-exec.
 pub fn open_persistent(name: &str, want: Framing) -> Result<(File, Framing), TunError> {
+    open_with(name, want, 0)
+}
+
+/// Opens `n` queues of the persistent multi-queue TUN `name` (creating it if
+/// it does not exist), framed as asked, in queue order. A device made
+/// single-queue (by an image before queues) stays so: one queue is opened
+/// then, and the bool says so.
+pub fn open_queues(
+    name: &str,
+    want: Framing,
+    n: usize,
+) -> Result<(Vec<File>, Framing, bool), TunError> {
+    let (first, framing) = match open_with(name, want, IFF_MULTI_QUEUE) {
+        Err(TunError::Attach { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            let (f, framing) = open_persistent(name, want)?;
+            return Ok((vec![f], framing, true));
+        }
+        r => r?,
+    };
+    let extra = if framing == Framing::Offload {
+        IFF_VNET_HDR
+    } else {
+        0
+    };
+    let mut files = vec![first];
+    for _ in 1..n {
+        files.push(open_framed(name, extra | IFF_MULTI_QUEUE)?);
+    }
+    // Queues of a multi-queue device attach without EBUSY: more queues
+    // than ours means another process holds some.
+    if let Some(attached) = queue_count(name).filter(|a| *a > files.len()) {
+        tracing::debug!(
+            device = name,
+            attached,
+            ours = files.len(),
+            "TUN queues held elsewhere"
+        );
+        return Err(TunError::Busy(name.to_string()));
+    }
+    Ok((files, framing, false))
+}
+
+/// Opens one fd of `name` framed as asked (plain where the kernel refuses
+/// the offloads); `mq` is `IFF_MULTI_QUEUE` or 0.
+fn open_with(name: &str, want: Framing, mq: libc::c_short) -> Result<(File, Framing), TunError> {
     if want == Framing::Offload {
-        let file = open_framed(name, IFF_VNET_HDR)?;
+        let file = open_framed(name, IFF_VNET_HDR | mq)?;
         match set_offload(&file) {
             Ok(()) => return Ok((file, Framing::Offload)),
             Err(e) => {
@@ -110,7 +156,17 @@ pub fn open_persistent(name: &str, want: Framing) -> Result<(File, Framing), Tun
             }
         }
     }
-    Ok((open_framed(name, 0)?, Framing::Plain))
+    Ok((open_framed(name, mq)?, Framing::Plain))
+}
+
+/// The TUN's attached queues, as the kernel's transmit queues show them.
+fn queue_count(name: &str) -> Option<usize> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{name}/queues")).ok()?;
+    Some(
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tx-"))
+            .count(),
+    )
 }
 
 /// Turns on TSO and partial checksums for a TUN fd with `IFF_VNET_HDR`.

@@ -6,6 +6,9 @@
 //! threads) only when the public address or port changed. Stopping ends the
 //! threads and closes the fds; the device and its kernel state stay.
 //!
+//! The device has a queue per CPU (`--queues`), each with its own UDP socket
+//! of one `SO_REUSEPORT` group and its own loop thread ([`steer`]).
+//!
 //! The fds may come from a previous image (hot upgrade) or systemd's fd store
 //! ([`UdpBackend::adopt`]); every fd in use is put in the fd store, so a
 //! restarted service gets it back. A hot upgrade [pauses](UdpBackend::pause)
@@ -29,6 +32,7 @@ use crate::notify;
 use crate::offload::{self, Features, Offload};
 use crate::routes::RouteTable;
 use crate::snapshot::ValidSnapshot;
+use crate::steer::{self, Queues};
 use crate::tun::{self, Framing, TunError};
 use crate::udp_loop::{LoopIo, Loops};
 
@@ -60,17 +64,23 @@ enum Got {
 struct Bound {
     /// The address the snapshot asked for (PublicIP:Port).
     wanted: SocketAddrV4,
-    socket: Arc<UdpSocket>,
+    /// One per queue, in the reuseport group's order.
+    sockets: Vec<Arc<UdpSocket>>,
     gso: bool,
     gro: bool,
+    /// Whether the group hands a datagram to the socket of its CPU.
+    by_cpu: bool,
 }
 
 #[derive(Clone)]
 struct Tun {
-    file: Arc<File>,
+    /// The device's queues, in queue order.
+    files: Vec<Arc<File>>,
     framing: Framing,
     /// Whether coalesced UDP writes (`GSO_UDP_L4`) are taken.
     uso: bool,
+    /// Whether the device puts a packet in the queue of its CPU.
+    by_cpu: bool,
 }
 
 /// How the udp backend runs, from the command line.
@@ -80,8 +90,8 @@ pub struct Options {
     pub offload: Offload,
     /// `--busy-poll`; zero is off.
     pub busy_poll: Duration,
-    /// `--loop-threads`: 1, or 2 (one per direction; not with busy-poll).
-    pub threads: u8,
+    /// `--queues`: TUN queues, UDP sockets and loop threads.
+    pub queues: Queues,
 }
 
 impl Default for Options {
@@ -89,7 +99,7 @@ impl Default for Options {
         Options {
             offload: Offload::default(),
             busy_poll: Duration::ZERO,
-            threads: 1,
+            queues: Queues::Auto,
         }
     }
 }
@@ -123,26 +133,57 @@ fn size_buffers(s: &UdpSocket) {
     }
 }
 
-/// Binds PublicIP:Port; where the PublicIP is not a local address (a NATed
-/// host's `--public-ip`), falls back to the wildcard address and says so.
-fn bind(wanted: SocketAddrV4) -> Result<(UdpSocket, Option<String>), UdpError> {
-    match UdpSocket::bind(wanted) {
-        Ok(s) => Ok((s, None)),
+/// A UDP socket with `SO_REUSEPORT` bound to `addr`: one of a queue group.
+pub(crate) fn bind_reuseport(addr: SocketAddrV4) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrIn::from(addr))?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// Binds `n` sockets of one reuseport group to PublicIP:Port; where the
+/// PublicIP is not a local address (a NATed host's `--public-ip`), falls
+/// back to the wildcard address and says so.
+fn bind_group(
+    wanted: SocketAddrV4,
+    n: usize,
+) -> Result<(Vec<UdpSocket>, Option<String>), UdpError> {
+    let (first, warning) = match bind_reuseport(wanted) {
+        Ok(s) => (s, None),
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
             let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, wanted.port());
-            let s = UdpSocket::bind(any).map_err(|source| UdpError::Bind { addr: any, source })?;
+            let s = bind_reuseport(any).map_err(|source| UdpError::Bind { addr: any, source })?;
             let warning = format!(
                 "public IP {} is not a local address; UDP socket bound to {any} instead",
                 wanted.ip()
             );
             tracing::warn!(wanted = %wanted, bound = %any, "{warning}");
-            Ok((s, Some(warning)))
+            (s, Some(warning))
         }
-        Err(source) => Err(UdpError::Bind {
-            addr: wanted,
-            source,
-        }),
+        Err(source) => {
+            return Err(UdpError::Bind {
+                addr: wanted,
+                source,
+            })
+        }
+    };
+    let addr = match first.local_addr() {
+        Ok(SocketAddr::V4(a)) => a,
+        _ => wanted,
+    };
+    let mut sockets = vec![first];
+    for _ in 1..n {
+        sockets.push(bind_reuseport(addr).map_err(|source| UdpError::Bind { addr, source })?);
     }
+    Ok((sockets, warning))
 }
 
 impl UdpBackend {
@@ -172,96 +213,138 @@ impl UdpBackend {
         self.inherited = fds;
     }
 
-    /// The socket for `wanted`: the inherited one if it fits, else a new one.
-    /// The bool says whether it is a new socket (not handed down).
-    fn socket_for(
+    /// `n` sockets for `wanted`: the inherited ones if they fit, else new
+    /// ones. The bool says whether they are new (not handed down).
+    fn sockets_for(
         &mut self,
         wanted: SocketAddrV4,
-    ) -> Result<(UdpSocket, Option<String>, bool), UdpError> {
-        if let Some((sock, warning)) = self.inherited_socket(wanted) {
-            return Ok((sock, warning, false));
+        n: usize,
+    ) -> Result<(Vec<UdpSocket>, Option<String>, bool), UdpError> {
+        if let Some((sockets, warning)) = self.inherited_sockets(wanted, n) {
+            return Ok((sockets, warning, false));
         }
-        let (sock, warning) = bind(wanted)?;
-        size_buffers(&sock);
-        tracing::info!(address = %wanted, "UDP socket bound");
-        Ok((sock, warning, true))
+        let (sockets, warning) = bind_group(wanted, n)?;
+        for s in &sockets {
+            size_buffers(s);
+        }
+        tracing::info!(address = %wanted, sockets = n, "UDP sockets bound");
+        Ok((sockets, warning, true))
     }
 
-    /// The inherited socket if it is bound to `wanted` (or to the wildcard
-    /// fallback that `wanted` still needs); otherwise it is closed.
-    fn inherited_socket(&mut self, wanted: SocketAddrV4) -> Option<(UdpSocket, Option<String>)> {
-        let s = self.inherited.udp.take()?;
-        match s.local_addr() {
-            Ok(SocketAddr::V4(a)) if a == wanted => {
-                tracing::info!(address = %a, "UDP socket taken over");
-                return Some((s, None));
-            }
+    /// The inherited sockets if they are bound to `wanted` (or to the
+    /// wildcard fallback that `wanted` still needs) and there are at least
+    /// `n` (the first `n` are kept); otherwise they are closed.
+    fn inherited_sockets(
+        &mut self,
+        wanted: SocketAddrV4,
+        n: usize,
+    ) -> Option<(Vec<UdpSocket>, Option<String>)> {
+        let mut sockets = std::mem::take(&mut self.inherited.udp);
+        let first = sockets.first()?;
+        let bound = first.local_addr();
+        let fits = match bound {
+            Ok(SocketAddr::V4(a)) if a == wanted => Some(None),
             Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() && a.port() == wanted.port() => {
                 // Bound to the wildcard because the public IP was not local:
-                // keep it if that is still so.
+                // keep them if that is still so.
                 let not_local = UdpSocket::bind(wanted)
                     .is_err_and(|e| e.raw_os_error() == Some(libc::EADDRNOTAVAIL));
-                if not_local {
-                    tracing::info!(address = %a, "UDP socket taken over");
-                    let w = format!(
+                not_local.then(|| {
+                    Some(format!(
                         "public IP {} is not a local address; UDP socket bound to {a} instead",
                         wanted.ip()
-                    );
-                    return Some((s, Some(w)));
-                }
+                    ))
+                })
             }
-            _ => {}
+            _ => None,
+        };
+        match fits {
+            Some(warning) if sockets.len() >= n => {
+                sockets.truncate(n);
+                tracing::info!(address = ?bound, sockets = n, "UDP sockets taken over");
+                Some((sockets, warning))
+            }
+            _ => {
+                tracing::info!(inherited = ?bound, count = sockets.len(), wanted = %wanted, queues = n, "the inherited UDP sockets do not fit; binding new ones");
+                None
+            }
         }
-        tracing::info!(inherited = ?s.local_addr(), wanted = %wanted, "the inherited UDP socket does not fit; binding a new one");
-        None
     }
 
-    /// The TUN fd: ours, else the inherited one, else the device opened;
-    /// and which of the three.
-    fn tun_file(&mut self) -> Result<(Tun, Got), UdpError> {
+    /// The TUN queues: ours, else the inherited ones, else the device
+    /// opened; and which of the three.
+    fn tun_queues(&mut self) -> Result<(Tun, Got), UdpError> {
         if let Some(t) = &self.tun {
             return Ok((t.clone(), Got::Kept));
         }
-        let (file, framing, got) = self.attach_tun()?;
+        let (files, framing, got) = self.attach_tun()?;
         // Coalesced UDP writes need offload framing and Linux 6.2.
         let uso = framing == Framing::Offload && tun::uso_supported();
-        let file = Arc::new(file);
-        Ok((Tun { file, framing, uso }, got))
+        let by_cpu = files.len() > 1 && self.steer_tun(&files[0]);
+        let files = files.into_iter().map(Arc::new).collect();
+        let tun = Tun {
+            files,
+            framing,
+            uso,
+            by_cpu,
+        };
+        Ok((tun, got))
     }
 
-    /// The inherited TUN fd if its framing is the one wanted, else the
-    /// device opened anew.
-    fn attach_tun(&mut self) -> Result<(File, Framing, Got), UdpError> {
+    /// Puts the device's steer-by-CPU program in place; false if the kernel
+    /// refuses it (the device then steers by flow).
+    fn steer_tun(&self, queue: &File) -> bool {
+        match steer::steer_tun_by_cpu(queue.as_fd()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(device = %self.tun_name, error = %e, "cannot load the steer-by-CPU program (kolach-dataplaned needs CAP_BPF): the TUN spreads packets over its queues by flow");
+                false
+            }
+        }
+    }
+
+    /// The inherited TUN queues if their framing is the one wanted, else
+    /// the device's queues opened anew.
+    fn attach_tun(&mut self) -> Result<(Vec<File>, Framing, Got), UdpError> {
         let want = match self.options.offload {
             Offload::Auto => Framing::Offload,
             Offload::Off => Framing::Plain,
         };
-        if let Some(f) = self.inherited.tun.take() {
-            match tun::framing(&f) {
-                Ok(framing) if framing == want => {
-                    if framing == Framing::Offload {
-                        if let Err(e) = tun::set_offload(&f) {
+        let inherited = std::mem::take(&mut self.inherited.tun);
+        if let Some(first) = inherited.first() {
+            let found = inherited
+                .iter()
+                .map(tun::framing)
+                .collect::<Result<Vec<_>, _>>();
+            match found {
+                Ok(f) if f.iter().all(|x| *x == want) => {
+                    if want == Framing::Offload {
+                        if let Err(e) = tun::set_offload(first) {
                             tracing::warn!(device = %self.tun_name, error = %e, "cannot turn on TUN offloads on the inherited fd");
                         }
                     }
-                    tracing::info!(device = %self.tun_name, "TUN fd taken over");
-                    return Ok((f, framing, Got::HandedDown));
+                    tracing::info!(device = %self.tun_name, queues = inherited.len(), "TUN queues taken over");
+                    return Ok((inherited, want, Got::HandedDown));
                 }
                 found => {
                     // A TUN fd's framing is fixed when it attaches: reopen.
                     // Packets queued in the device this instant are lost;
                     // this happens once, on a change of --offload or an
                     // upgrade from an image without offloads.
-                    tracing::warn!(device = %self.tun_name, found = ?found, wanted = ?want, "the inherited TUN fd frames packets differently; reopening the device");
-                    drop(f);
+                    tracing::warn!(device = %self.tun_name, found = ?found, wanted = ?want, "the inherited TUN fds frame packets differently; reopening the device");
+                    drop(inherited);
                 }
             }
         }
-        let (f, framing) = tun::open_persistent(&self.tun_name, want)?;
+        let n = self.options.queues.count(steer::allowed_cpus().len());
+        let (files, framing, single) = tun::open_queues(&self.tun_name, want, n)?;
+        if single && n > 1 {
+            tracing::warn!(device = %self.tun_name, queues = n, "the device was made single-queue (by a kolach-dataplaned from before queues): running one queue; delete the device (ip link del) in a quiet moment to get a queue per CPU");
+        }
         if let Err(e) = tun::set_txqueuelen(&self.tun_name, tun::TXQUEUELEN) {
             tracing::debug!(device = %self.tun_name, error = %e, "cannot set the TUN queue length");
         }
-        Ok((f, framing, Got::New))
+        Ok((files, framing, Got::New))
     }
 
     /// The offloads in use, once the loop runs.
@@ -273,15 +356,25 @@ impl UdpBackend {
             udp_gso: b.gso,
             udp_gro: b.gro,
             busy_poll: self.options.busy_poll,
-            threads: self.options.threads,
+            queues: t.files.len(),
+            by_cpu: t.by_cpu && b.by_cpu,
         })
     }
 
-    fn loop_io(&self) -> Option<LoopIo> {
+    /// What each queue's thread works with (TUN queue and socket `q`,
+    /// pinned to queue `q`'s CPUs when there are several).
+    fn loop_ios(&self) -> Option<Vec<LoopIo>> {
         let (t, b) = (self.tun.as_ref()?, self.bound.as_ref()?);
-        Some(LoopIo {
-            tun: t.file.clone(),
-            socket: b.socket.clone(),
+        let n = t.files.len();
+        let allowed = if n > 1 {
+            steer::allowed_cpus()
+        } else {
+            Vec::new()
+        };
+        let ios = t.files.iter().zip(&b.sockets).enumerate();
+        let ios = ios.map(|(q, (tun, socket))| LoopIo {
+            tun: tun.clone(),
+            socket: socket.clone(),
             table: self.table.clone(),
             counters: self.counters.clone(),
             framing: t.framing,
@@ -289,8 +382,13 @@ impl UdpBackend {
             gso: b.gso,
             gro: b.gro,
             busy_poll: self.options.busy_poll,
-            threads: self.options.threads,
-        })
+            cpus: if n > 1 {
+                steer::queue_cpus(&allowed, n, q)
+            } else {
+                Vec::new()
+            },
+        });
+        Some(ios.collect())
     }
 
     pub fn device(&self) -> &str {
@@ -309,15 +407,16 @@ impl UdpBackend {
             .public_ip
             .expect("validated: udp snapshots carry a public IP");
         let wanted = SocketAddrV4::new(public_ip, s.port);
-        let new_socket = match &self.bound {
-            Some(b) if b.wanted == wanted => None,
+        let (tun, got_tun) = self.tun_queues()?;
+        let n = tun.files.len();
+        let new_sockets = match &self.bound {
+            Some(b) if b.wanted == wanted && b.sockets.len() == n => None,
             _ => {
-                let (sock, warning, new) = self.socket_for(wanted)?;
+                let (sockets, warning, new) = self.sockets_for(wanted, n)?;
                 warnings.extend(warning);
-                Some((sock, new))
+                Some((sockets, new))
             }
         };
-        let (tun, got_tun) = self.tun_file()?;
         let device_warnings = configure_device(kernel, &self.tun_name, s.device_address(), s.mtu)
             .await
             .map_err(|source| UdpError::Kernel {
@@ -326,33 +425,52 @@ impl UdpBackend {
             })?;
         warnings.extend(device_warnings);
         if got_tun != Got::Kept {
-            notify::store_fd(notify::FD_TUN, tun.file.as_fd(), got_tun == Got::New);
+            let fds: Vec<_> = tun.files.iter().map(|f| f.as_fd()).collect();
+            notify::store_fds(notify::FD_TUN, &fds, got_tun == Got::New);
         }
         self.tun = Some(tun);
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
-        if let Some((sock, new)) = new_socket {
+        if let Some((sockets, new)) = new_sockets {
             if let Some(old) = self.loops.take() {
                 old.stop();
             }
-            notify::store_fd(notify::FD_UDP, sock.as_fd(), new);
+            let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+            notify::store_fds(notify::FD_UDP, &fds, new);
             let on = self.options.offload == Offload::Auto;
-            let gso = on && offload::udp_gso_supported(sock.as_fd());
-            // Set either way: a socket handed down may have it on.
-            let gro = offload::set_udp_gro(sock.as_fd(), on);
+            let gso = on && offload::udp_gso_supported(sockets[0].as_fd());
+            // Set on every socket either way: one handed down may have it on.
+            let mut gro = true;
+            for s in &sockets {
+                gro &= offload::set_udp_gro(s.as_fd(), on);
+            }
+            let by_cpu = n > 1 && self.steer_sockets(&sockets[0], n);
             self.bound = Some(Bound {
                 wanted,
-                socket: Arc::new(sock),
+                sockets: sockets.into_iter().map(Arc::new).collect(),
                 gso,
                 gro,
+                by_cpu,
             });
         }
         if self.loops.is_none() {
-            let io = self.loop_io().expect("TUN and socket set above");
-            self.loops = Some(Loops::start(io).map_err(UdpError::Threads)?);
+            let ios = self.loop_ios().expect("TUN and sockets set above");
+            self.loops = Some(Loops::start(ios).map_err(UdpError::Threads)?);
             let mode = self.features().unwrap_or_default();
             tracing::info!(device = %self.tun_name, mode = %mode, "packet loop started");
         }
         Ok(warnings)
+    }
+
+    /// Makes the reuseport group hand datagrams out by CPU; false if the
+    /// kernel refuses (it then hashes, still to a socket that is read).
+    fn steer_sockets(&self, socket: &UdpSocket, n: usize) -> bool {
+        match steer::steer_group_by_cpu(socket.as_fd(), n) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(device = %self.tun_name, error = %e, "cannot attach the steer-by-CPU program to the UDP sockets: datagrams spread over them by hash");
+                false
+            }
+        }
     }
 
     /// Ends the loop threads and closes the fds. The device stays, and so do
@@ -376,13 +494,28 @@ impl UdpBackend {
     }
 
     /// Stops the loop threads for a handover, keeping the fds open; returns
-    /// them (TUN, UDP) when the loop was running. Packets wait in the TUN
-    /// queue and the socket's receive buffer meanwhile.
-    pub fn pause(&mut self) -> Option<(RawFd, RawFd)> {
+    /// them (TUN queues, UDP sockets, in queue order) when the loop was
+    /// running. Packets wait in the TUN queues and the sockets' receive
+    /// buffers meanwhile. An image that adopts fewer queues (`max_queues`;
+    /// one for an image from before queues) gets the first ones: the others
+    /// are closed, which detaches them, so nothing waits in a queue no one
+    /// reads.
+    pub fn pause(&mut self, max_queues: usize) -> Option<(Vec<RawFd>, Vec<RawFd>)> {
         let l = self.loops.take()?;
         l.stop();
-        let tun = self.tun.as_ref()?.file.as_raw_fd();
-        let udp = self.bound.as_ref()?.socket.as_raw_fd();
+        let max = max_queues.max(1);
+        let (t, b) = (self.tun.as_mut()?, self.bound.as_mut()?);
+        if t.files.len() > max {
+            tracing::info!(device = %self.tun_name, queues = t.files.len(), handed_over = max, "the new image adopts fewer queues; closing the others");
+            t.files.truncate(max);
+            b.sockets.truncate(max);
+            let fds: Vec<_> = t.files.iter().map(|f| f.as_fd()).collect();
+            notify::store_fds(notify::FD_TUN, &fds, true);
+            let fds: Vec<_> = b.sockets.iter().map(|s| s.as_fd()).collect();
+            notify::store_fds(notify::FD_UDP, &fds, true);
+        }
+        let tun = t.files.iter().map(|f| f.as_raw_fd()).collect();
+        let udp = b.sockets.iter().map(|s| s.as_raw_fd()).collect();
         Some((tun, udp))
     }
 
@@ -391,10 +524,10 @@ impl UdpBackend {
         if self.loops.is_some() {
             return Ok(());
         }
-        let Some(io) = self.loop_io() else {
+        let Some(ios) = self.loop_ios() else {
             return Ok(());
         };
-        self.loops = Some(Loops::start(io).map_err(UdpError::Threads)?);
+        self.loops = Some(Loops::start(ios).map_err(UdpError::Threads)?);
         tracing::info!(device = %self.tun_name, "packet loop resumed");
         Ok(())
     }

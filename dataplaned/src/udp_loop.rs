@@ -1,22 +1,17 @@
 //! The udp backend's packet loop: TUN → UDP ([`Tx`]) and UDP → TUN ([`Rx`]).
 //!
-//! By default one OS thread moves both directions: it blocks in poll() on
-//! the TUN, the socket and a stop eventfd, and drains a bounded batch of
-//! each per wakeup. What a TUN write makes the kernel answer at once (a
-//! pod's TCP ACK, an echo reply) is already queued in the TUN when the write
-//! returns, and is sent in the same round. One thread costs the least CPU
-//! per byte: no handoff between threads, no cross-CPU wakeups (`make bench`
-//! on 2 cores: a fifth less CPU per GB, a sixth more TCP and a quarter more
-//! small-packet throughput than one thread per direction).
+//! One OS thread per queue (see [`steer`](crate::steer)) moves both
+//! directions of its TUN queue and socket: it blocks in poll() on the two
+//! and a stop eventfd, and drains a bounded batch of each per wakeup. What a
+//! TUN write makes the kernel answer at once (a pod's TCP ACK, an echo
+//! reply) is already queued in the same TUN queue when the write returns
+//! (the answer is sent on the same CPU), and is sent in the same round. A
+//! thread per queue, pinned to that queue's CPUs, means a packet is moved
+//! on the CPU it arrived on: no handoff between threads and no cross-CPU
+//! wakeup, which on a virtual machine costs tens of microseconds each.
 //!
-//! With `--busy-poll` (see [`busy_poll`](crate::busy_poll)) that thread keeps
-//! polling until the window passed without a packet before it sleeps.
-//!
-//! With `--loop-threads 2`, one thread per direction, for hosts with cores to
-//! spare whose pods send and receive heavily at once. The UDP → TUN thread
-//! then sends the answers its writes produced itself rather than waking the
-//! other thread; [`Tx`] sits behind a mutex for that (taken once per batch,
-//! never contended for long), which also keeps each flow's packets in order.
+//! With `--busy-poll` (see [`busy_poll`](crate::busy_poll)) each thread
+//! keeps polling until the window passed without a packet before it sleeps.
 //!
 //! The decisions come from `forward.rs`; `tx.rs` and `rx.rs` move the bytes.
 //! The route table is read through an `ArcSwap`, so applying a snapshot never
@@ -27,7 +22,7 @@ use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,12 +42,13 @@ use crate::tx::Tx;
 const BATCH: usize = 64;
 /// recvmmsg calls per wakeup before checking the stop signal again.
 const ROUNDS: usize = 8;
-/// TUN reads the UDP → TUN thread does after its writes.
+/// TUN reads after a round's writes, for what they were answered with.
 const ANSWER_READS: usize = 16;
 
-/// What both threads share.
+/// What one queue's thread works with.
 #[derive(Clone)]
 pub struct LoopIo {
+    /// This queue's TUN fd and UDP socket.
     pub tun: Arc<File>,
     pub socket: Arc<UdpSocket>,
     pub table: Arc<ArcSwap<ForwardTable>>,
@@ -66,8 +62,8 @@ pub struct LoopIo {
     pub gro: bool,
     /// `--busy-poll`: zero sleeps whenever both fds are empty.
     pub busy_poll: Duration,
-    /// `--loop-threads`: 2 runs one thread per direction (busy-poll aside).
-    pub threads: u8,
+    /// The CPUs the thread runs on; empty: wherever the kernel puts it.
+    pub cpus: Vec<usize>,
 }
 
 /// The running threads; stopping joins them. Dropping stops too.
@@ -90,7 +86,8 @@ impl Stop {
 }
 
 impl Loops {
-    pub fn start(io: LoopIo) -> io::Result<Loops> {
+    /// Starts a thread per queue (`kolach-udp-q0`, ...).
+    pub fn start(queues: Vec<LoopIo>) -> io::Result<Loops> {
         let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(io::Error::from)?;
         let stop = Arc::new(Stop {
@@ -101,14 +98,12 @@ impl Loops {
             stop: stop.clone(),
             threads: Vec::new(),
         };
-        let tx = Arc::new(Mutex::new(Tx::new(io.framing, io.gso)));
-        if io.threads < 2 || !io.busy_poll.is_zero() {
-            loops.spawn("kolach-udp-loop", move || both_ways(&io, &tx, &stop))?;
-            return Ok(loops);
+        for (q, io) in queues.into_iter().enumerate() {
+            let stop = stop.clone();
+            loops.spawn(&format!("kolach-udp-q{q}"), move || {
+                run_queue(q, &io, &stop)
+            })?;
         }
-        let (io1, stop1, tx1) = (io.clone(), stop.clone(), tx.clone());
-        loops.spawn("kolach-tun-to-udp", move || tun_to_udp(&io1, &tx1, &stop1))?;
-        loops.spawn("kolach-udp-to-tun", move || udp_to_tun(&io, &tx, &stop))?;
         Ok(loops)
     }
 
@@ -141,11 +136,6 @@ impl Drop for Loops {
     fn drop(&mut self) {
         self.stop_inner();
     }
-}
-
-/// Waits until `fd` is readable (true) or stop is signalled (false).
-fn wait_readable(fd: BorrowedFd<'_>, stop: &Stop) -> bool {
-    wait_any(&[fd], stop)
 }
 
 /// Waits until one of `fds` is readable (true) or stop is signalled (false).
@@ -196,32 +186,26 @@ impl ErrorLog {
     }
 }
 
-fn tun_to_udp(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
-    while wait_readable(io.tun.as_fd(), stop) {
-        lock(tx).run_batch(io, BATCH);
-    }
-}
-
-fn udp_to_tun(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
-    let mut rx = Rx::new(io.framing, io.gro, io.uso);
-    while wait_readable(io.socket.as_fd(), stop) {
-        if rx.run_batch(io, ROUNDS) > 0 {
-            // Answers to what was just written; if the other thread is
-            // sending, it will find them itself.
-            if let Ok(mut tx) = tx.try_lock() {
-                tx.run_batch(io, ANSWER_READS);
+/// One queue's thread: pinned to its CPUs, then [`both_ways`].
+fn run_queue(q: usize, io: &LoopIo, stop: &Stop) {
+    if !io.cpus.is_empty() {
+        match crate::steer::pin_current_thread(&io.cpus) {
+            Ok(()) => tracing::debug!(queue = q, cpus = ?io.cpus, "packet loop thread pinned"),
+            Err(e) => {
+                tracing::warn!(queue = q, cpus = ?io.cpus, error = %e, "cannot pin the packet loop thread; it runs on any CPU")
             }
         }
     }
+    both_ways(io, stop);
 }
 
-/// Both directions in one thread. It sleeps in poll() on both fds when a
+/// Both directions of one queue. It sleeps in poll() on both fds when a
 /// round moved nothing, or, with `io.busy_poll`, once that long passed
 /// without a packet (an empty round meanwhile yields the CPU to anything
 /// else that wants to run).
-fn both_ways(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
+fn both_ways(io: &LoopIo, stop: &Stop) {
     let mut rx = Rx::new(io.framing, io.gro, io.uso);
-    let mut tx = lock(tx);
+    let mut tx = Tx::new(io.framing, io.gso);
     let mut clock = IdleClock::new(io.busy_poll, Instant::now());
     while !stop.requested() {
         let mut moved = tx.run_batch(io, BATCH);
@@ -244,9 +228,4 @@ fn both_ways(io: &LoopIo, tx: &Mutex<Tx>, stop: &Stop) {
             std::thread::yield_now();
         }
     }
-}
-
-/// The lock, also after a panic elsewhere (the state is only buffers).
-fn lock(tx: &Mutex<Tx>) -> std::sync::MutexGuard<'_, Tx> {
-    tx.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -37,6 +37,8 @@ pub struct Plan {
     pub new_version: String,
     /// The file that passed the check.
     pub binary: BinaryId,
+    /// The handover format it adopts (1: one TUN queue and socket).
+    pub format: u32,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +106,7 @@ impl Upgrader {
             let plan = Plan {
                 new_version: report.version,
                 binary: on_disk,
+                format: report.format,
             };
             self.plans
                 .send(plan.clone())
@@ -336,6 +339,7 @@ mod tests {
     fn exec_environment_replaces_our_variables() {
         let h = Handoff {
             listener: 9,
+            format: 1,
             ..Default::default()
         };
         let (path, argv, env) =

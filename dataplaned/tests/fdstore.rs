@@ -102,8 +102,9 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
     let peers = [("10.50.7.0/24", "198.18.0.2")];
     let r = d.apply(udp_snapshot(1, "10.50.18.0/24", "198.18.0.1", &peers));
     assert!(r.applied, "{}", r.reason);
-    // Each store replaces what was stored under its name.
-    let mut stored: Vec<(String, OwnedFd)> = Vec::new();
+    // Each store replaces what was stored under its name; a message holds
+    // the fds of every queue, in queue order.
+    let mut stored: Vec<(String, Vec<OwnedFd>)> = Vec::new();
     while stored.len() < 2 {
         let m = systemd.recv();
         if m.text.starts_with("FDSTOREREMOVE=1") {
@@ -114,24 +115,30 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
             .strip_prefix("FDSTORE=1\nFDNAME=")
             .unwrap_or_else(|| panic!("unexpected {:?}", m.text))
             .to_string();
-        assert_eq!(m.fds.len(), 1, "{name}");
-        stored.push((name, m.fds.into_iter().next().unwrap()));
+        stored.push((name, m.fds));
     }
     assert_eq!(
         stored.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["tun", "udp"]
     );
-    let tun = std::fs::File::from(stored[0].1.try_clone().unwrap());
-    assert_eq!(
-        kolach_dataplaned::tun::attached_name(&tun).unwrap(),
-        "kolach0"
-    );
-    let udp = UdpSocket::from(stored[1].1.try_clone().unwrap());
-    assert_eq!(
-        udp.local_addr().unwrap(),
-        "198.18.0.1:8285".parse::<SocketAddr>().unwrap()
-    );
-    drop((tun, udp));
+    let queues = stored[0].1.len();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(queues, cpus.min(8), "a TUN queue per CPU");
+    assert_eq!(stored[1].1.len(), queues, "a socket per queue");
+    for fd in &stored[0].1 {
+        let tun = std::fs::File::from(fd.try_clone().unwrap());
+        assert_eq!(
+            kolach_dataplaned::tun::attached_name(&tun).unwrap(),
+            "kolach0"
+        );
+    }
+    for fd in &stored[1].1 {
+        let udp = UdpSocket::from(fd.try_clone().unwrap());
+        assert_eq!(
+            udp.local_addr().unwrap(),
+            "198.18.0.1:8285".parse::<SocketAddr>().unwrap()
+        );
+    }
 
     // Crash. systemd (here: the test) still holds the fds, so a datagram
     // sent meanwhile waits in the socket.
@@ -141,8 +148,12 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
 
     let mut launch = Launch::new(&ns, &dir.0);
     launch.env.push(systemd.env());
-    launch.env.push(("LISTEN_FDNAMES".into(), "tun:udp".into()));
-    launch.listen_fds = stored.into_iter().map(|(_, fd)| fd).collect();
+    let names: Vec<&str> = stored
+        .iter()
+        .flat_map(|(name, fds)| fds.iter().map(|_| name.as_str()))
+        .collect();
+    launch.env.push(("LISTEN_FDNAMES".into(), names.join(":")));
+    launch.listen_fds = stored.into_iter().flat_map(|(_, fds)| fds).collect();
     let d = Daemon::launch(launch);
     systemd.until("READY=1");
     let st = d.wait_for("the queued datagram read", Duration::from_secs(3), |s| {
@@ -152,8 +163,12 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
     });
     assert!(st.has_snapshot && st.route_count == 1, "{st:?}");
     let text = log(&dir.0);
-    assert!(text.contains("TUN fd taken over"), "{text}");
-    assert!(text.contains("UDP socket taken over"), "{text}");
+    assert!(text.contains("TUN queues taken over"), "{text}");
+    assert!(text.contains("UDP sockets taken over"), "{text}");
+    assert!(
+        text.contains(&format!("queues={queues}")),
+        "all queues taken over: {text}"
+    );
     assert!(text.contains("start=\"systemd fd store\""), "{text}");
 
     // A hot upgrade is framed by RELOADING=1 and the new image's READY=1.

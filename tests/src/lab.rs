@@ -23,6 +23,21 @@ use crate::topology::{self, Pod};
 pub const PREFIX: &str = "/coreos.com/network";
 /// The network config every test and the demo use.
 pub const NETWORK_CONFIG: &str = r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp"}}"#;
+
+/// The udp dataplane's status mode by default on this machine: `io` (the
+/// offloads) and, with several CPUs, a TUN queue per CPU (at most 8) steered
+/// by CPU.
+pub fn default_udp_mode(io: &str) -> String {
+    match cpus().min(8) {
+        1 => io.to_string(),
+        n => format!("{io}, {n} queues by cpu"),
+    }
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 /// How long a host may take from start to subnet.env.
 pub const READY_WITHIN: Duration = Duration::from_secs(20);
 

@@ -1,14 +1,18 @@
 //! The udp backend's packet-loop modes.
 //!
-//! By default one thread (`kolach-udp-loop`) moves both directions;
-//! `KOLACH_LOOP_THREADS=2` gives one thread per direction: hosts of either
-//! kind ping each other, carry iperf3 both ways and hot-upgrade under a ping
-//! without losing a probe.
+//! By default the TUN has a queue per CPU, each with its own socket and
+//! loop thread (`kolach-udp-q0`, ...) pinned to that CPU:
+//! - a ping sent from a pod on CPU `c` is moved by queue `c`'s threads on
+//!   both hosts, and no other loop thread wakes for it (counted from the
+//!   threads' voluntary context switches);
+//! - such hosts and a `KOLACH_QUEUES=1` host (one unpinned thread) ping each
+//!   other, carry iperf3 both ways and hot-upgrade under a ping without
+//!   losing a probe, keeping their queues.
 //!
-//! With `KOLACH_BUSY_POLL=30ms` (issue 5's round-trip time) the one thread
-//! keeps polling while packets come and sleeps once 30 ms passed without one:
-//! - the status says so (`..., busy-poll 30ms`) and the loop is the one
-//!   `kolach-udp-loop` thread;
+//! With `KOLACH_BUSY_POLL=30ms` (issue 5's round-trip time; one queue here)
+//! the thread keeps polling while packets come and sleeps once 30 ms passed
+//! without one:
+//! - the status says so (`..., busy-poll 30ms`);
 //! - idle, that thread uses (almost) no CPU; under a 100 pps ping it polls
 //!   (a large share of a CPU) and every probe is answered; after the traffic
 //!   it sleeps again;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kolach_tests::iperf::Iperf;
-use kolach_tests::lab::NETWORK_CONFIG;
+use kolach_tests::lab::{cpus, default_udp_mode, NETWORK_CONFIG};
 use kolach_tests::mesh::CONVERGE_WITHIN;
 use kolach_tests::steady_ping::SteadyPing;
 use kolach_tests::upgrade::Trigger;
@@ -29,13 +33,12 @@ use kolach_tests::{run, Lab};
 const WINDOW: &str = "30ms";
 const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
 const MODE: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro), busy-poll 30ms";
-const TWO_THREADS_MODE: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 loop threads";
-/// The one loop thread's name as /proc shows it (15 characters at most).
-const THREAD: &str = "kolach-udp-loop";
-/// `--loop-threads 2`'s threads (names cut to 15 characters by the kernel).
-const TWO_THREADS: [&str; 2] = ["kolach-tun-to-u", "kolach-udp-to-t"];
-/// Every packet-loop thread name there is.
-const LOOP_THREADS: [&str; 3] = [THREAD, TWO_THREADS[0], TWO_THREADS[1]];
+/// The loop thread of queue 0, the only one with one queue.
+const THREAD: &str = "kolach-udp-q0";
+/// What loop threads' names start with.
+const LOOP_THREAD_PREFIX: &str = "kolach-udp-q";
+/// One queue, as the busy-poll test runs.
+const ONE_QUEUE: (&str, &str) = ("KOLACH_QUEUES", "1");
 /// A sleeping loop: at most this share of one CPU over a quiet second
 /// (stray IPv6 packets of the pods may wake it for a window or two).
 const IDLE_MAX: f64 = 0.05;
@@ -47,7 +50,7 @@ const POLLING_MIN: f64 = 0.10;
 #[test]
 fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
     run("busypoll", |lab| {
-        let busy: &[(&str, &str)] = &[("KOLACH_BUSY_POLL", WINDOW)];
+        let busy: &[(&str, &str)] = &[("KOLACH_BUSY_POLL", WINDOW), ONE_QUEUE];
         start(lab, &[busy, busy])?;
         for n in [1, 2] {
             lab.wait_dp_mode(n, MODE)?;
@@ -133,29 +136,98 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
 }
 
 #[test]
-fn one_thread_by_default_and_two_on_request_interoperate() {
-    run("looptwo", |lab| {
-        start(lab, &[&[], &[("KOLACH_LOOP_THREADS", "2")]])?;
-        lab.wait_dp_mode(1, OFFLOAD)?;
-        lab.wait_dp_mode(2, TWO_THREADS_MODE)?;
-        let one = loop_threads(lab, 1)?;
-        ensure!(one == [THREAD], "host1 (default): loop threads {one:?}");
-        let two = loop_threads(lab, 2)?;
+fn a_queue_per_cpu_by_default_and_one_on_request_interoperate() {
+    run("queues", |lab| {
+        start(lab, &[&[], &[], &[ONE_QUEUE]])?;
+        let n_queues = cpus().min(8);
+        let per_cpu = default_udp_mode(OFFLOAD);
+        for n in [1, 2] {
+            lab.wait_dp_mode(n, &per_cpu)?;
+            let threads = loop_threads(lab, n)?;
+            let want: Vec<String> = (0..n_queues)
+                .map(|q| format!("{LOOP_THREAD_PREFIX}{q}"))
+                .collect();
+            ensure!(
+                threads == want,
+                "host{n}: loop threads {threads:?}, expected {want:?}"
+            );
+            for q in 0..n_queues {
+                let cpus = thread_cpus(lab, n, q)?;
+                let home: Vec<usize> = (0..cpus_total()).filter(|c| c % n_queues == q).collect();
+                ensure!(
+                    cpus == home,
+                    "host{n}: queue {q} runs on CPUs {cpus:?}, expected {home:?}"
+                );
+            }
+        }
+        lab.wait_dp_mode(3, OFFLOAD)?;
         ensure!(
-            two == TWO_THREADS,
-            "host2 (--loop-threads 2): loop threads {two:?}"
+            loop_threads(lab, 3)? == [THREAD],
+            "host3 (one queue): {:?}",
+            loop_threads(lab, 3)?
         );
-        for (client, server) in [(1u8, 2u8), (2, 1)] {
+        let all: Vec<usize> = (0..cpus_total()).collect();
+        ensure!(
+            thread_cpus(lab, 3, 0)? == all,
+            "host3's one loop thread is pinned"
+        );
+
+        // A ping from a pod on CPU c is moved by queue c's threads, on both
+        // hosts, and wakes no other loop thread.
+        for c in 0..n_queues.min(cpus_total()) {
+            let before = [switches(lab, 1)?, switches(lab, 2)?];
+            let out = kolach_tests::netns::exec(
+                &lab.pod(1).ns,
+                "taskset",
+                &[
+                    "-c",
+                    &c.to_string(),
+                    "ping",
+                    "-n",
+                    "-q",
+                    "-c",
+                    "50",
+                    "-i",
+                    "0.01",
+                    "-W",
+                    "1",
+                    &lab.pod(2).ip.to_string(),
+                ],
+                Duration::from_secs(10),
+            )?;
+            ensure!(out.status.success(), "ping from CPU {c}: {}", out.stdout);
+            let after = [switches(lab, 1)?, switches(lab, 2)?];
+            for (h, (b, a)) in before.iter().zip(&after).enumerate() {
+                let woke: Vec<u64> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+                eprintln!(
+                    "queues: ping on CPU {c}: host{} loop threads woke {woke:?}",
+                    h + 1
+                );
+                ensure!(
+                    woke[c] >= 50,
+                    "host{}: queue {c} woke {} times for 50 probes sent on CPU {c}: {woke:?}",
+                    h + 1,
+                    woke[c]
+                );
+                // Other queues: at most stray IPv6 packets of the pods.
+                for (q, w) in woke.iter().enumerate().filter(|(q, _)| *q != c) {
+                    ensure!(
+                        *w <= 10,
+                        "host{}: queue {q} woke {w} times for probes sent on CPU {c}: {woke:?}",
+                        h + 1
+                    );
+                }
+            }
+        }
+
+        for (client, server) in [(1u8, 3u8), (3, 1)] {
             iperf(lab, client, server)?;
         }
-        let ping = pod_ping(lab, "upgrade", Duration::from_millis(5), 300)?;
+        let ping = pod_ping_to(lab, 3, "upgrade", Duration::from_millis(5), 300)?;
         std::thread::sleep(Duration::from_millis(300));
-        for n in [2, 1] {
+        for n in [3, 1] {
             let u = lab.hot_upgrade(n, Trigger::Rpc)?;
-            eprintln!(
-                "loop threads: host{n} hot upgrade, loop paused {:?}",
-                u.pause
-            );
+            eprintln!("queues: host{n} hot upgrade, loop paused {:?}", u.pause);
         }
         let r = ping.finish(Duration::from_secs(3))?;
         ensure!(
@@ -163,10 +235,69 @@ fn one_thread_by_default_and_two_on_request_interoperate() {
             "200 pps ping across hot upgrades: {}",
             r.describe()
         );
-        let two = loop_threads(lab, 2)?;
-        ensure!(two == TWO_THREADS, "host2 after its upgrade: {two:?}");
+        lab.wait_dp_mode(1, &per_cpu)?;
+        lab.wait_dp_mode(3, OFFLOAD)?;
+        ensure!(
+            loop_threads(lab, 1)?.len() == n_queues,
+            "host1 after its upgrade: {:?}",
+            loop_threads(lab, 1)?
+        );
         Ok(())
     });
+}
+
+/// CPUs of the machine (the tests run unpinned).
+fn cpus_total() -> usize {
+    cpus()
+}
+
+/// The `Cpus_allowed_list` of host `n`'s loop thread of queue `q`, expanded.
+fn thread_cpus(lab: &Lab, n: u8, q: usize) -> Result<Vec<usize>> {
+    let dir = loop_thread_dir(lab, n, q)?;
+    let status = std::fs::read_to_string(dir.join("status"))?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .context("no Cpus_allowed_list")?
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>()?..=b.parse::<usize>()?),
+            None => cpus.push(part.parse()?),
+        }
+    }
+    Ok(cpus)
+}
+
+/// Voluntary context switches (one per sleep) of host `n`'s loop threads,
+/// by queue.
+fn switches(lab: &Lab, n: u8) -> Result<Vec<u64>> {
+    let queues = loop_threads(lab, n)?.len();
+    let mut out = Vec::new();
+    for q in 0..queues {
+        let status = std::fs::read_to_string(loop_thread_dir(lab, n, q)?.join("status"))?;
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .context("no voluntary_ctxt_switches")?;
+        out.push(v.trim().parse()?);
+    }
+    Ok(out)
+}
+
+/// /proc/<pid>/task/<tid> of host `n`'s loop thread of queue `q`.
+fn loop_thread_dir(lab: &Lab, n: u8, q: usize) -> Result<std::path::PathBuf> {
+    let pid = dataplaned_pid(lab, n)?;
+    let name = format!("{LOOP_THREAD_PREFIX}{q}");
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = t?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            return Ok(dir);
+        }
+    }
+    bail!("host{n}: no {name} thread in kolach-dataplaned {pid}")
 }
 
 /// Hosts with the given dataplane environments, pods, routes, all pairs ping.
@@ -211,8 +342,19 @@ fn iperf(lab: &Lab, client: u8, server: u8) -> Result<()> {
 
 /// pod1 pings pod2 in the background (output in `ping-<name>.txt`).
 fn pod_ping(lab: &Lab, name: &str, interval: Duration, count: u32) -> Result<SteadyPing> {
+    pod_ping_to(lab, 2, name, interval, count)
+}
+
+/// pod1 pings pod `to` in the background (output in `ping-<name>.txt`).
+fn pod_ping_to(
+    lab: &Lab,
+    to: u8,
+    name: &str,
+    interval: Duration,
+    count: u32,
+) -> Result<SteadyPing> {
     let out = lab.dir.join(format!("ping-{name}.txt"));
-    SteadyPing::start(&lab.pod(1).ns, lab.pod(2).ip, interval, count, &out)
+    SteadyPing::start(&lab.pod(1).ns, lab.pod(to).ip, interval, count, &out)
 }
 
 fn dataplaned_pid(lab: &Lab, n: u8) -> Result<u32> {
@@ -226,7 +368,7 @@ fn loop_threads(lab: &Lab, n: u8) -> Result<Vec<String>> {
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let comm = std::fs::read_to_string(t?.path().join("comm")).unwrap_or_default();
         let comm = comm.trim();
-        if LOOP_THREADS.contains(&comm) {
+        if comm.starts_with(LOOP_THREAD_PREFIX) {
             names.push(comm.to_string());
         }
     }
