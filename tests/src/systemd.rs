@@ -128,16 +128,27 @@ pub fn expand(item: &str) -> Result<BTreeSet<String>> {
     Ok(set)
 }
 
-/// Every syscall the unit's filter lets through.
+/// Every syscall the unit's filter lets through. As systemd reads an allow
+/// list: line by line, `~` lines take away and later plain lines add back.
 pub fn allowed_syscalls(unit: &str) -> Result<BTreeSet<String>> {
-    let (allow, deny) = filter_lines(unit);
     let mut set = BTreeSet::new();
-    for a in &allow {
-        set.extend(expand(a)?);
-    }
-    for d in &deny {
-        for s in expand(d)? {
-            set.remove(&s);
+    for line in unit.lines() {
+        let Some(v) = line.trim().strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        match v.strip_prefix('~') {
+            Some(deny) => {
+                for item in deny.split_whitespace() {
+                    for s in expand(item)? {
+                        set.remove(&s);
+                    }
+                }
+            }
+            None => {
+                for item in v.split_whitespace() {
+                    set.extend(expand(item)?);
+                }
+            }
         }
     }
     Ok(set)
