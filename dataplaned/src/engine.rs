@@ -84,7 +84,7 @@ impl Engine {
         }
     }
 
-    /// How the udp backend runs (`--offload`, `--busy-poll`, `--loop-threads`).
+    /// How the udp backend runs (`--offload`, `--busy-poll`, `--queues`).
     pub fn with_udp(mut self, udp: udp::Options) -> Self {
         self.udp = udp;
         self
