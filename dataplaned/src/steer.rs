@@ -32,9 +32,8 @@ pub const MAX_AUTO_QUEUES: usize = 8;
 pub const MAX_QUEUES: usize = 64;
 
 /// `--queues`: a number, or one per CPU the process may run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queues {
-    #[default]
     Auto,
     Count(usize),
 }

@@ -16,7 +16,6 @@ use crate::counters::{Counters, DropReason, Tally};
 use crate::forward::{self, ForwardTable, TunVerdict};
 use crate::gso_plan::{add_datagram, Msg};
 use crate::mmsg::{self, CmsgBuf};
-use crate::ratelimit::{TokenBucket, ICMP_BURST, ICMP_PER_SEC};
 use crate::segment::{self, Tso};
 use crate::tun::Framing;
 use crate::udp_loop::{ErrorLog, LoopIo};
@@ -67,7 +66,6 @@ pub struct Tx {
     ctrl: Vec<CmsgBuf>,
     answer: [u8; icmp::MAX_ANSWER_LEN],
     /// ICMP errors answered at most at the kernel's own default rate.
-    icmp_limit: TokenBucket,
     tally: Tally,
     read_err: ErrorLog,
     send_err: ErrorLog,
@@ -101,7 +99,6 @@ impl Tx {
             names: vec![mmsg::zeroed_sockaddr(); MAX_MSGS],
             ctrl: vec![[0; 4]; MAX_MSGS],
             answer: [0; icmp::MAX_ANSWER_LEN],
-            icmp_limit: TokenBucket::new(ICMP_PER_SEC, ICMP_BURST, std::time::Instant::now()),
             tally: Tally::default(),
             read_err: ErrorLog::new("TUN read failed"),
             send_err: ErrorLog::new("UDP send failed"),
@@ -344,7 +341,7 @@ impl Tx {
 
     /// Writes an ICMP error from the answer buffer back into the TUN.
     fn write_answer(&mut self, io: &LoopIo, len: usize, reason: DropReason) {
-        if !self.icmp_limit.allow(std::time::Instant::now()) {
+        if !io.icmp_allowed() {
             return;
         }
         let none = vnet::VnetHdr::default().encode();

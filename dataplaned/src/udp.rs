@@ -30,6 +30,7 @@ use crate::inherit::Inherited;
 use crate::netlink::{configure_device, Kernel, KernelError};
 use crate::notify;
 use crate::offload::{self, Features, Offload};
+use crate::ratelimit::{TokenBucket, ICMP_BURST, ICMP_PER_SEC};
 use crate::routes::RouteTable;
 use crate::snapshot::ValidSnapshot;
 use crate::steer::{self, Queues};
@@ -99,7 +100,7 @@ impl Default for Options {
         Options {
             offload: Offload::default(),
             busy_poll: Duration::ZERO,
-            queues: Queues::Auto,
+            queues: Queues::Count(1),
         }
     }
 }
@@ -371,6 +372,11 @@ impl UdpBackend {
         } else {
             Vec::new()
         };
+        let icmp_limit = Arc::new(std::sync::Mutex::new(TokenBucket::new(
+            ICMP_PER_SEC,
+            ICMP_BURST,
+            std::time::Instant::now(),
+        )));
         let ios = t.files.iter().zip(&b.sockets).enumerate();
         let ios = ios.map(|(q, (tun, socket))| LoopIo {
             tun: tun.clone(),
@@ -387,6 +393,7 @@ impl UdpBackend {
             } else {
                 Vec::new()
             },
+            icmp_limit: icmp_limit.clone(),
         });
         Some(ios.collect())
     }

@@ -34,6 +34,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::busy_poll::IdleClock;
 use crate::counters::Counters;
 use crate::forward::ForwardTable;
+use crate::ratelimit::TokenBucket;
 use crate::rx::Rx;
 use crate::tun::Framing;
 use crate::tx::Tx;
@@ -64,6 +65,16 @@ pub struct LoopIo {
     pub busy_poll: Duration,
     /// The CPUs the thread runs on; empty: wherever the kernel puts it.
     pub cpus: Vec<usize>,
+    /// The ICMP answers' rate limit, one for all queues (as the kernel's).
+    pub icmp_limit: Arc<std::sync::Mutex<TokenBucket>>,
+}
+
+impl LoopIo {
+    /// Whether an ICMP answer may go out now (taken from the shared bucket).
+    pub fn icmp_allowed(&self) -> bool {
+        let mut bucket = self.icmp_limit.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.allow(Instant::now())
+    }
 }
 
 /// The running threads; stopping joins them. Dropping stops too.

@@ -1,11 +1,11 @@
 //! The udp backend's packet-loop modes.
 //!
-//! By default the TUN has a queue per CPU, each with its own socket and
-//! loop thread (`kolach-udp-q0`, ...) pinned to that CPU:
+//! With `KOLACH_QUEUES=auto` the TUN has a queue per CPU, each with its own
+//! socket and loop thread (`kolach-udp-q0`, ...) pinned to that CPU:
 //! - a ping sent from a pod on CPU `c` is moved by queue `c`'s threads on
 //!   both hosts, and no other loop thread wakes for it (counted from the
 //!   threads' voluntary context switches);
-//! - such hosts and a `KOLACH_QUEUES=1` host (one unpinned thread) ping each
+//! - such hosts and a default host (one queue, one unpinned thread) ping each
 //!   other, carry iperf3 both ways and hot-upgrade under a ping without
 //!   losing a probe, keeping their queues.
 //!
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kolach_tests::iperf::Iperf;
-use kolach_tests::lab::{cpus, default_udp_mode, NETWORK_CONFIG};
+use kolach_tests::lab::{cpus, per_cpu_udp_mode, NETWORK_CONFIG};
 use kolach_tests::mesh::CONVERGE_WITHIN;
 use kolach_tests::steady_ping::SteadyPing;
 use kolach_tests::upgrade::Trigger;
@@ -136,11 +136,12 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
 }
 
 #[test]
-fn a_queue_per_cpu_by_default_and_one_on_request_interoperate() {
+fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
     run("queues", |lab| {
-        start(lab, &[&[], &[], &[ONE_QUEUE]])?;
+        let per_cpu_env: &[(&str, &str)] = &[("KOLACH_QUEUES", "auto")];
+        start(lab, &[per_cpu_env, per_cpu_env, &[]])?;
         let n_queues = cpus().min(8);
-        let per_cpu = default_udp_mode(OFFLOAD);
+        let per_cpu = per_cpu_udp_mode(OFFLOAD);
         for n in [1, 2] {
             lab.wait_dp_mode(n, &per_cpu)?;
             let threads = loop_threads(lab, n)?;

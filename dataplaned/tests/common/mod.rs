@@ -362,15 +362,10 @@ impl Drop for Monitor {
     }
 }
 
-/// The status mode of a udp backend on a device opened by default here:
-/// `io` (the offloads) and, on a machine with several CPUs, a queue per CPU
-/// (at most 8) steered by CPU.
+/// The status mode of a udp backend with the default flags: `io` (the
+/// offloads), one queue.
 pub fn default_mode(io: &str) -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match cpus.min(8) {
-        1 => io.to_string(),
-        n => format!("{io}, {n} queues by cpu"),
-    }
+    io.to_string()
 }
 
 pub const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
