@@ -82,6 +82,16 @@ pub fn queue_cpus(allowed: &[usize], n: usize, q: usize) -> Vec<usize> {
     }
 }
 
+/// For each of `n` queues, the CPUs its thread is pinned to: none (runs
+/// anywhere) when there is one queue.
+pub fn pinning(n: usize) -> Vec<Vec<usize>> {
+    if n <= 1 {
+        return vec![Vec::new(); n];
+    }
+    let allowed = allowed_cpus();
+    (0..n).map(|q| queue_cpus(&allowed, n, q)).collect()
+}
+
 /// The CPUs this process may run on (its affinity mask).
 pub fn allowed_cpus() -> Vec<usize> {
     match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
@@ -286,6 +296,8 @@ mod tests {
         assert_eq!(queue_cpus(&[0, 2, 4], 2, 0), vec![0, 2, 4]);
         assert_eq!(queue_cpus(&[0, 2, 4], 2, 1), vec![0, 2, 4]);
         assert_eq!(queue_cpus(&[1, 2], 2, 1), vec![1]);
+        // One queue: its thread is not pinned.
+        assert_eq!(pinning(1), vec![Vec::<usize>::new()]);
     }
 
     #[test]
@@ -317,13 +329,7 @@ mod tests {
 
     #[test]
     fn a_reuseport_group_takes_the_program() {
-        use std::net::UdpSocket;
-        let s = socket2_reuseport("127.0.0.1:0");
+        let s = crate::udp::bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
         steer_group_by_cpu(std::os::fd::AsFd::as_fd(&s), 2).unwrap();
-        let _: UdpSocket = s;
-    }
-
-    fn socket2_reuseport(addr: &str) -> std::net::UdpSocket {
-        crate::udp::bind_reuseport(addr.parse().unwrap()).unwrap()
     }
 }

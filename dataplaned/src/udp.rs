@@ -366,19 +366,14 @@ impl UdpBackend {
     /// pinned to queue `q`'s CPUs when there are several).
     fn loop_ios(&self) -> Option<Vec<LoopIo>> {
         let (t, b) = (self.tun.as_ref()?, self.bound.as_ref()?);
-        let n = t.files.len();
-        let allowed = if n > 1 {
-            steer::allowed_cpus()
-        } else {
-            Vec::new()
-        };
         let icmp_limit = Arc::new(std::sync::Mutex::new(TokenBucket::new(
             ICMP_PER_SEC,
             ICMP_BURST,
             std::time::Instant::now(),
         )));
-        let ios = t.files.iter().zip(&b.sockets).enumerate();
-        let ios = ios.map(|(q, (tun, socket))| LoopIo {
+        let pinning = steer::pinning(t.files.len());
+        let ios = t.files.iter().zip(&b.sockets).zip(pinning);
+        let ios = ios.map(|((tun, socket), cpus)| LoopIo {
             tun: tun.clone(),
             socket: socket.clone(),
             table: self.table.clone(),
@@ -388,11 +383,7 @@ impl UdpBackend {
             gso: b.gso,
             gro: b.gro,
             busy_poll: self.options.busy_poll,
-            cpus: if n > 1 {
-                steer::queue_cpus(&allowed, n, q)
-            } else {
-                Vec::new()
-            },
+            cpus,
             icmp_limit: icmp_limit.clone(),
         });
         Some(ios.collect())

@@ -24,12 +24,6 @@ pub const PREFIX: &str = "/coreos.com/network";
 /// The network config every test and the demo use.
 pub const NETWORK_CONFIG: &str = r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp"}}"#;
 
-/// The udp dataplane's status mode with the default flags: `io` (the
-/// offloads), one queue.
-pub fn default_udp_mode(io: &str) -> String {
-    io.to_string()
-}
-
 /// The mode with `KOLACH_QUEUES=auto` on this machine: a TUN queue per CPU
 /// (at most 8) steered by CPU, where there are several.
 pub fn per_cpu_udp_mode(io: &str) -> String {

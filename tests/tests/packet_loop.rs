@@ -27,7 +27,7 @@ use kolach_tests::iperf::Iperf;
 use kolach_tests::lab::{cpus, per_cpu_udp_mode, NETWORK_CONFIG};
 use kolach_tests::mesh::CONVERGE_WITHIN;
 use kolach_tests::steady_ping::SteadyPing;
-use kolach_tests::upgrade::Trigger;
+use kolach_tests::upgrade::{Trigger, Upgraded};
 use kolach_tests::{run, Lab};
 
 const WINDOW: &str = "30ms";
@@ -107,23 +107,13 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
             iperf(lab, client, server)?;
         }
 
-        let ping = pod_ping(lab, "upgrade", Duration::from_millis(5), 400)?;
-        std::thread::sleep(Duration::from_millis(300));
-        for n in [1, 2] {
-            let u = lab.hot_upgrade(n, Trigger::Rpc)?;
+        for (n, u) in upgrades_under_ping(lab, 2, 400, &[1, 2], "busy-poll")? {
             ensure!(
                 u.status.mode == MODE,
                 "host{n}: after the upgrade the mode is {:?}",
                 u.status.mode
             );
-            eprintln!("busy-poll: host{n} hot upgrade, loop paused {:?}", u.pause);
         }
-        let r = ping.finish(Duration::from_secs(3))?;
-        ensure!(
-            r.lost() == 0,
-            "200 pps ping across hot upgrades: {}",
-            r.describe()
-        );
         for n in [1, 2] {
             let threads = loop_threads(lab, n)?;
             ensure!(
@@ -153,11 +143,11 @@ fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
                 "host{n}: loop threads {threads:?}, expected {want:?}"
             );
             for q in 0..n_queues {
-                let cpus = thread_cpus(lab, n, q)?;
-                let home: Vec<usize> = (0..cpus_total()).filter(|c| c % n_queues == q).collect();
+                let pinned = thread_cpus(lab, n, q)?;
+                let home: Vec<usize> = (0..cpus()).filter(|c| c % n_queues == q).collect();
                 ensure!(
-                    cpus == home,
-                    "host{n}: queue {q} runs on CPUs {cpus:?}, expected {home:?}"
+                    pinned == home,
+                    "host{n}: queue {q} runs on CPUs {pinned:?}, expected {home:?}"
                 );
             }
         }
@@ -167,7 +157,7 @@ fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
             "host3 (one queue): {:?}",
             loop_threads(lab, 3)?
         );
-        let all: Vec<usize> = (0..cpus_total()).collect();
+        let all: Vec<usize> = (0..cpus()).collect();
         ensure!(
             thread_cpus(lab, 3, 0)? == all,
             "host3's one loop thread is pinned"
@@ -175,7 +165,7 @@ fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
 
         // A ping from a pod on CPU c is moved by queue c's threads, on both
         // hosts, and wakes no other loop thread.
-        for c in 0..n_queues.min(cpus_total()) {
+        for c in 0..n_queues.min(cpus()) {
             let before = [switches(lab, 1)?, switches(lab, 2)?];
             let out = kolach_tests::netns::exec(
                 &lab.pod(1).ns,
@@ -224,18 +214,7 @@ fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
         for (client, server) in [(1u8, 3u8), (3, 1)] {
             iperf(lab, client, server)?;
         }
-        let ping = pod_ping_to(lab, 3, "upgrade", Duration::from_millis(5), 300)?;
-        std::thread::sleep(Duration::from_millis(300));
-        for n in [3, 1] {
-            let u = lab.hot_upgrade(n, Trigger::Rpc)?;
-            eprintln!("queues: host{n} hot upgrade, loop paused {:?}", u.pause);
-        }
-        let r = ping.finish(Duration::from_secs(3))?;
-        ensure!(
-            r.lost() == 0,
-            "200 pps ping across hot upgrades: {}",
-            r.describe()
-        );
+        upgrades_under_ping(lab, 3, 300, &[3, 1], "queues")?;
         lab.wait_dp_mode(1, &per_cpu)?;
         lab.wait_dp_mode(3, OFFLOAD)?;
         ensure!(
@@ -245,11 +224,6 @@ fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
         );
         Ok(())
     });
-}
-
-/// CPUs of the machine (the tests run unpinned).
-fn cpus_total() -> usize {
-    cpus()
 }
 
 /// The `Cpus_allowed_list` of host `n`'s loop thread of queue `q`, expanded.
@@ -344,6 +318,32 @@ fn iperf(lab: &Lab, client: u8, server: u8) -> Result<()> {
 /// pod1 pings pod2 in the background (output in `ping-<name>.txt`).
 fn pod_ping(lab: &Lab, name: &str, interval: Duration, count: u32) -> Result<SteadyPing> {
     pod_ping_to(lab, 2, name, interval, count)
+}
+
+/// Hot-upgrades `hosts` in turn while pod1 pings pod `to` at 200 pps
+/// (`count` probes), none of which may be lost; the upgrades by host.
+fn upgrades_under_ping(
+    lab: &Lab,
+    to: u8,
+    count: u32,
+    hosts: &[u8],
+    what: &str,
+) -> Result<Vec<(u8, Upgraded)>> {
+    let ping = pod_ping_to(lab, to, "upgrade", Duration::from_millis(5), count)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut done = Vec::new();
+    for &n in hosts {
+        let u = lab.hot_upgrade(n, Trigger::Rpc)?;
+        eprintln!("{what}: host{n} hot upgrade, loop paused {:?}", u.pause);
+        done.push((n, u));
+    }
+    let r = ping.finish(Duration::from_secs(3))?;
+    ensure!(
+        r.lost() == 0,
+        "200 pps ping across hot upgrades: {}",
+        r.describe()
+    );
+    Ok(done)
 }
 
 /// pod1 pings pod `to` in the background (output in `ping-<name>.txt`).

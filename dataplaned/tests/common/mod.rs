@@ -362,10 +362,5 @@ impl Drop for Monitor {
     }
 }
 
-/// The status mode of a udp backend with the default flags: `io` (the
-/// offloads), one queue.
-pub fn default_mode(io: &str) -> String {
-    io.to_string()
-}
-
+/// The status mode of a udp backend with the default flags.
 pub const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
