@@ -14,6 +14,8 @@ CARGO ?= cargo
 DEMO_DIR ?= .demo
 DEMO_HOSTS ?= 3
 DEMO_BACKEND ?= udp
+# KOLACH_ variables for every demo host's kolach-dataplaned, e.g. KOLACH_QUEUES=auto
+DEMO_DATAPLANED_ENV ?=
 # Two test processes at a time: each multi-host test runs etcd and up to six
 # daemons, and the machines this runs on have two cores.
 TEST_THREADS ?= 2
@@ -78,7 +80,8 @@ test: deps fmt-check clippy build sweep
 	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS) --config-file tests/nextest.toml
 
 demo: deps build
-	$(BIN)/kolach-lab --dir $(DEMO_DIR) up --hosts $(DEMO_HOSTS) --backend $(DEMO_BACKEND)
+	$(BIN)/kolach-lab --dir $(DEMO_DIR) up --hosts $(DEMO_HOSTS) --backend $(DEMO_BACKEND) \
+		$(foreach e,$(DEMO_DATAPLANED_ENV),--dataplaned-env $(e))
 	@echo; echo '$$ kolachctl --run-dir $(DEMO_DIR)/host1 status'
 	@$(BIN)/kolachctl --run-dir $(DEMO_DIR)/host1 status
 	@echo; echo '$$ kolachctl --run-dir $(DEMO_DIR)/host1 leases'

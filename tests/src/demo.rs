@@ -44,9 +44,18 @@ fn state_path(dir: &Path) -> PathBuf {
 
 /// Starts etcd and `hosts` hosts with pods, waits for the mesh, records the
 /// state and leaves everything running.
-pub fn up(dir: &Path, hosts: u8, backend: Backend) -> Result<State> {
+pub fn up(
+    dir: &Path,
+    hosts: u8,
+    backend: Backend,
+    dataplaned_env: &[(String, String)],
+) -> Result<State> {
     let mut lab = Lab::create(STEM, dir, Mode::Detached)?;
-    if let Err(e) = lab.mesh_with(hosts, &backend.config()) {
+    let env: Vec<(&str, &str)> = dataplaned_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Err(e) = lab.mesh_with_dataplaned_env(hosts, &backend.config(), &env) {
         lab.dump_logs();
         return Err(e); // dropping the lab tears it down
     }

@@ -28,6 +28,10 @@ enum Cmd {
         /// Backend.Type of the network config: udp, vxlan, host-gw or alloc.
         #[arg(long, default_value = "udp")]
         backend: kolach_tests::Backend,
+        /// Set on every host's kolach-dataplaned, e.g. KOLACH_QUEUES=auto
+        /// (repeatable; the lab otherwise clears KOLACH_* variables).
+        #[arg(long = "dataplaned-env", value_name = "NAME=VALUE", value_parser = name_value)]
+        dataplaned_env: Vec<(String, String)>,
     },
     /// Stop every demo process and delete the demo namespaces and dir.
     Down,
@@ -38,6 +42,19 @@ enum Cmd {
     },
     /// Remove namespaces and temp dirs of test labs whose process died.
     Sweep,
+}
+
+/// `NAME=VALUE` as a pair; the name must be a KOLACH_ variable.
+fn name_value(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    if !name.starts_with("KOLACH_") {
+        return Err(format!(
+            "{name:?} is not a KOLACH_ variable of kolach-dataplaned"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -54,8 +71,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&cli.dir)?;
     match cli.cmd {
-        Cmd::Up { hosts, backend } => {
-            let state = demo::up(&dir, hosts, backend)?;
+        Cmd::Up {
+            hosts,
+            backend,
+            dataplaned_env,
+        } => {
+            let state = demo::up(&dir, hosts, backend, &dataplaned_env)?;
             println!(
                 "kolach demo is up: etcd at {} in {}",
                 state.etcd_endpoint, state.underlay_ns
