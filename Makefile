@@ -4,7 +4,7 @@
 #   make test       fmt check, clippy -D warnings, build, unit + multi-host tests
 #   make demo       etcd + 3 host namespaces running both daemons, status, ping matrix
 #   make demo-down  stop the demo and remove its namespaces
-#   make bench      release build, then udp/udp-busy/vxlan/host-gw/underlay measured side by side
+#   make bench      release build, then udp/udp-busy/udp-queues/vxlan/host-gw/underlay side by side
 #   make fuzz       the fuzz targets in fuzz/ (cargo fuzz), FUZZ_SECONDS each; not in CI
 #
 # The multi-host tests and the demo create network namespaces: run as root.
@@ -98,8 +98,8 @@ demo-down:
 	fi
 
 # DESIGN §9: one lab per mode, rounds interleaved, medians; a table on stdout
-# and JSON in $(BENCH_OUT) (bench/README.md; BENCH_ROUNDS, BENCH_SECONDS, ...
-# override the defaults, which take about 9 minutes).
+# and JSON in $(BENCH_OUT) (bench/README.md; BENCH_MODES, BENCH_ROUNDS,
+# BENCH_SECONDS, ... override the defaults, which take about 13 minutes).
 BENCH_OUT ?= bench/results.json
 bench: deps-apt
 	$(CARGO) build --release --workspace

@@ -1,11 +1,12 @@
 //! `make bench` (DESIGN §9): kolach's three data paths (udp, vxlan, host-gw),
-//! udp again with busy polling (udp-busy), and the bare underlay measured
-//! side by side in one run, each on its own lab of two hosts built with this
-//! crate's harness, rounds interleaved so that drift of a shared machine hits
-//! every mode alike.
+//! udp again with busy polling (udp-busy) and with a queue per CPU
+//! (udp-queues), and the bare underlay measured side by side in one run (all
+//! of them or a `BENCH_MODES` subset), each on its own lab of two hosts built
+//! with this crate's harness, rounds interleaved so that drift of a shared
+//! machine hits every mode alike.
 //!
-//! - [`config`]: the modes (and udp-busy's `KOLACH_BUSY_POLL`), the knobs
-//!   (`BENCH_*` variables), the round order.
+//! - [`config`]: the modes (and what udp-busy and udp-queues ask of
+//!   kolach-dataplaned), the knobs (`BENCH_*` variables), the round order.
 //! - [`signal`]: Ctrl-C and SIGTERM stop the run between two measurements,
 //!   and the labs are still torn down.
 //! - [`target`]: one lab per mode, kept up for the whole run, with the

@@ -115,11 +115,13 @@ pub fn summarize_mode(mode: Mode, all: &[Sample]) -> Summary {
     }
 }
 
-/// Every mode's medians, with ratios to [`Mode::REFERENCE`].
-pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
+/// The medians of each mode of `modes`, in table order ([`Mode::ALL`]'s),
+/// with ratios to [`Mode::REFERENCE`] (none if it is not among them).
+pub fn summarize(modes: &[Mode], samples: &[Sample]) -> Vec<Summary> {
     let mut out: Vec<Summary> = Mode::ALL
-        .iter()
-        .map(|&m| summarize_mode(m, samples))
+        .into_iter()
+        .filter(|m| modes.contains(m))
+        .map(|m| summarize_mode(m, samples))
         .collect();
     let r = out.iter().find(|s| s.mode == Mode::REFERENCE).cloned();
     if let Some(r) = r {
@@ -261,7 +263,7 @@ mod tests {
     fn sample(round: u32, mode: Mode, gbps: f64, rtt_ms: f64, kpps: f64) -> Sample {
         // The udp dataplanes cost CPU (busy polling more), the others none.
         let dp = match mode {
-            Mode::Udp => Some(2.0),
+            Mode::Udp | Mode::UdpQueues => Some(2.0),
             Mode::UdpBusy => Some(3.0),
             _ => None,
         };
@@ -312,7 +314,7 @@ mod tests {
         failed.udp = None;
         failed.errors.push("iperf3: boom".into());
         v.push(failed);
-        let s = summarize(&v);
+        let s = summarize(&Mode::ALL, &v);
         let order: Vec<Mode> = s.iter().map(|x| x.mode).collect();
         assert_eq!(order, Mode::ALL.to_vec());
         let udp = &s[0];
@@ -333,10 +335,15 @@ mod tests {
         assert_eq!((busy.mode, busy.rounds), (Mode::UdpBusy, 3));
         assert!((busy.vs_vxlan.rtt_p50.unwrap() - 1.2).abs() < 1e-9);
         assert!((busy.dataplaned_cpu_s_per_gb.unwrap() - 6.0 / gb).abs() < 1e-9);
-        let vx = &s[2];
+        let queues = &s[2];
+        assert_eq!(
+            (queues.mode, queues.rounds, queues.tcp1_gbps),
+            (Mode::UdpQueues, 0, None)
+        );
+        let vx = &s[3];
         assert_eq!(vx.vs_vxlan.tcp1, Some(1.0));
         assert_eq!(vx.dataplaned_cpu_s_per_gb, None);
-        let bare = &s[4];
+        let bare = &s[5];
         assert_eq!(
             (bare.rounds, bare.tcp1_gbps, bare.vs_vxlan.tcp1),
             (0, None, None)
@@ -345,14 +352,45 @@ mod tests {
         assert!(t.contains("| udp "), "{t}");
         assert!(t.contains("2.250 (0.25x)"), "{t}");
         assert!(t.contains("150 (1.50x)"), "{t}");
-        assert_eq!(t.lines().count(), 7);
+        assert_eq!(t.lines().count(), 8);
         let busy_row = t.lines().nth(3).unwrap();
         assert!(busy_row.starts_with("| udp-busy "), "{t}");
         assert!(busy_row.contains("120 (1.20x)"), "{t}");
         assert!(busy_row.contains(&format!("{:.3}", 6.0 / gb)), "{t}");
-        assert!(t.lines().nth(2).unwrap().starts_with("| udp      |"), "{t}");
+        assert!(
+            t.lines().nth(2).unwrap().starts_with("| udp        |"),
+            "{t}"
+        );
         let widths: Vec<usize> = t.lines().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{t}");
+    }
+
+    #[test]
+    fn a_subset_is_summarized_in_table_order() {
+        let mut v = Vec::new();
+        for r in 0..2 {
+            // Measured in rotated order; the summary keeps the table's.
+            v.push(sample(r, Mode::Vxlan, 8.0, 0.1, 200.0));
+            v.push(sample(r, Mode::UdpQueues, 6.0, 0.08, 150.0));
+            v.push(sample(r, Mode::Udp, 4.0, 0.15, 100.0));
+        }
+        let s = summarize(&[Mode::Vxlan, Mode::UdpQueues, Mode::Udp], &v);
+        let order: Vec<Mode> = s.iter().map(|x| x.mode).collect();
+        assert_eq!(order, [Mode::Udp, Mode::UdpQueues, Mode::Vxlan]);
+        assert_eq!(s[1].vs_vxlan.tcp1, Some(0.75));
+        assert!((s[1].vs_vxlan.rtt_p50.unwrap() - 0.8).abs() < 1e-9);
+        let t = table(&s);
+        assert_eq!(t.lines().count(), 5, "{t}");
+        assert!(
+            t.lines().nth(3).unwrap().starts_with("| udp-queues |"),
+            "{t}"
+        );
+        // Without the reference there are medians but no ratios.
+        let s = summarize(&[Mode::Udp], &v);
+        assert_eq!(
+            (s.len(), s[0].tcp1_gbps, s[0].vs_vxlan.tcp1),
+            (1, Some(4.0), None)
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The whole run: build one lab per mode, measure every mode once per round
-//! in rotated order, load the phantom routes into the (plain) udp lab, tear every lab
-//! down (also when a step fails or a signal arrives), then print the table
-//! and write the JSON.
+//! The whole run: build one lab per selected mode, measure every selected
+//! mode once per round in rotated order, load the phantom routes into the
+//! (plain) udp lab if it is among them, tear every lab down (also when a
+//! step fails or a signal arrives), then print the table and write the JSON.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
-use crate::bench::config::{round_order, BenchConfig, Mode, BUSY_POLL, BUSY_POLL_ENV, NETWORK};
+use crate::bench::config::{round_order, BenchConfig, Mode, NETWORK};
 use crate::bench::measure::{self, UDP_PAYLOAD};
 use crate::bench::report::{self, Sample, Summary};
 use crate::bench::routes::{self, RouteLoad};
@@ -42,6 +42,8 @@ pub struct Document {
     /// The udp lab's dataplaneds with the phantom routes (None: skipped or failed).
     pub routes: Option<RouteLoad>,
     pub routes_error: Option<String>,
+    /// Why the phantom routes were not loaded although asked for.
+    pub routes_skipped: Option<String>,
     pub setup: Vec<SetupInfo>,
     pub samples: Vec<Sample>,
     pub teardown_errors: Vec<String>,
@@ -111,7 +113,7 @@ fn s_err(errors: &mut Vec<String>, what: &str, e: anyhow::Error) {
 fn describe(s: &Sample) -> String {
     let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
     format!(
-        "{:<8} tcp1 {} Gbit/s, tcp4 {} Gbit/s, udp {} kpps rx ({}% lost), rtt p50 {} us p99 {} us",
+        "{:<10} tcp1 {} Gbit/s, tcp4 {} Gbit/s, udp {} kpps rx ({}% lost), rtt p50 {} us p99 {} us",
         s.mode.name(),
         f(s.tcp1.as_ref().map(|t| t.report.bits_per_second / 1e9), 3),
         f(s.tcp4.as_ref().map(|t| t.report.bits_per_second / 1e9), 3),
@@ -126,12 +128,13 @@ struct Measured {
     samples: Vec<Sample>,
     routes: Option<RouteLoad>,
     routes_error: Option<String>,
+    routes_skipped: Option<String>,
     setup: Vec<SetupInfo>,
 }
 
 /// Everything that needs the labs; the caller tears them down afterwards.
-fn measure_all(cfg: &BenchConfig, targets: &mut Vec<Target>) -> Result<Measured> {
-    for mode in Mode::ALL {
+fn measure_all(cfg: &BenchConfig, modes: &[Mode], targets: &mut Vec<Target>) -> Result<Measured> {
+    for &mode in modes {
         signal::check()?;
         eprintln!("bench: setting up the {mode} lab");
         let t = Target::build(mode)?;
@@ -146,11 +149,8 @@ fn measure_all(cfg: &BenchConfig, targets: &mut Vec<Target>) -> Result<Measured>
                 .map(|m| format!(", udp packet I/O mode {m:?}"))
                 .unwrap_or_default()
         );
-        if !mode.dataplane_mode_confirms(t.dataplane_mode.as_deref()) {
-            eprintln!(
-                "bench: warning: the {mode} dataplane's mode names no busy-poll: \
-                 this kolach-dataplaned ignores {BUSY_POLL_ENV}={BUSY_POLL}, so {mode} measures plain udp"
-            );
+        if let Some(note) = mode.unconfirmed_note(t.dataplane_mode.as_deref()) {
+            eprintln!("bench: warning: {note}");
         }
         targets.push(t);
     }
@@ -163,7 +163,7 @@ fn measure_all(cfg: &BenchConfig, targets: &mut Vec<Target>) -> Result<Measured>
     let mut samples = Vec::new();
     for round in 0..cfg.rounds {
         let started = Instant::now();
-        for (slot, mode) in round_order(round as usize).into_iter().enumerate() {
+        for (slot, mode) in round_order(modes, round as usize).into_iter().enumerate() {
             let t = targets
                 .iter_mut()
                 .find(|t| t.mode == mode)
@@ -179,20 +179,28 @@ fn measure_all(cfg: &BenchConfig, targets: &mut Vec<Target>) -> Result<Measured>
             started.elapsed()
         );
     }
-    let (mut routes, mut routes_error) = (None, None);
+    let (mut routes, mut routes_error, mut routes_skipped) = (None, None, None);
     if cfg.routes > 0 {
-        signal::check()?;
-        let udp = targets
-            .iter()
-            .find(|t| t.mode == Mode::Udp)
-            .ok_or_else(|| anyhow!("no udp lab"))?;
-        eprintln!("bench: loading {} phantom udp leases", cfg.routes);
-        match routes::load(&udp.lab, cfg.routes) {
-            Ok(r) => routes = Some(r),
-            Err(e) => {
+        match targets.iter().find(|t| t.mode == Mode::Udp) {
+            None => {
+                let why = format!(
+                    "they are loaded into the {udp} lab, and {udp} was not among the modes",
+                    udp = Mode::Udp
+                );
+                eprintln!("bench: skipping the {} phantom routes: {why}", cfg.routes);
+                routes_skipped = Some(why);
+            }
+            Some(udp) => {
                 signal::check()?;
-                eprintln!("bench: phantom routes: {e:#}");
-                routes_error = Some(format!("{e:#}"));
+                eprintln!("bench: loading {} phantom udp leases", cfg.routes);
+                match routes::load(&udp.lab, cfg.routes) {
+                    Ok(r) => routes = Some(r),
+                    Err(e) => {
+                        signal::check()?;
+                        eprintln!("bench: phantom routes: {e:#}");
+                        routes_error = Some(format!("{e:#}"));
+                    }
+                }
             }
         }
     }
@@ -211,6 +219,7 @@ fn measure_all(cfg: &BenchConfig, targets: &mut Vec<Target>) -> Result<Measured>
         samples,
         routes,
         routes_error,
+        routes_skipped,
         setup,
     })
 }
@@ -279,21 +288,30 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let machine = machine();
+    let modes = cfg.selected();
+    if cfg.reference_added() {
+        eprintln!(
+            "bench: note: measuring {} too, the ratios are taken against it",
+            Mode::REFERENCE
+        );
+    }
     let mut targets = Vec::new();
-    let measured = measure_all(cfg, &mut targets);
+    let measured = measure_all(cfg, &modes, &mut targets);
     eprintln!("bench: tearing the labs down");
     let teardown_errors = teardown(&mut targets);
     for e in &teardown_errors {
         eprintln!("bench: teardown: {e}");
     }
     let m = measured?;
-    let summary = report::summarize(&m.samples);
+    let summary = report::summarize(&modes, &m.samples);
     let table = report::table(&summary);
     let doc = Document {
         generated_at: report::utc_timestamp(unix),
         took_s: started.elapsed().as_secs_f64(),
         machine,
         config: serde_json::json!({
+            "modes": modes,
+            "vxlan_added": cfg.reference_added(),
             "rounds": cfg.rounds,
             "seconds": cfg.seconds,
             "pings": cfg.pings,
@@ -308,6 +326,7 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         table: table.clone(),
         routes: m.routes,
         routes_error: m.routes_error,
+        routes_skipped: m.routes_skipped,
         setup: m.setup,
         samples: m.samples,
         teardown_errors,
@@ -316,29 +335,24 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         "kolach bench {}: {} rounds x {} modes, {} s iperf3 runs, {} pings at {} s; medians, (ratio to kernel vxlan)",
         doc.generated_at,
         cfg.rounds,
-        Mode::ALL.len(),
+        modes.len(),
         cfg.seconds,
         cfg.pings,
         cfg.ping_interval
     );
     for s in doc.setup.iter().filter(|s| s.dataplane_mode.is_some()) {
         let mode = s.dataplane_mode.as_deref();
-        println!(
-            "{} packet I/O mode: {}{}",
-            s.mode,
-            mode.unwrap_or("?"),
-            if s.mode.dataplane_mode_confirms(mode) {
-                String::new()
-            } else {
-                format!(" (no busy-poll: {BUSY_POLL_ENV} was ignored)")
-            }
-        );
+        println!("{} packet I/O mode: {}", s.mode, mode.unwrap_or("?"));
+        if let Some(note) = s.mode.unconfirmed_note(mode) {
+            println!("  warning: {note}");
+        }
     }
     print!("{table}");
-    match (&doc.routes, &doc.routes_error) {
-        (Some(r), _) => println!("{}", memory_line(r)),
-        (None, Some(e)) => println!("phantom routes failed: {e}"),
-        (None, None) => {}
+    match (&doc.routes, &doc.routes_error, &doc.routes_skipped) {
+        (Some(r), _, _) => println!("{}", memory_line(r)),
+        (None, Some(e), _) => println!("phantom routes failed: {e}"),
+        (None, None, Some(why)) => println!("phantom routes skipped: {why}"),
+        (None, None, None) => {}
     }
     let written = write_json(&cfg.out, &doc, unix)?;
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();

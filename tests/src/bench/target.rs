@@ -3,8 +3,9 @@
 //! behind each host's bridge (MTU = KOLACH_MTU, as Docker would set it), and
 //! traffic goes pod1 → pod2. The bare underlay is two hosts on the same
 //! veth/bridge underlay without daemons, and traffic goes host1 → host2: the
-//! path every backend's packets take, without the overlay. udp-busy is the
-//! udp lab again, its dataplaneds started with [`Mode::dataplaned_env`].
+//! path every backend's packets take, without the overlay. udp-busy and
+//! udp-queues are the udp lab again, their dataplaneds started with
+//! [`Mode::dataplaned_env`].
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! `kolach-bench` (`make bench`, DESIGN §9): kolach udp, udp with busy
-//! polling, vxlan, host-gw and the bare underlay measured interleaved in one
-//! run on labs of network namespaces; prints a table and writes JSON. See
+//! polling, udp with a queue per CPU, vxlan, host-gw and the bare underlay
+//! (or a `BENCH_MODES` subset) measured interleaved in one run on labs of
+//! network namespaces; prints a table and writes JSON. See
 //! `kolach_tests::bench`.
 
 use std::process::ExitCode;
