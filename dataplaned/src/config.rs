@@ -41,12 +41,11 @@ pub struct Config {
 
     /// udp backend: queues of the TUN device, each with its own UDP socket
     /// and packet-loop thread pinned to its CPUs, so a packet is moved on
-    /// the CPU it arrives on: about half the round-trip time, but a flow
-    /// whose sender moves to another CPU may be reordered at that moment.
-    /// 1 (default): one unpinned thread; "auto": one per CPU this process
-    /// may use (at most 8); or up to 64. Taken when the device's queues are
+    /// the CPU it arrives on (an active flow stays in its queue, in order).
+    /// "auto" (default): one per CPU this process may use (at most 8); 1:
+    /// one unpinned thread; or up to 64. Taken when the device's queues are
     /// opened; a restart or hot upgrade keeps the queues it is handed.
-    #[arg(long, env = "KOLACH_QUEUES", default_value = "1", value_parser = crate::steer::parse)]
+    #[arg(long, env = "KOLACH_QUEUES", default_value = "auto", value_parser = crate::steer::parse)]
     pub queues: crate::steer::Queues,
 
     /// User besides root allowed to push snapshots (ignored if no such user).
@@ -101,7 +100,7 @@ mod tests {
         assert_eq!(c.controld_user, "kolach");
         assert_eq!(c.offload, Offload::Auto);
         assert_eq!(c.busy_poll, std::time::Duration::ZERO);
-        assert_eq!(c.queues, crate::steer::Queues::Count(1));
+        assert_eq!(c.queues, crate::steer::Queues::Auto);
         assert_eq!(c.verbose, 0);
         assert!(!c.upgrade_check);
         assert_eq!(c.socket(), PathBuf::from("/run/kolach/dataplaned.sock"));
@@ -139,9 +138,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.offload, Offload::Off);
         assert_eq!(c.busy_poll, std::time::Duration::from_millis(20));
-        let auto = Config::try_parse_from(["kolach-dataplaned", "--queues", "auto"]).unwrap();
-        assert_eq!(auto.queues, crate::steer::Queues::Auto);
-        assert_eq!(auto.udp_options().queues, crate::steer::Queues::Auto);
+        let one = Config::try_parse_from(["kolach-dataplaned", "--queues", "1"]).unwrap();
+        assert_eq!(one.queues, crate::steer::Queues::Count(1));
+        assert_eq!(one.udp_options().queues, crate::steer::Queues::Count(1));
         let e = Config::try_parse_from(["kolach-dataplaned", "--queues", "0"]).unwrap_err();
         assert!(e.to_string().contains("is not a queue count"), "{e}");
         let e = Config::try_parse_from(["kolach-dataplaned", "--busy-poll", "20"]).unwrap_err();

@@ -29,7 +29,8 @@
 //!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by [`gso_plan`]) and
 //!   [`rx`] (UDP → TUN: GRO receives, coalescing); [`offload`]: which kernel offloads run;
 //!   [`busy_poll`]: `--busy-poll`, polling instead of sleeping while traffic flows;
-//!   [`mmsg`]: the batch syscalls; [`steer`]: a TUN queue, socket and thread per CPU.
+//!   [`mmsg`]: the batch syscalls; [`steer`]: a TUN queue, socket and thread per CPU,
+//!   [`flow_steer`]: the TUN's steering program (built with [`ebpf`]).
 //! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
 //! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
 //!   a previous backend's devices.
@@ -60,9 +61,11 @@ pub mod config;
 pub mod counters;
 pub mod csum;
 pub mod daemon;
+pub mod ebpf;
 pub mod engine;
 #[cfg(test)]
 mod fake_kernel;
+pub mod flow_steer;
 pub mod forward;
 pub mod gso_plan;
 pub mod handoff;

@@ -3,9 +3,11 @@
 //! paths work that way: softirq processing stays on the CPU of the packet).
 //!
 //! With N queues, queue `q` serves the CPUs `c` with `c % N == q`:
-//! - the TUN device is multi-queue; its steering program (eBPF, two
-//!   instructions: return the current CPU) puts a packet a pod sends on CPU
-//!   `c` into queue `c % N`;
+//! - the TUN device is multi-queue; its steering program (eBPF, see
+//!   [`flow_steer`](crate::flow_steer)) puts a packet a pod sends on CPU `c`
+//!   into queue `c % N`, unless the packet's flow is active in another
+//!   queue (then it follows the flow, so a sender that moves between CPUs
+//!   is not reordered);
 //! - the N UDP sockets form one `SO_REUSEPORT` group whose classic BPF
 //!   program (load the CPU, modulo N) hands a datagram received on CPU `c`
 //!   to socket `c % N`;
@@ -21,7 +23,7 @@
 //! request); every queue is still read, only CPU locality is lost.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::sched::CpuSet;
 use nix::unistd::Pid;
@@ -111,88 +113,15 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
-/// `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct BpfInsn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-/// The leading members of `union bpf_attr` that `BPF_PROG_LOAD` reads.
-#[repr(C)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-}
-
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
-const BPF_FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
-/// `r0 = bpf_get_smp_processor_id(); return r0;` (the TUN takes it modulo
-/// its queue count).
-const STEER_BY_CPU: [BpfInsn; 2] = [
-    BpfInsn {
-        code: 0x85, // BPF_JMP | BPF_CALL
-        regs: 0,
-        off: 0,
-        imm: BPF_FUNC_GET_SMP_PROCESSOR_ID,
-    },
-    BpfInsn {
-        code: 0x95, // BPF_JMP | BPF_EXIT
-        regs: 0,
-        off: 0,
-        imm: 0,
-    },
-];
-
 // TUNSETSTEERINGEBPF is _IOR('T', 224, int): it reads the program fd.
 nix::ioctl_read!(tunsetsteeringebpf, b'T', 224, libc::c_int);
 
-/// Loads the steer-by-CPU program into the kernel.
-fn load_steering_program() -> io::Result<OwnedFd> {
-    let license = c"Dual MIT/GPL";
-    let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-        insn_cnt: STEER_BY_CPU.len() as u32,
-        insns: STEER_BY_CPU.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 0,
-        log_size: 0,
-        log_buf: 0,
-        kern_version: 0,
-        prog_flags: 0,
-    };
-    // SAFETY: attr and the memory it points to (the program, the license)
-    // live for the call; the size passed is attr's.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Makes the multi-queue TUN behind `tun` put each packet in the queue of
-/// the CPU it is sent on. The device keeps the program; the fd may close.
+/// the CPU it is sent on, a flow's packets in one queue while it is active
+/// ([`flow_steer`](crate::flow_steer)). The device keeps the program; the
+/// fd may close.
 pub fn steer_tun_by_cpu(tun: BorrowedFd<'_>) -> io::Result<()> {
-    let prog = load_steering_program()?;
+    let prog = crate::flow_steer::load()?;
     let mut fd: libc::c_int = prog.as_raw_fd();
     // SAFETY: TUNSETSTEERINGEBPF reads one int from the pointer, which lives
     // for the call.
@@ -306,13 +235,6 @@ mod tests {
         assert_eq!(p[0].k, 0xffff_f000 + 36);
         assert_eq!((p[1].code, p[1].k), (0x94, 4));
         assert_eq!(p[2].code, 0x16);
-    }
-
-    #[test]
-    fn the_steering_program_loads() {
-        // Root (as in CI) may load socket-filter programs.
-        let prog = load_steering_program().expect("BPF_PROG_LOAD");
-        assert!(prog.as_raw_fd() > 2);
     }
 
     #[test]

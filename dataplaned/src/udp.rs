@@ -100,7 +100,7 @@ impl Default for Options {
         Options {
             offload: Offload::default(),
             busy_poll: Duration::ZERO,
-            queues: Queues::Count(1),
+            queues: Queues::Auto,
         }
     }
 }

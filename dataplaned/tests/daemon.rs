@@ -178,7 +178,7 @@ fn daemon_serves_stops_restores_and_cleans_up() {
             (st.route_count, st.mtu, st.device.as_str()),
             (2, 1472, "kolach0")
         );
-        assert_eq!(st.mode, common::OFFLOAD);
+        assert_eq!(st.mode, common::default_mode(common::OFFLOAD));
         assert!(st.counters.unwrap().dropped.contains_key("unknown-sender"));
     });
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{addresses, eventually, udp_snapshot, Netns, TempDir, OFFLOAD};
+use common::{addresses, default_mode, eventually, udp_snapshot, Netns, TempDir, OFFLOAD};
 use kolach_dataplaned::engine::{Engine, Origin};
 use kolach_dataplaned::inherit::{Carried, Inherited};
 use kolach_dataplaned::netlink::{Kernel, RtNetlink};
@@ -101,7 +101,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     let st = e.status();
     assert_eq!(
         (st.device.as_str(), st.mode.as_str(), st.route_count),
-        ("kolach0", OFFLOAD, 1)
+        ("kolach0", default_mode(OFFLOAD).as_str(), 1)
     );
 
     // A changed subnet replaces the address; a changed MTU is applied.
@@ -145,7 +145,7 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
         rt.run(async move { e2.apply(snap, Origin::Controld).await })
             .applied
     );
-    assert_eq!(e.status().mode, OFFLOAD);
+    assert_eq!(e.status().mode, default_mode(OFFLOAD));
     assert_eq!(addresses(&ns, "kolach0"), ["10.50.9.0/16"]);
 
     // Graceful stop: the device and its address stay.
@@ -238,7 +238,7 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
 
     let e = engine(Offload::Off);
     apply(&rt, &e, one_peer(1));
-    assert_eq!(e.status().mode, "batch (sendmmsg, recvmmsg)");
+    assert_eq!(e.status().mode, default_mode("batch (sendmmsg, recvmmsg)"));
     assert_eq!(vnet_hdr(&ns), false);
     // The plain path still answers.
     assert_unreachable_answered(&ns);
@@ -249,7 +249,7 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
     let e = engine(Offload::Auto);
     let e2 = e.clone();
     rt.run(async move { e2.restore().await });
-    assert_eq!(e.status().mode, OFFLOAD);
+    assert_eq!(e.status().mode, default_mode(OFFLOAD));
     assert_eq!(vnet_hdr(&ns), true);
     assert_unreachable_answered(&ns);
     shutdown(&rt, &e);

@@ -24,9 +24,10 @@ pub const PREFIX: &str = "/coreos.com/network";
 /// The network config every test and the demo use.
 pub const NETWORK_CONFIG: &str = r#"{"Network":"10.50.0.0/16","Backend":{"Type":"udp"}}"#;
 
-/// The mode with `KOLACH_QUEUES=auto` on this machine: a TUN queue per CPU
-/// (at most 8) steered by CPU, where there are several.
-pub fn per_cpu_udp_mode(io: &str) -> String {
+/// The udp dataplane's status mode with the default flags (`--queues
+/// auto`) on this machine: `io` (the offloads) and, where there are several
+/// CPUs, a TUN queue per CPU (at most 8) steered by CPU.
+pub fn default_udp_mode(io: &str) -> String {
     match cpus().min(8) {
         1 => io.to_string(),
         n => format!("{io}, {n} queues by cpu"),

@@ -103,6 +103,28 @@ pub fn udp_send_from(ns: &str, bind: SocketAddrV4, to: SocketAddrV4, payload: &[
     Ok(())
 }
 
+/// Sets `sock`'s receive buffer to `bytes`, past net.core.rmem_max
+/// (SO_RCVBUFFORCE, as root).
+pub fn force_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads one c_int that lives for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    anyhow::ensure!(
+        r == 0,
+        "SO_RCVBUFFORCE: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
 /// Waits up to `timeout` for one datagram.
 pub fn recv_within(sock: &UdpSocket, timeout: Duration) -> Result<Option<(Vec<u8>, SocketAddr)>> {
     sock.set_read_timeout(Some(timeout))?;

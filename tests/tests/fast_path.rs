@@ -11,7 +11,6 @@
 //! datagrams in software before the veth, as a NIC would on real hardware.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,11 +18,12 @@ use anyhow::{bail, ensure, Context, Result};
 use kolach_proto::dataplane::{Counters, DataplaneStatus};
 use kolach_tests::background::Background;
 use kolach_tests::iperf::{Iperf, IperfResult};
-use kolach_tests::lab::NETWORK_CONFIG;
+use kolach_tests::lab::{default_udp_mode, NETWORK_CONFIG};
 use kolach_tests::mesh::CONVERGE_WITHIN;
 use kolach_tests::{netns, packet, pcap, run, topology, traffic, Lab};
 
 const UDP_PORT: u16 = 8285;
+/// The packet I/O of the status mode (the default queues follow it).
 const OFFLOAD_MODE: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
 const BATCH_MODE: &str = "batch (sendmmsg, recvmmsg)";
 /// How long each iperf3 flow runs.
@@ -36,7 +36,7 @@ fn tcp_over_the_fast_path_is_flannel_wire_format_on_the_wire() {
     run("fastwire", |lab| {
         lab.mesh(2)?;
         for n in [1, 2] {
-            lab.wait_dp_mode(n, OFFLOAD_MODE)?;
+            lab.wait_dp_mode(n, &default_udp_mode(OFFLOAD_MODE))?;
         }
         let mtu = lab.host(1).subnet_env().context("host1 subnet.env")?.mtu;
         let status_mtu = lab.dp_status(1)?.mtu;
@@ -127,9 +127,9 @@ fn offload_off_and_mixed_hosts_interoperate() {
             lab.add_pod(n)?;
         }
         lab.wait_converged(CONVERGE_WITHIN)?;
-        lab.wait_dp_mode(1, OFFLOAD_MODE)?;
-        lab.wait_dp_mode(2, OFFLOAD_MODE)?;
-        lab.wait_dp_mode(3, BATCH_MODE)?;
+        lab.wait_dp_mode(1, &default_udp_mode(OFFLOAD_MODE))?;
+        lab.wait_dp_mode(2, &default_udp_mode(OFFLOAD_MODE))?;
+        lab.wait_dp_mode(3, &default_udp_mode(BATCH_MODE))?;
 
         lab.assert_all_pairs_ping(3)?;
 
@@ -166,7 +166,7 @@ fn offload_off_and_mixed_hosts_interoperate() {
 fn gso_sends_the_kernel_refuses_go_out_one_by_one() {
     run("fastnogso", |lab| {
         lab.mesh(2)?;
-        lab.wait_dp_mode(1, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(1, &default_udp_mode(OFFLOAD_MODE))?;
         let ns = lab.host(1).ns.clone();
         netns::ip(&ns, &["link", "set", "dev", topology::ETH, "mtu", "1400"])?;
         let before = lab.dp_status(1)?;
@@ -202,26 +202,11 @@ fn udp_datagrams_of_a_flow_are_coalesced_and_arrive_intact() {
     const LEN: usize = 1000;
     run("fastudp", |lab| {
         lab.mesh(2)?;
-        lab.wait_dp_mode(2, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(2, &default_udp_mode(OFFLOAD_MODE))?;
         let to = SocketAddrV4::new(lab.pod(2).ip, 7000);
         let rx = traffic::udp_bind_in(&lab.pod(2).ns, to)?;
         // Room for a whole burst in the pod's socket.
-        let big: libc::c_int = 4 << 20;
-        // SAFETY: setsockopt from a live c_int on our socket.
-        let r = unsafe {
-            libc::setsockopt(
-                rx.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        ensure!(
-            r == 0,
-            "SO_RCVBUFFORCE: {}",
-            std::io::Error::last_os_error()
-        );
+        traffic::force_rcvbuf(&rx, 4 << 20)?;
         let tx = traffic::udp_bind_in(&lab.pod(1).ns, SocketAddrV4::new(lab.pod(1).ip, 7001))?;
         let datagram = |seq: u32| -> Vec<u8> {
             let mut d: Vec<u8> = (0..LEN).map(|i| (i as u32 * 7 + seq) as u8).collect();
@@ -277,7 +262,7 @@ fn udp_datagrams_of_a_flow_are_coalesced_and_arrive_intact() {
 fn super_packets_of_a_small_mss_are_cut_whole() {
     run("fastmss", |lab| {
         lab.mesh(2)?;
-        lab.wait_dp_mode(1, OFFLOAD_MODE)?;
+        lab.wait_dp_mode(1, &default_udp_mode(OFFLOAD_MODE))?;
         let errors_before = tcp_csum_errors(&lab.pod(2).ns)?;
         let before = lab.dp_status(1)?;
         let r = tcp_flow(lab, 1, 2, &["-M", "536"])?;

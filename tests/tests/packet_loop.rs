@@ -1,11 +1,13 @@
 //! The udp backend's packet-loop modes.
 //!
-//! With `KOLACH_QUEUES=auto` the TUN has a queue per CPU, each with its own
-//! socket and loop thread (`kolach-udp-q0`, ...) pinned to that CPU:
+//! By default (`--queues auto`) the TUN has a queue per CPU, each with its
+//! own socket and loop thread (`kolach-udp-q0`, ...) pinned to that CPU:
 //! - a ping sent from a pod on CPU `c` is moved by queue `c`'s threads on
 //!   both hosts, and no other loop thread wakes for it (counted from the
 //!   threads' voluntary context switches);
-//! - such hosts and a default host (one queue, one unpinned thread) ping each
+//! - a UDP flow whose sender moves to another CPU every 4 datagrams arrives
+//!   in order (the TUN keeps an active flow in one queue);
+//! - such hosts and a `KOLACH_QUEUES=1` host (one unpinned thread) ping each
 //!   other, carry iperf3 both ways and hot-upgrade under a ping without
 //!   losing a probe, keeping their queues.
 //!
@@ -20,15 +22,16 @@
 //! - a hot upgrade under a 200 pps ping loses nothing (the polling thread
 //!   stops for the handover like the sleeping ones) and the new image polls too.
 
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kolach_tests::iperf::Iperf;
-use kolach_tests::lab::{cpus, per_cpu_udp_mode, NETWORK_CONFIG};
+use kolach_tests::lab::{cpus, default_udp_mode, NETWORK_CONFIG};
 use kolach_tests::mesh::CONVERGE_WITHIN;
 use kolach_tests::steady_ping::SteadyPing;
 use kolach_tests::upgrade::{Trigger, Upgraded};
-use kolach_tests::{run, Lab};
+use kolach_tests::{run, traffic, Lab};
 
 const WINDOW: &str = "30ms";
 const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
@@ -37,7 +40,79 @@ const MODE: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro), busy-poll 30ms
 const THREAD: &str = "kolach-udp-q0";
 /// What loop threads' names start with.
 const LOOP_THREAD_PREFIX: &str = "kolach-udp-q";
-/// One queue, as the busy-poll test runs.
+/// A UDP flow from pod 1 to pod 2 (both hosts with a queue per CPU) whose
+/// sender moves to the next CPU every few datagrams arrives in the order
+/// sent: the TUN keeps an active flow in the queue it started in. Steered
+/// purely by CPU, the datagrams sent after a move overtake those still
+/// waiting in the previous CPU's queue.
+fn a_moving_sender_is_not_reordered(lab: &Lab) -> Result<()> {
+    const DATAGRAMS: u32 = 3000;
+    const PER_CPU: u32 = 4;
+    let to = SocketAddrV4::new(lab.pod(2).ip, 7100);
+    let rx = traffic::udp_bind_in(&lab.pod(2).ns, to)?;
+    traffic::force_rcvbuf(&rx, 8 << 20)?;
+    let tx = traffic::udp_bind_in(&lab.pod(1).ns, SocketAddrV4::new(lab.pod(1).ip, 7101))?;
+    let cpus = cpus();
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            let mut payload = [0u8; 200];
+            for seq in 0..DATAGRAMS {
+                if seq % PER_CPU == 0 {
+                    pin_to(((seq / PER_CPU) as usize) % cpus)?;
+                }
+                payload[..4].copy_from_slice(&seq.to_be_bytes());
+                tx.send_to(&payload, to)?;
+            }
+            Ok(())
+        })
+        .join()
+        .expect("the sender thread")
+    })?;
+    let mut got = Vec::new();
+    while let Some((d, _)) = traffic::recv_within(&rx, Duration::from_millis(500))? {
+        got.push(u32::from_be_bytes(d[..4].try_into().expect("4 bytes")));
+    }
+    let overtaken: Vec<(u32, u32)> = got
+        .windows(2)
+        .filter(|w| w[1] < w[0])
+        .map(|w| (w[0], w[1]))
+        .take(5)
+        .collect();
+    eprintln!(
+        "queues: {} of {DATAGRAMS} datagrams from a sender moving between {cpus} CPUs arrived, {} out of order",
+        got.len(),
+        got.windows(2).filter(|w| w[1] < w[0]).count()
+    );
+    ensure!(
+        overtaken.is_empty(),
+        "datagrams arrived out of order (seq before -> after): {overtaken:?}"
+    );
+    ensure!(
+        got.len() as u32 >= DATAGRAMS * 9 / 10,
+        "only {} of {DATAGRAMS} datagrams arrived",
+        got.len()
+    );
+    Ok(())
+}
+
+/// Moves the calling thread to CPU `cpu`.
+fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+    // sched_setaffinity only touch the set, which lives for the calls.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    ensure!(
+        r == 0,
+        "pinning to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// One queue (the busy-poll test's and the queues test's host3).
 const ONE_QUEUE: (&str, &str) = ("KOLACH_QUEUES", "1");
 /// A sleeping loop: at most this share of one CPU over a quiet second
 /// (stray IPv6 packets of the pods may wake it for a window or two).
@@ -126,12 +201,11 @@ fn busy_poll_polls_while_traffic_flows_and_sleeps_after() {
 }
 
 #[test]
-fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
+fn a_queue_per_cpu_by_default_and_one_on_request_interoperate() {
     run("queues", |lab| {
-        let per_cpu_env: &[(&str, &str)] = &[("KOLACH_QUEUES", "auto")];
-        start(lab, &[per_cpu_env, per_cpu_env, &[]])?;
+        start(lab, &[&[], &[], &[ONE_QUEUE]])?;
         let n_queues = cpus().min(8);
-        let per_cpu = per_cpu_udp_mode(OFFLOAD);
+        let per_cpu = default_udp_mode(OFFLOAD);
         for n in [1, 2] {
             lab.wait_dp_mode(n, &per_cpu)?;
             let threads = loop_threads(lab, n)?;
@@ -210,6 +284,8 @@ fn a_queue_per_cpu_on_request_and_one_by_default_interoperate() {
                 }
             }
         }
+
+        a_moving_sender_is_not_reordered(lab)?;
 
         for (client, server) in [(1u8, 3u8), (3, 1)] {
             iperf(lab, client, server)?;

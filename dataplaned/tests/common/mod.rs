@@ -362,5 +362,20 @@ impl Drop for Monitor {
     }
 }
 
-/// The status mode of a udp backend with the default flags.
+/// The offloads of a udp backend with the default flags.
 pub const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
+
+/// The status mode of a udp backend with the default flags on this
+/// machine: `io` (the offloads) and, with several CPUs, a TUN queue per CPU
+/// (at most 8) steered by CPU.
+pub fn default_mode(io: &str) -> String {
+    match cpus().min(8) {
+        1 => io.to_string(),
+        n => format!("{io}, {n} queues by cpu"),
+    }
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
