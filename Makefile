@@ -4,7 +4,7 @@
 #   make test       fmt check, clippy -D warnings, build, unit + multi-host tests
 #   make demo       etcd + 3 host namespaces running both daemons, status, ping matrix
 #   make demo-down  stop the demo and remove its namespaces
-#   make bench      release build, then udp/udp-busy/udp-queues/vxlan/host-gw/underlay side by side
+#   make bench      release build, then udp/udp-busy/udp-1queue/vxlan/host-gw/underlay side by side
 #   make fuzz       the fuzz targets in fuzz/ (cargo fuzz), FUZZ_SECONDS each; not in CI
 #
 # The multi-host tests and the demo create network namespaces: run as root.

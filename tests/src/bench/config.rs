@@ -1,6 +1,6 @@
 //! What the bench measures and how long: the six modes (and what two of them
-//! ask of kolach-dataplaned), the `BENCH_*` environment variables, and the
-//! order the selected modes take in each round.
+//! ask of kolach-dataplaned beyond its defaults), the `BENCH_*` environment
+//! variables, and the order the selected modes take in each round.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,13 +12,16 @@ use crate::backend::Backend;
 /// One way pods (or hosts, for the bare underlay) reach each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
+    /// The udp backend with kolach-dataplaned's defaults (`--queues auto`:
+    /// a TUN queue, socket and pinned loop thread per CPU).
     Udp,
     /// The udp backend with both dataplanes busy polling
     /// (`KOLACH_BUSY_POLL=`[`BUSY_POLL`]): round-trip time bought with CPU.
     UdpBusy,
-    /// The udp backend with a TUN queue, socket and pinned loop thread per
-    /// CPU, steered by CPU (`KOLACH_QUEUES=`[`QUEUES`]).
-    UdpQueues,
+    /// The udp backend with one TUN queue, socket and loop thread
+    /// (`KOLACH_QUEUES=`[`ONE_QUEUE`]): kolach-dataplaned's previous default,
+    /// beside [`Mode::Udp`]'s per-CPU queues for comparison.
+    UdpOneQueue,
     Vxlan,
     HostGw,
     /// Host to host over the veth/bridge underlay, no overlay at all.
@@ -31,13 +34,35 @@ pub enum Mode {
 pub struct Ask {
     /// Set in both dataplaneds' environment besides the lab's own.
     pub env: &'static [(&'static str, &'static str)],
-    /// Part of host1's DataplaneStatus.mode once the dataplane runs so.
-    pub shows: &'static str,
-    /// Why a dataplaned that takes `env` may still run without it.
-    pub may_not: Option<&'static str>,
-    /// A part of the mode saying the dataplane took `env` only partly, and
-    /// what the bench then measures.
-    pub partly: Option<(&'static str, &'static str)>,
+    /// How host1's DataplaneStatus.mode reads once the dataplane runs so.
+    pub shows: Shows,
+}
+
+/// A test of host1's DataplaneStatus.mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shows {
+    /// The mode contains this part.
+    Contains(&'static str),
+    /// The mode does not contain this part.
+    Lacks(&'static str),
+}
+
+impl Shows {
+    /// Whether `dataplane_mode` passes the test.
+    pub fn holds_for(self, dataplane_mode: &str) -> bool {
+        match self {
+            Shows::Contains(part) => dataplane_mode.contains(part),
+            Shows::Lacks(part) => !dataplane_mode.contains(part),
+        }
+    }
+
+    /// How a mode for which the test fails reads, e.g. `does not show "busy-poll"`.
+    fn failed(self) -> String {
+        match self {
+            Shows::Contains(part) => format!("does not show {part:?}"),
+            Shows::Lacks(part) => format!("still shows {part:?}"),
+        }
+    }
 }
 
 impl Mode {
@@ -45,7 +70,7 @@ impl Mode {
     pub const ALL: [Mode; 6] = [
         Mode::Udp,
         Mode::UdpBusy,
-        Mode::UdpQueues,
+        Mode::UdpOneQueue,
         Mode::Vxlan,
         Mode::HostGw,
         Mode::Bare,
@@ -58,7 +83,7 @@ impl Mode {
         match self {
             Mode::Udp => "udp",
             Mode::UdpBusy => "udp-busy",
-            Mode::UdpQueues => "udp-queues",
+            Mode::UdpOneQueue => "udp-1queue",
             Mode::Vxlan => "vxlan",
             Mode::HostGw => "host-gw",
             Mode::Bare => "underlay",
@@ -80,7 +105,7 @@ impl Mode {
     /// The kolach backend a mode runs, None for the bare underlay.
     pub fn backend(self) -> Option<Backend> {
         match self {
-            Mode::Udp | Mode::UdpBusy | Mode::UdpQueues => Some(Backend::Udp),
+            Mode::Udp | Mode::UdpBusy | Mode::UdpOneQueue => Some(Backend::Udp),
             Mode::Vxlan => Some(Backend::Vxlan),
             Mode::HostGw => Some(Backend::HostGw),
             Mode::Bare => None,
@@ -92,22 +117,13 @@ impl Mode {
         match self {
             Mode::UdpBusy => Some(Ask {
                 env: &[(BUSY_POLL_ENV, BUSY_POLL)],
-                shows: "busy-poll",
-                may_not: None,
-                partly: None,
+                shows: Shows::Contains("busy-poll"),
             }),
-            Mode::UdpQueues => Some(Ask {
-                env: &[(QUEUES_ENV, QUEUES)],
-                shows: "queues by cpu",
-                may_not: Some(
-                    "auto gives one queue per CPU kolach-dataplaned may use, \
-                     so one on a one-CPU machine",
-                ),
-                partly: Some((
-                    "queues by flow",
-                    "the TUN picks queues by flow (kolach-dataplaned could not load its \
-                     steer-by-CPU eBPF program: no CAP_BPF?), so the queues lose their CPU locality",
-                )),
+            // With several queues the mode ends `, N queues by cpu` (or `by
+            // flow`); with one it names no queues.
+            Mode::UdpOneQueue => Some(Ask {
+                env: &[(QUEUES_ENV, ONE_QUEUE)],
+                shows: Shows::Lacks("queues"),
             }),
             Mode::Udp | Mode::Vxlan | Mode::HostGw | Mode::Bare => None,
         }
@@ -119,11 +135,11 @@ impl Mode {
     }
 
     /// Whether host1's DataplaneStatus.mode shows what the mode asked
-    /// dataplaned for (a dataplaned that ignores the variable, or cannot do
-    /// what it asks, would just measure something else).
+    /// dataplaned for (a dataplaned that ignores the variable would just
+    /// measure its defaults again).
     pub fn dataplane_mode_confirms(self, dataplane_mode: Option<&str>) -> bool {
         self.ask()
-            .is_none_or(|a| dataplane_mode.is_some_and(|m| m.contains(a.shows)))
+            .is_none_or(|a| dataplane_mode.is_some_and(|m| a.shows.holds_for(m)))
     }
 
     /// Why the dataplane's mode does not show what this mode asked for, and
@@ -135,18 +151,17 @@ impl Mode {
         }
         let env: Vec<String> = ask.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let env = env.join(" ");
-        let seen = dataplane_mode.unwrap_or("unknown");
-        let why = match (ask.partly, ask.may_not) {
-            (Some((part, means)), _) if seen.contains(part) => means.to_string(),
-            (_, Some(may_not)) => format!(
-                "{may_not}, or this kolach-dataplaned ignores {env}; either way {self} measures plain udp"
+        Some(match dataplane_mode {
+            Some(seen) => format!(
+                "the {self} dataplane's mode {seen:?} {}: this kolach-dataplaned ignores {env}, \
+                 so {self} measures the default per-CPU udp, as the udp row does",
+                ask.shows.failed()
             ),
-            (_, None) => format!("this kolach-dataplaned ignores {env}, so {self} measures plain udp"),
-        };
-        Some(format!(
-            "the {self} dataplane's mode {seen:?} does not show {:?} asked for with {env}: {why}",
-            ask.shows
-        ))
+            None => format!(
+                "host1's status gave no packet I/O mode, so nothing confirms that the {self} \
+                 dataplaned took {env}"
+            ),
+        })
     }
 }
 
@@ -165,12 +180,14 @@ pub const BUSY_POLL_ENV: &str = "KOLACH_BUSY_POLL";
 /// round-trip time is udp's again.
 pub const BUSY_POLL: &str = "50ms";
 
-/// kolach-dataplaned's variable for `--queues`.
+/// kolach-dataplaned's variable for `--queues` (default `auto`: one queue
+/// per CPU it may use, at most 8).
 pub const QUEUES_ENV: &str = "KOLACH_QUEUES";
 
-/// udp-queues' queue count: one per CPU the dataplaned may use (one on a
-/// one-CPU machine, where the mode is plain udp).
-pub const QUEUES: &str = "auto";
+/// udp-1queue's queue count: kolach-dataplaned's default before `auto`. On
+/// a one-CPU machine `auto` is one queue too, and udp-1queue measures what
+/// udp does.
+pub const ONE_QUEUE: &str = "1";
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,10 +210,10 @@ pub fn round_order(modes: &[Mode], round: usize) -> Vec<Mode> {
 #[derive(Clone, Debug, PartialEq, clap::Parser)]
 #[command(
     name = "kolach-bench",
-    about = "kolach udp, udp with busy polling, udp with a queue per CPU, vxlan, host-gw and the bare underlay measured side by side (make bench)"
+    about = "kolach udp (a queue per CPU), udp with busy polling, udp with one queue, vxlan, host-gw and the bare underlay measured side by side (make bench)"
 )]
 pub struct BenchConfig {
-    /// Modes to measure, comma-separated, e.g. udp,udp-queues,vxlan (default:
+    /// Modes to measure, comma-separated, e.g. udp,udp-1queue,vxlan (default:
     /// all); vxlan, which the ratios are taken against, is added if left out.
     #[arg(long, env = "BENCH_MODES", value_delimiter = ',', value_parser = Mode::parse,
           default_values_t = Mode::ALL, hide_default_value = true)]
@@ -341,7 +358,7 @@ mod tests {
             round_order(&all, 1),
             [
                 Mode::UdpBusy,
-                Mode::UdpQueues,
+                Mode::UdpOneQueue,
                 Mode::Vxlan,
                 Mode::HostGw,
                 Mode::Bare,
@@ -357,10 +374,10 @@ mod tests {
 
     #[test]
     fn a_subset_rotates_through_its_own_slots() {
-        let sub = [Mode::Udp, Mode::UdpQueues, Mode::Vxlan];
+        let sub = [Mode::Udp, Mode::UdpOneQueue, Mode::Vxlan];
         assert_eq!(
             round_order(&sub, 1),
-            [Mode::UdpQueues, Mode::Vxlan, Mode::Udp]
+            [Mode::UdpOneQueue, Mode::Vxlan, Mode::Udp]
         );
         assert_eq!(round_order(&sub, 3), sub.to_vec());
         for first in [0, 1, 5] {
@@ -374,8 +391,8 @@ mod tests {
     fn modes_select_a_subset_in_table_order() {
         assert_eq!(cfg(&[]).unwrap().selected(), Mode::ALL.to_vec());
         assert!(!cfg(&[]).unwrap().reference_added());
-        let c = cfg(&["--modes", "vxlan,udp-queues,udp,udp"]).unwrap();
-        assert_eq!(c.selected(), [Mode::Udp, Mode::UdpQueues, Mode::Vxlan]);
+        let c = cfg(&["--modes", "vxlan,udp-1queue,udp,udp"]).unwrap();
+        assert_eq!(c.selected(), [Mode::Udp, Mode::UdpOneQueue, Mode::Vxlan]);
         assert!(!c.reference_added());
         // Leaving vxlan out adds it: the ratios are taken against it.
         let c = cfg(&["--modes", "udp-busy"]).unwrap();
@@ -394,12 +411,13 @@ mod tests {
         let e = cfg(&["--modes", "udp,udp-fast"]).unwrap_err().to_string();
         assert!(e.contains("\"udp-fast\""), "{e}");
         assert!(
-            e.contains("udp, udp-busy, udp-queues, vxlan, host-gw, underlay"),
+            e.contains("udp, udp-busy, udp-1queue, vxlan, host-gw, underlay"),
             "{e}"
         );
         assert!(cfg(&["--modes", "udp,,vxlan"]).is_err());
         assert!(cfg(&["--modes", "UDP"]).is_err());
-        assert_eq!(Mode::parse("udp-queues"), Ok(Mode::UdpQueues));
+        assert_eq!(Mode::parse("udp-1queue"), Ok(Mode::UdpOneQueue));
+        assert!(cfg(&["--modes", "udp-queues"]).is_err());
         for m in Mode::ALL {
             assert_eq!(Mode::parse(m.name()), Ok(m));
         }
@@ -413,7 +431,7 @@ mod tests {
             [
                 "udp",
                 "udp-busy",
-                "udp-queues",
+                "udp-1queue",
                 "vxlan",
                 "host-gw",
                 "underlay"
@@ -421,19 +439,19 @@ mod tests {
         );
         assert_eq!(Mode::UdpBusy.to_string(), "udp-busy");
         assert_eq!(Mode::UdpBusy.backend(), Some(Backend::Udp));
-        assert_eq!(Mode::UdpQueues.backend(), Some(Backend::Udp));
+        assert_eq!(Mode::UdpOneQueue.backend(), Some(Backend::Udp));
         assert_eq!(Mode::Udp.backend(), Some(Backend::Udp));
         assert_eq!(
             Mode::UdpBusy.dataplaned_env(),
             &[("KOLACH_BUSY_POLL", "50ms")]
         );
         assert_eq!(
-            Mode::UdpQueues.dataplaned_env(),
-            &[("KOLACH_QUEUES", "auto")]
+            Mode::UdpOneQueue.dataplaned_env(),
+            &[("KOLACH_QUEUES", "1")]
         );
         for m in Mode::ALL
             .into_iter()
-            .filter(|&m| m != Mode::UdpBusy && m != Mode::UdpQueues)
+            .filter(|&m| m != Mode::UdpBusy && m != Mode::UdpOneQueue)
         {
             assert!(m.dataplaned_env().is_empty(), "{m}");
             assert_eq!(m.ask(), None, "{m}");
@@ -450,39 +468,50 @@ mod tests {
         let note = Mode::UdpBusy
             .unconfirmed_note(Some("offload (tun-tso)"))
             .unwrap();
+        assert!(note.contains("does not show \"busy-poll\""), "{note}");
         assert!(note.contains("ignores KOLACH_BUSY_POLL=50ms"), "{note}");
-        assert!(note.contains("udp-busy measures plain udp"), "{note}");
+        assert!(
+            note.contains("udp-busy measures the default per-CPU udp"),
+            "{note}"
+        );
         assert!(Mode::Udp.dataplane_mode_confirms(Some("offload (tun-tso)")));
         assert_eq!(Mode::Udp.unconfirmed_note(None), None);
         assert!(Mode::Bare.dataplane_mode_confirms(None));
     }
 
     #[test]
-    fn udp_queues_is_confirmed_by_queues_by_cpu_in_the_status() {
-        let q = Mode::UdpQueues;
-        let by_cpu = "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 queues by cpu";
-        assert!(q.dataplane_mode_confirms(Some(by_cpu)));
-        assert!(q.dataplane_mode_confirms(Some(
-            "batch (sendmmsg, recvmmsg), 8 queues by cpu, busy-poll 1ms"
-        )));
-        assert_eq!(q.unconfirmed_note(Some(by_cpu)), None);
-        assert!(!q.dataplane_mode_confirms(None));
-        // The steering program refused: queues, but not by CPU.
-        let by_flow = "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 queues by flow";
-        assert!(!q.dataplane_mode_confirms(Some(by_flow)));
-        let note = q.unconfirmed_note(Some(by_flow)).unwrap();
-        assert!(note.contains("by flow"), "{note}");
-        assert!(note.contains("CAP_BPF"), "{note}");
-        assert!(!note.contains("plain udp"), "{note}");
-        // One CPU (auto = one queue) or a dataplaned without --queues: no
-        // queues in the mode at all, the mode measures plain udp.
+    fn udp_1queue_is_confirmed_by_no_queues_in_the_status() {
+        let q = Mode::UdpOneQueue;
+        // One queue: the mode names no queues, busy polling or not.
         let one = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
-        assert!(!q.dataplane_mode_confirms(Some(one)));
-        let note = q.unconfirmed_note(Some(one)).unwrap();
-        assert!(note.contains("one-CPU machine"), "{note}");
-        assert!(note.contains("ignores KOLACH_QUEUES=auto"), "{note}");
-        assert!(note.contains("udp-queues measures plain udp"), "{note}");
-        assert!(note.contains("\"queues by cpu\""), "{note}");
+        assert!(q.dataplane_mode_confirms(Some(one)));
+        assert!(q.dataplane_mode_confirms(Some("batch (sendmmsg, recvmmsg), busy-poll 1ms")));
+        assert_eq!(q.unconfirmed_note(Some(one)), None);
+        assert!(!q.dataplane_mode_confirms(None));
+        let note = q.unconfirmed_note(None).unwrap();
+        assert!(note.contains("no packet I/O mode"), "{note}");
+        assert!(note.contains("KOLACH_QUEUES=1"), "{note}");
+        // A dataplaned that ignores KOLACH_QUEUES runs its per-CPU default,
+        // steered by CPU or, without the eBPF program, by flow.
+        for several in [
+            "offload (tun-tso, tun-uso, udp-gso, udp-gro), 2 queues by cpu",
+            "batch (sendmmsg, recvmmsg), 8 queues by flow",
+        ] {
+            assert!(!q.dataplane_mode_confirms(Some(several)), "{several}");
+            let note = q.unconfirmed_note(Some(several)).unwrap();
+            assert!(note.contains("still shows \"queues\""), "{note}");
+            assert!(note.contains("ignores KOLACH_QUEUES=1"), "{note}");
+            assert!(
+                note.contains("udp-1queue measures the default per-CPU udp"),
+                "{note}"
+            );
+            assert!(!note.contains('\n'), "{note}");
+        }
+        // Plain udp and udp-busy take whatever queues the dataplaned runs.
+        for m in [Mode::Udp, Mode::UdpBusy] {
+            let busy_queues = "batch (sendmmsg, recvmmsg), 2 queues by cpu, busy-poll 50ms";
+            assert!(m.dataplane_mode_confirms(Some(busy_queues)), "{m}");
+        }
     }
 
     /// CONFIG_HZ=250: ping's sleeps end on a 4 ms tick.

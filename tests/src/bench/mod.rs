@@ -1,11 +1,12 @@
-//! `make bench` (DESIGN §9): kolach's three data paths (udp, vxlan, host-gw),
-//! udp again with busy polling (udp-busy) and with a queue per CPU
-//! (udp-queues), and the bare underlay measured side by side in one run (all
+//! `make bench` (DESIGN §9): kolach's three data paths (udp, vxlan, host-gw;
+//! udp with its default queue per CPU), udp again with busy polling
+//! (udp-busy) and with one queue (udp-1queue, the previous default, for
+//! comparison), and the bare underlay measured side by side in one run (all
 //! of them or a `BENCH_MODES` subset), each on its own lab of two hosts built
 //! with this crate's harness, rounds interleaved so that drift of a shared
 //! machine hits every mode alike.
 //!
-//! - [`config`]: the modes (and what udp-busy and udp-queues ask of
+//! - [`config`]: the modes (and what udp-busy and udp-1queue ask of
 //!   kolach-dataplaned), the knobs (`BENCH_*` variables), the round order.
 //! - [`signal`]: Ctrl-C and SIGTERM stop the run between two measurements,
 //!   and the labs are still torn down.

@@ -263,7 +263,7 @@ mod tests {
     fn sample(round: u32, mode: Mode, gbps: f64, rtt_ms: f64, kpps: f64) -> Sample {
         // The udp dataplanes cost CPU (busy polling more), the others none.
         let dp = match mode {
-            Mode::Udp | Mode::UdpQueues => Some(2.0),
+            Mode::Udp | Mode::UdpOneQueue => Some(2.0),
             Mode::UdpBusy => Some(3.0),
             _ => None,
         };
@@ -335,10 +335,10 @@ mod tests {
         assert_eq!((busy.mode, busy.rounds), (Mode::UdpBusy, 3));
         assert!((busy.vs_vxlan.rtt_p50.unwrap() - 1.2).abs() < 1e-9);
         assert!((busy.dataplaned_cpu_s_per_gb.unwrap() - 6.0 / gb).abs() < 1e-9);
-        let queues = &s[2];
+        let one_queue = &s[2];
         assert_eq!(
-            (queues.mode, queues.rounds, queues.tcp1_gbps),
-            (Mode::UdpQueues, 0, None)
+            (one_queue.mode, one_queue.rounds, one_queue.tcp1_gbps),
+            (Mode::UdpOneQueue, 0, None)
         );
         let vx = &s[3];
         assert_eq!(vx.vs_vxlan.tcp1, Some(1.0));
@@ -371,18 +371,18 @@ mod tests {
         for r in 0..2 {
             // Measured in rotated order; the summary keeps the table's.
             v.push(sample(r, Mode::Vxlan, 8.0, 0.1, 200.0));
-            v.push(sample(r, Mode::UdpQueues, 6.0, 0.08, 150.0));
+            v.push(sample(r, Mode::UdpOneQueue, 3.0, 0.2, 80.0));
             v.push(sample(r, Mode::Udp, 4.0, 0.15, 100.0));
         }
-        let s = summarize(&[Mode::Vxlan, Mode::UdpQueues, Mode::Udp], &v);
+        let s = summarize(&[Mode::Vxlan, Mode::UdpOneQueue, Mode::Udp], &v);
         let order: Vec<Mode> = s.iter().map(|x| x.mode).collect();
-        assert_eq!(order, [Mode::Udp, Mode::UdpQueues, Mode::Vxlan]);
-        assert_eq!(s[1].vs_vxlan.tcp1, Some(0.75));
-        assert!((s[1].vs_vxlan.rtt_p50.unwrap() - 0.8).abs() < 1e-9);
+        assert_eq!(order, [Mode::Udp, Mode::UdpOneQueue, Mode::Vxlan]);
+        assert_eq!(s[1].vs_vxlan.tcp1, Some(0.375));
+        assert!((s[1].vs_vxlan.rtt_p50.unwrap() - 2.0).abs() < 1e-9);
         let t = table(&s);
         assert_eq!(t.lines().count(), 5, "{t}");
         assert!(
-            t.lines().nth(3).unwrap().starts_with("| udp-queues |"),
+            t.lines().nth(3).unwrap().starts_with("| udp-1queue |"),
             "{t}"
         );
         // Without the reference there are medians but no ratios.

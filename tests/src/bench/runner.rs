@@ -1,6 +1,6 @@
 //! The whole run: build one lab per selected mode, measure every selected
 //! mode once per round in rotated order, load the phantom routes into the
-//! (plain) udp lab if it is among them, tear every lab down (also when a
+//! udp lab (dataplaned's defaults) if it is among them, tear every lab down (also when a
 //! step fails or a signal arrives), then print the table and write the JSON.
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! traffic goes pod1 → pod2. The bare underlay is two hosts on the same
 //! veth/bridge underlay without daemons, and traffic goes host1 → host2: the
 //! path every backend's packets take, without the overlay. udp-busy and
-//! udp-queues are the udp lab again, their dataplaneds started with
+//! udp-1queue are the udp lab again, their dataplaneds started with
 //! [`Mode::dataplaned_env`].
 
 use std::net::Ipv4Addr;

@@ -1,5 +1,5 @@
-//! `kolach-bench` (`make bench`, DESIGN §9): kolach udp, udp with busy
-//! polling, udp with a queue per CPU, vxlan, host-gw and the bare underlay
+//! `kolach-bench` (`make bench`, DESIGN §9): kolach udp (a queue per CPU),
+//! udp with busy polling, udp with one queue, vxlan, host-gw and the bare underlay
 //! (or a `BENCH_MODES` subset) measured interleaved in one run on labs of
 //! network namespaces; prints a table and writes JSON. See
 //! `kolach_tests::bench`.
