@@ -56,6 +56,26 @@ fn units_pass_systemd_analyze_verify() {
     );
 }
 
+/// kolach-dataplaned's `--queues` at most; each queue has a TUN fd and a
+/// UDP socket in the fd store.
+const MAX_QUEUES: usize = 64;
+
+#[test]
+fn the_fd_store_holds_every_queues_tun_fd_and_socket() {
+    let unit = unit_text(DATAPLANED_UNIT).unwrap();
+    let max: Vec<usize> = unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("FileDescriptorStoreMax="))
+        .map(|v| v.trim().parse().expect("a number"))
+        .collect();
+    assert_eq!(max.len(), 1, "one FileDescriptorStoreMax= line: {max:?}");
+    assert!(
+        max[0] >= 2 * MAX_QUEUES,
+        "FileDescriptorStoreMax={} cannot hold {MAX_QUEUES} queues' TUN fds and sockets",
+        max[0]
+    );
+}
+
 #[test]
 fn exposure_levels_are_within_the_targets() {
     let dir = tmp("security");
