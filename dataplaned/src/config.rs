@@ -34,8 +34,8 @@ pub struct Config {
     /// udp backend: each queue's thread keeps polling its TUN queue and
     /// socket, without sleeping, until this long passed without a packet
     /// ("0" = off: sleep whenever both are empty). Lower round-trip times
-    /// for a CPU kept busy while traffic flows; e.g. 50us, 20ms, 1s (at most
-    /// 10s).
+    /// for a CPU per queue kept busy while traffic flows; e.g. 50us, 20ms, 1s
+    /// (at most 10s).
     #[arg(long, env = "KOLACH_BUSY_POLL", default_value = "0", value_parser = crate::busy_poll::parse)]
     pub busy_poll: std::time::Duration,
 
