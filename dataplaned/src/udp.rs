@@ -325,6 +325,10 @@ impl UdpBackend {
                         }
                     }
                     tracing::info!(device = %self.tun_name, queues = inherited.len(), "TUN queues taken over");
+                    let wanted = self.options.queues.count(steer::allowed_cpus().len());
+                    if wanted != inherited.len() {
+                        tracing::info!(device = %self.tun_name, queues = inherited.len(), wanted, "running the queues handed over, not the {wanted} --queues asks for: a restart or hot upgrade keeps its queues; stop and start the service to change them");
+                    }
                     return Ok((inherited, want, Got::HandedDown));
                 }
                 found => {

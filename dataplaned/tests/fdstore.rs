@@ -151,6 +151,10 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
 
     let mut launch = Launch::new(&ns, &dir.0);
     launch.env.push(systemd.env());
+    // Asking for one queue now: a restart keeps the queues it is handed
+    // (and says so), as with stored fds of an image from before the
+    // per-CPU default.
+    launch.env.push(("KOLACH_QUEUES".into(), "1".into()));
     let names: Vec<&str> = stored
         .iter()
         .flat_map(|(name, fds)| fds.iter().map(|_| name.as_str()))
@@ -171,6 +175,11 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
     assert!(
         text.contains(&format!("queues={queues}")),
         "all queues taken over: {text}"
+    );
+    assert_eq!(
+        text.contains("running the queues handed over, not the 1 --queues asks for"),
+        queues != 1,
+        "told that --queues waits for a stop and start: {text}"
     );
     assert!(text.contains("start=\"systemd fd store\""), "{text}");
 
