@@ -4,7 +4,7 @@
 //! a program once on a packet (`BPF_PROG_TEST_RUN`, for the tests).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// `struct bpf_insn`: opcode, dst (low nibble) and src (high nibble)
 /// registers, offset, immediate.
@@ -152,6 +152,7 @@ pub fn ld_map_fd(dst: Reg, map: RawFd) -> [Insn; 2] {
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
+#[cfg(test)]
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
@@ -263,6 +264,7 @@ pub fn load_socket_filter(prog: &[Insn]) -> io::Result<OwnedFd> {
     }
 }
 
+#[cfg(test)]
 #[repr(C)]
 struct TestRunAttr {
     prog_fd: u32,
@@ -277,8 +279,10 @@ struct TestRunAttr {
 
 /// Runs `prog` once on `frame` (an Ethernet frame: a socket filter then
 /// sees the packet from the network header) on the calling CPU; its return
-/// value.
-pub fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
+/// value. For the tests: the daemon never runs a program itself.
+#[cfg(test)]
+pub fn test_run(prog: std::os::fd::BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
     let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,

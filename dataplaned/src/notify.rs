@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
@@ -142,12 +142,12 @@ pub fn status(status: &str) {
 /// `LISTEN_FDS`). New fds (`replace`) first remove what was stored under the
 /// name; ones handed down are stored as they are (systemd ignores an fd it
 /// already holds), so the store is never without them meanwhile.
-pub fn store_fds(name: &str, fds: &[BorrowedFd<'_>], replace: bool) {
+pub fn store_fds(name: &str, fds: &[impl AsFd], replace: bool) {
     if global().is_some() {
         if replace {
             remove_fds(name);
         }
-        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_fd().as_raw_fd()).collect();
         send(&format!("FDSTORE=1\nFDNAME={name}"), &raw);
     }
 }

@@ -281,7 +281,11 @@ impl UdpBackend {
         let (files, framing, got) = self.attach_tun()?;
         // Coalesced UDP writes need offload framing and Linux 6.2.
         let uso = framing == Framing::Offload && tun::uso_supported();
-        let by_cpu = files.len() > 1 && self.steer_tun(&files[0]);
+        let by_cpu = files.len() > 1
+            && self.steered(
+                steer::steer_tun_by_cpu(files[0].as_fd()),
+                "cannot load the steer-by-CPU program (kolach-dataplaned needs CAP_BPF): the TUN spreads packets over its queues by flow",
+            );
         let files = files.into_iter().map(Arc::new).collect();
         let tun = Tun {
             files,
@@ -292,13 +296,13 @@ impl UdpBackend {
         Ok((tun, got))
     }
 
-    /// Puts the device's steer-by-CPU program in place; false if the kernel
-    /// refuses it (the device then steers by flow).
-    fn steer_tun(&self, queue: &File) -> bool {
-        match steer::steer_tun_by_cpu(queue.as_fd()) {
+    /// Whether a steer-by-CPU program went in place; if the kernel refused
+    /// it, says so (`what`: what runs instead) and the queues steer by flow.
+    fn steered(&self, r: io::Result<()>, what: &str) -> bool {
+        match r {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(device = %self.tun_name, error = %e, "cannot load the steer-by-CPU program (kolach-dataplaned needs CAP_BPF): the TUN spreads packets over its queues by flow");
+                tracing::warn!(device = %self.tun_name, error = %e, "{what}");
                 false
             }
         }
@@ -311,6 +315,7 @@ impl UdpBackend {
             Offload::Auto => Framing::Offload,
             Offload::Off => Framing::Plain,
         };
+        let n = self.options.queues.count(steer::allowed_cpus().len());
         let inherited = std::mem::take(&mut self.inherited.tun);
         if let Some(first) = inherited.first() {
             let found = inherited
@@ -325,9 +330,8 @@ impl UdpBackend {
                         }
                     }
                     tracing::info!(device = %self.tun_name, queues = inherited.len(), "TUN queues taken over");
-                    let wanted = self.options.queues.count(steer::allowed_cpus().len());
-                    if wanted != inherited.len() {
-                        tracing::info!(device = %self.tun_name, queues = inherited.len(), wanted, "running the queues handed over, not the {wanted} --queues asks for: a restart or hot upgrade keeps its queues; stop and start the service to change them");
+                    if n != inherited.len() {
+                        tracing::info!(device = %self.tun_name, queues = inherited.len(), wanted = n, "running the queues handed over, not the {n} --queues asks for: a restart or hot upgrade keeps its queues; stop and start the service to change them");
                     }
                     return Ok((inherited, want, Got::HandedDown));
                 }
@@ -341,7 +345,6 @@ impl UdpBackend {
                 }
             }
         }
-        let n = self.options.queues.count(steer::allowed_cpus().len());
         let (files, framing, single) = tun::open_queues(&self.tun_name, want, n)?;
         if single && n > 1 {
             tracing::warn!(device = %self.tun_name, queues = n, "the device was made single-queue (by a kolach-dataplaned from before queues): running one queue; delete the device (ip link del) in a quiet moment to get a queue per CPU");
@@ -427,8 +430,7 @@ impl UdpBackend {
             })?;
         warnings.extend(device_warnings);
         if got_tun != Got::Kept {
-            let fds: Vec<_> = tun.files.iter().map(|f| f.as_fd()).collect();
-            notify::store_fds(notify::FD_TUN, &fds, got_tun == Got::New);
+            notify::store_fds(notify::FD_TUN, &tun.files, got_tun == Got::New);
         }
         self.tun = Some(tun);
         self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
@@ -436,8 +438,7 @@ impl UdpBackend {
             if let Some(old) = self.loops.take() {
                 old.stop();
             }
-            let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
-            notify::store_fds(notify::FD_UDP, &fds, new);
+            notify::store_fds(notify::FD_UDP, &sockets, new);
             let on = self.options.offload == Offload::Auto;
             let gso = on && offload::udp_gso_supported(sockets[0].as_fd());
             // Set on every socket either way: one handed down may have it on.
@@ -445,7 +446,11 @@ impl UdpBackend {
             for s in &sockets {
                 gro &= offload::set_udp_gro(s.as_fd(), on);
             }
-            let by_cpu = n > 1 && self.steer_sockets(&sockets[0], n);
+            let by_cpu = n > 1
+                && self.steered(
+                    steer::steer_group_by_cpu(sockets[0].as_fd(), n),
+                    "cannot attach the steer-by-CPU program to the UDP sockets: datagrams spread over them by hash",
+                );
             self.bound = Some(Bound {
                 wanted,
                 sockets: sockets.into_iter().map(Arc::new).collect(),
@@ -461,18 +466,6 @@ impl UdpBackend {
             tracing::info!(device = %self.tun_name, mode = %mode, "packet loop started");
         }
         Ok(warnings)
-    }
-
-    /// Makes the reuseport group hand datagrams out by CPU; false if the
-    /// kernel refuses (it then hashes, still to a socket that is read).
-    fn steer_sockets(&self, socket: &UdpSocket, n: usize) -> bool {
-        match steer::steer_group_by_cpu(socket.as_fd(), n) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(device = %self.tun_name, error = %e, "cannot attach the steer-by-CPU program to the UDP sockets: datagrams spread over them by hash");
-                false
-            }
-        }
     }
 
     /// Ends the loop threads and closes the fds. The device stays, and so do
@@ -511,10 +504,8 @@ impl UdpBackend {
             tracing::info!(device = %self.tun_name, queues = t.files.len(), handed_over = max, "the new image adopts fewer queues; closing the others");
             t.files.truncate(max);
             b.sockets.truncate(max);
-            let fds: Vec<_> = t.files.iter().map(|f| f.as_fd()).collect();
-            notify::store_fds(notify::FD_TUN, &fds, true);
-            let fds: Vec<_> = b.sockets.iter().map(|s| s.as_fd()).collect();
-            notify::store_fds(notify::FD_UDP, &fds, true);
+            notify::store_fds(notify::FD_TUN, &t.files, true);
+            notify::store_fds(notify::FD_UDP, &b.sockets, true);
         }
         let tun = t.files.iter().map(|f| f.as_raw_fd()).collect();
         let udp = b.sockets.iter().map(|s| s.as_raw_fd()).collect();
