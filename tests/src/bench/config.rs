@@ -272,7 +272,9 @@ impl BenchConfig {
     pub fn estimate_secs(&self) -> f64 {
         let ping = f64::from(self.pings) * self.ping_interval + 1.0;
         let per_mode = 3.0 * (f64::from(self.seconds) + 1.0) + ping;
-        f64::from(self.rounds) * self.selected().len() as f64 * per_mode
+        // The relay floor's two placements take a ping run each.
+        let per_round = self.selected().len() as f64 * per_mode + 2.0 * ping;
+        f64::from(self.rounds) * per_round
     }
 
     /// The modes to measure: `--modes` in table order, each once, with
@@ -400,10 +402,13 @@ mod tests {
         assert_eq!(c.selected(), [Mode::UdpBusy, Mode::Vxlan]);
         let c = cfg(&["--modes", " underlay , host-gw"]).unwrap();
         assert_eq!(c.selected(), [Mode::Vxlan, Mode::HostGw, Mode::Bare]);
-        // The estimate counts the selected modes only.
+        // The estimate counts the selected modes only, plus the relay floor:
+        // per round and mode 3 iperf3 runs of 5 + 1 s and 200 pings at 10 ms
+        // (+1 s), i.e. 21 s; the floor's two ping runs, 6 s per round.
         let all = cfg(&[]).unwrap().estimate_secs();
         let two = cfg(&["--modes", "udp,vxlan"]).unwrap().estimate_secs();
-        assert!((all / two - 3.0).abs() < 1e-9, "{all} vs {two}");
+        assert!((all - 6.0 * (6.0 * 21.0 + 6.0)).abs() < 1e-9, "{all}");
+        assert!((two - 6.0 * (2.0 * 21.0 + 6.0)).abs() < 1e-9, "{two}");
     }
 
     #[test]

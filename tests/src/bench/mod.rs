@@ -16,6 +16,9 @@
 //! - [`procfs`]: CPU ticks and peak RSS from `/proc`.
 //! - [`measure`]: one ping, TCP or UDP run against a target, with the CPU
 //!   it cost.
+//! - [`floor`]: the round-trip floor of any userspace relay here: three
+//!   processes passing a datagram with the udp path's four wakes and no
+//!   packet work, measured every round beside the modes.
 //! - [`routes`]: 5,000 phantom udp leases in etcd, how long the dataplane
 //!   took to hold them, and its peak RSS then.
 //! - [`stats`]: medians and percentiles.
@@ -23,6 +26,7 @@
 //! - [`runner`]: the whole run, from building the labs to tearing them down.
 
 pub mod config;
+pub mod floor;
 pub mod measure;
 pub mod parse;
 pub mod procfs;

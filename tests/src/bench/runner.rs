@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::bench::config::{round_order, BenchConfig, Mode, NETWORK};
+use crate::bench::floor::{self, FloorSample, FloorSummary, Placement};
 use crate::bench::measure::{self, UDP_PAYLOAD};
 use crate::bench::report::{self, Sample, Summary};
 use crate::bench::routes::{self, RouteLoad};
@@ -39,6 +40,9 @@ pub struct Document {
     pub reference: Mode,
     pub summary: Vec<Summary>,
     pub table: String,
+    /// The relay floor per placement (medians over the rounds).
+    pub floor: Vec<FloorSummary>,
+    pub floor_samples: Vec<FloorSample>,
     /// The udp lab's dataplaneds with the phantom routes (None: skipped or failed).
     pub routes: Option<RouteLoad>,
     pub routes_error: Option<String>,
@@ -126,6 +130,7 @@ fn describe(s: &Sample) -> String {
 
 struct Measured {
     samples: Vec<Sample>,
+    floor: Vec<FloorSample>,
     routes: Option<RouteLoad>,
     routes_error: Option<String>,
     routes_skipped: Option<String>,
@@ -161,6 +166,7 @@ fn measure_all(cfg: &BenchConfig, modes: &[Mode], targets: &mut Vec<Target>) -> 
         cfg.estimate_secs()
     );
     let mut samples = Vec::new();
+    let mut floor = Vec::new();
     for round in 0..cfg.rounds {
         let started = Instant::now();
         for (slot, mode) in round_order(modes, round as usize).into_iter().enumerate() {
@@ -171,6 +177,22 @@ fn measure_all(cfg: &BenchConfig, modes: &[Mode], targets: &mut Vec<Target>) -> 
             let s = measure_mode(t, cfg, round, slot)?;
             eprintln!("bench: round {} {}", round + 1, describe(&s));
             samples.push(s);
+        }
+        for placement in Placement::ALL {
+            signal::check()?;
+            match floor::measure(round, placement, cfg.pings, cfg.ping_interval) {
+                Ok(f) => {
+                    eprintln!(
+                        "bench: round {} relay floor {}: rtt p50 {:.0} us p99 {:.0} us",
+                        round + 1,
+                        placement.name(),
+                        f.p50_us.unwrap_or(f64::NAN),
+                        f.p99_us.unwrap_or(f64::NAN)
+                    );
+                    floor.push(f);
+                }
+                Err(e) => eprintln!("bench:   relay floor {}: {e:#}", placement.name()),
+            }
         }
         eprintln!(
             "bench: round {}/{} took {:.1?}",
@@ -217,6 +239,7 @@ fn measure_all(cfg: &BenchConfig, modes: &[Mode], targets: &mut Vec<Target>) -> 
         .collect();
     Ok(Measured {
         samples,
+        floor,
         routes,
         routes_error,
         routes_skipped,
@@ -305,6 +328,11 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
     let m = measured?;
     let summary = report::summarize(&modes, &m.samples);
     let table = report::table(&summary);
+    let vxlan_p50 = summary
+        .iter()
+        .find(|s| s.mode == Mode::REFERENCE)
+        .and_then(|s| s.rtt_p50_us);
+    let floor = floor::summarize(&m.floor, vxlan_p50);
     let doc = Document {
         generated_at: report::utc_timestamp(unix),
         took_s: started.elapsed().as_secs_f64(),
@@ -324,6 +352,8 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         reference: Mode::REFERENCE,
         summary,
         table: table.clone(),
+        floor: floor.clone(),
+        floor_samples: m.floor,
         routes: m.routes,
         routes_error: m.routes_error,
         routes_skipped: m.routes_skipped,
@@ -348,6 +378,7 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         }
     }
     print!("{table}");
+    print!("{}", floor::lines(&floor));
     match (&doc.routes, &doc.routes_error, &doc.routes_skipped) {
         (Some(r), _, _) => println!("{}", memory_line(r)),
         (None, Some(e), _) => println!("phantom routes failed: {e}"),
