@@ -88,7 +88,9 @@ demo: deps build
 	@$(BIN)/kolachctl --run-dir $(DEMO_DIR)/host1 leases
 	@echo; echo 'pod-to-pod ping matrix (3 pings each, average RTT):'
 	@$(BIN)/kolach-lab --dir $(DEMO_DIR) ping-matrix
-	@echo; echo 'stop it with: make demo-down'
+	@echo; echo 'restart a daemon as systemd would: $(BIN)/kolach-lab --dir $(DEMO_DIR) restart 1 dataplaned'
+	@echo 'upgrade a dataplane in place:      $(BIN)/kolachctl --run-dir $(DEMO_DIR)/host1 dataplane upgrade'
+	@echo 'stop it with: make demo-down'
 
 demo-down:
 	@if [ -x $(BIN)/kolach-lab ]; then \

@@ -1,19 +1,21 @@
 //! The demo lab behind `kolach-lab`: fixed names (`kdemo-*`), daemons left
 //! running in their own sessions, state in `<dir>/lab.json` so later commands
-//! (`ping-matrix`, `down`) find the hosts again. Also the sweep of stale test
-//! labs.
+//! (`ping-matrix`, `restart`, `down`) find the hosts and their daemons again.
+//! Also the sweep of stale test labs.
 
 use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::lab::{self, Lab};
 use crate::names::{self, Names};
 use crate::netns;
-use crate::process::Mode;
+use crate::process::{Mode, PidStop, ProcSpec, STOP_GRACE};
 use crate::traffic::{self, PingResult};
 
 /// Stem of the demo's namespaces.
@@ -28,6 +30,10 @@ pub struct HostState {
     pub subnet: String,
     pub pod_ns: String,
     pub pod_ip: Ipv4Addr,
+    /// controld's and dataplaned's command lines, for `restart` (absent in
+    /// the lab.json of an older kolach-lab).
+    #[serde(default)]
+    pub daemons: Vec<ProcSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -50,7 +56,18 @@ pub fn up(
     backend: Backend,
     dataplaned_env: &[(String, String)],
 ) -> Result<State> {
-    let mut lab = Lab::create(STEM, dir, Mode::Detached)?;
+    up_named(STEM, dir, hosts, backend, dataplaned_env)
+}
+
+/// [`up`] with namespaces named after `stem` (a test's own).
+pub fn up_named(
+    stem: &str,
+    dir: &Path,
+    hosts: u8,
+    backend: Backend,
+    dataplaned_env: &[(String, String)],
+) -> Result<State> {
+    let mut lab = Lab::create(stem, dir, Mode::Detached)?;
     let env: Vec<(&str, &str)> = dataplaned_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -60,7 +77,7 @@ pub fn up(
         return Err(e); // dropping the lab tears it down
     }
     let state = State {
-        stem: STEM.to_string(),
+        stem: stem.to_string(),
         underlay_ns: lab.names.underlay(),
         etcd_endpoint: crate::etcd::endpoint(),
         hosts: lab
@@ -76,6 +93,10 @@ pub fn up(
                     subnet: pod.subnet.to_string(),
                     pod_ns: pod.ns.clone(),
                     pod_ip: pod.ip,
+                    daemons: [h.controld.spec(), h.dataplaned.spec()]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                 }
             })
             .collect(),
@@ -94,13 +115,109 @@ pub fn load(dir: &Path) -> Result<State> {
 
 /// Stops every demo process, deletes the demo namespaces and `dir`.
 pub fn down(dir: &Path) -> Result<Vec<String>> {
-    let names = Names::new(STEM);
+    down_named(STEM, dir)
+}
+
+/// [`down`] for the lab of namespaces named after `stem`.
+pub fn down_named(stem: &str, dir: &Path) -> Result<Vec<String>> {
+    let names = Names::new(stem);
     let found: Vec<String> = netns::list()?
         .into_iter()
         .filter(|ns| names.owns(ns))
         .collect();
     lab::destroy_leftovers(&names, dir)?;
     Ok(found)
+}
+
+/// The daemons `restart` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Daemon {
+    Controld,
+    Dataplaned,
+}
+
+impl Daemon {
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::Controld => "controld",
+            Daemon::Dataplaned => "dataplaned",
+        }
+    }
+
+    fn socket(self) -> &'static str {
+        match self {
+            Daemon::Controld => kolach_proto::CONTROLD_SOCKET,
+            Daemon::Dataplaned => kolach_proto::DATAPLANED_SOCKET,
+        }
+    }
+}
+
+/// How a `restart` went.
+#[derive(Debug)]
+pub struct Restarted {
+    pub stopped: PidStop,
+    pub pid: u32,
+    /// Where the new process listens, and how long after its start it did.
+    pub socket: PathBuf,
+    pub listening_after: Duration,
+}
+
+/// How long a restarted daemon gets to listen on its socket.
+const LISTEN_WITHIN: Duration = Duration::from_secs(10);
+
+/// Stops host `n`'s `daemon` if it runs (SIGTERM, then SIGKILL after the
+/// grace period) and starts it again with the command line `up` gave it,
+/// as systemd's `Restart=` would after a crash; waits until it listens on
+/// its socket.
+pub fn restart(state: &State, n: u8, daemon: Daemon) -> Result<Restarted> {
+    let host = state.hosts.iter().find(|h| h.n == n).with_context(|| {
+        let ids: Vec<String> = state.hosts.iter().map(|h| h.n.to_string()).collect();
+        format!("no host {n} in the demo (hosts: {})", ids.join(", "))
+    })?;
+    let spec = host
+        .daemons
+        .iter()
+        .find(|d| d.label == format!("host{n}/{}", daemon.name()))
+        .with_context(|| {
+            format!(
+                "the demo state has no command line for host{n}'s {} (written by an older \
+                 kolach-lab: run `make demo-down` and `make demo` again)",
+                daemon.name()
+            )
+        })?;
+    let stopped = spec.stop(STOP_GRACE);
+    let started = Instant::now();
+    let pid = spec.start()?;
+    let socket = host.run_dir.join(daemon.socket());
+    loop {
+        if UnixStream::connect(&socket).is_ok() {
+            break;
+        }
+        // Not running_pid(): until `ip netns exec` execs the daemon, argv[0] is `ip`.
+        if !names::pid_alive(pid) {
+            bail!(
+                "{} exited right after its start; its log: {}\n{}",
+                spec.label,
+                spec.log.display(),
+                crate::process::tail(&spec.log, 10)
+            );
+        }
+        if started.elapsed() > LISTEN_WITHIN {
+            bail!(
+                "{} (pid {pid}) does not listen on {} {LISTEN_WITHIN:?} after its start; see {}",
+                spec.label,
+                socket.display(),
+                spec.log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Restarted {
+        stopped,
+        pid,
+        socket,
+        listening_after: started.elapsed(),
+    })
 }
 
 /// Pings every ordered pair of pods; `results[i][j]` is host i+1 → host j+1.
@@ -187,6 +304,7 @@ mod tests {
             subnet: format!("10.50.{c}.0/24"),
             pod_ns: format!("kdemo-p{n}"),
             pod_ip: Ipv4Addr::new(10, 50, c, 2),
+            daemons: Vec::new(),
         };
         State {
             stem: STEM.into(),

@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
 /// How long a process gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -54,7 +55,101 @@ pub struct Proc {
     child: Option<Child>,
 }
 
+/// What it takes to start a detached process again from another process
+/// (`kolach-lab restart`); the demo keeps one per daemon in its lab.json.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcSpec {
+    pub label: String,
+    pub ns: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+/// How a detached process found through its pid file was stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidStop {
+    /// No pid file, or its pid is gone or is another program now.
+    NotRunning,
+    /// Exited after SIGTERM.
+    Terminated,
+    /// Still there after the grace period: SIGKILLed.
+    Killed,
+}
+
+impl ProcSpec {
+    /// The pid in the pid file, if that process still runs this program
+    /// (its argv[0] is the spec's program: a pid reused by anything else is
+    /// left alone).
+    pub fn running_pid(&self) -> Option<i32> {
+        let pid = read_pid_file(&self.pid_file)?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let argv0 = cmdline.split(|&b| b == 0).next()?;
+        (argv0 == self.program.as_os_str().as_encoded_bytes()
+            && crate::names::pid_alive(pid as u32))
+        .then_some(pid)
+    }
+
+    /// SIGTERM to the running process, up to `grace` for it to go, then SIGKILL.
+    pub fn stop(&self, grace: Duration) -> PidStop {
+        let Some(pid) = self.running_pid() else {
+            return PidStop::NotRunning;
+        };
+        // SAFETY: kill(2) with a pid and a signal number.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.running_pid() != Some(pid) {
+                return PidStop::Terminated;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        while self.running_pid() == Some(pid) && Instant::now() < deadline + grace {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        PidStop::Killed
+    }
+
+    /// Starts the process detached, as the lab did; returns its pid.
+    pub fn start(&self) -> Result<u32> {
+        let mut p = Proc::new(
+            &self.label,
+            &self.ns,
+            &self.program,
+            self.args.clone(),
+            self.log.clone(),
+        )
+        .detached(self.pid_file.clone());
+        p.env = self.env.clone();
+        p.start()?;
+        let pid = p.pid().context("no pid after start")?;
+        p.forget();
+        Ok(pid)
+    }
+}
+
 impl Proc {
+    /// What it takes to start this process again elsewhere; None unless
+    /// it is detached (only those have a pid file to be found by).
+    pub fn spec(&self) -> Option<ProcSpec> {
+        Some(ProcSpec {
+            label: self.label.clone(),
+            ns: self.ns.clone(),
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            log: self.log.clone(),
+            pid_file: self
+                .pid_file
+                .clone()
+                .filter(|_| self.mode == Mode::Detached)?,
+        })
+    }
+
     pub fn new(label: &str, ns: &str, program: &Path, args: Vec<String>, log: PathBuf) -> Self {
         Proc {
             label: label.to_string(),

@@ -1,13 +1,15 @@
 //! `kolach-lab`: the demo. `up` starts etcd and N hosts (namespaces `kdemo-*`,
 //! both daemons each, a pod behind a Docker-like bridge) and leaves them
-//! running; `ping-matrix` pings pod to pod; `down` removes it all; `sweep`
-//! removes what crashed test runs left behind.
+//! running; `ping-matrix` pings pod to pod; `restart` stops and starts one
+//! host's daemon as systemd would; `down` removes it all; `sweep` removes what
+//! crashed test runs left behind.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kolach_tests::demo;
+use kolach_tests::process::PidStop;
 
 #[derive(Parser)]
 #[command(about = "kolach demo lab: hosts as network namespaces running the real daemons")]
@@ -32,6 +34,14 @@ enum Cmd {
         /// (repeatable; the lab otherwise clears KOLACH_* variables).
         #[arg(long = "dataplaned-env", value_name = "NAME=VALUE", value_parser = name_value)]
         dataplaned_env: Vec<(String, String)>,
+    },
+    /// Stop (if it runs) and start again one host's daemon with the command
+    /// line `up` gave it, as systemd's Restart= would (e.g. after a kill -9).
+    Restart {
+        /// Host number, as in host1.
+        host: u8,
+        #[arg(value_enum)]
+        daemon: demo::Daemon,
     },
     /// Stop every demo process and delete the demo namespaces and dir.
     Down,
@@ -100,6 +110,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .hosts
                     .last()
                     .map_or(state.hosts[0].pod_ip, |h| h.pod_ip)
+            );
+        }
+        Cmd::Restart { host, daemon } => {
+            let state = demo::load(&dir)?;
+            let r = demo::restart(&state, host, daemon)?;
+            let before = match r.stopped {
+                PidStop::NotRunning => "was not running",
+                PidStop::Terminated => "stopped (SIGTERM)",
+                PidStop::Killed => "did not stop on SIGTERM, killed",
+            };
+            println!(
+                "host{host} {}: {before}; started again, pid {}, listening on {} after {:.0?}",
+                daemon.name(),
+                r.pid,
+                r.socket.display(),
+                r.listening_after
             );
         }
         Cmd::Down => {
