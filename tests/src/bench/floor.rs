@@ -12,7 +12,7 @@
 //!
 //! Two placements: `free` leaves the CPUs to the scheduler, as it does for
 //! ping and (between their pinned queue threads) the dataplanes; `one-cpu`
-//! pins all three to CPU 0, so every wake is a switch on the CPU that is
+//! pins all three to one CPU, so every wake is a switch on the CPU that is
 //! already running — the best case, which a data path cannot force on the
 //! pods it serves.
 //!
@@ -47,7 +47,7 @@ const LOST_AFTER: Duration = Duration::from_millis(200);
 pub enum Placement {
     /// Wherever the scheduler puts them.
     Free,
-    /// All on CPU 0.
+    /// All on one CPU (the first this process may use).
     OneCpu,
 }
 
@@ -64,7 +64,7 @@ impl Placement {
     fn cpu(self) -> Option<usize> {
         match self {
             Placement::Free => None,
-            Placement::OneCpu => Some(0),
+            Placement::OneCpu => Some(first_allowed_cpu()),
         }
     }
 }
@@ -182,6 +182,21 @@ fn try_recv(s: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAd
     }
 }
 
+/// The lowest CPU in this process's affinity mask (0 if it cannot be read).
+fn first_allowed_cpu() -> usize {
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity fills
+    // it and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return 0;
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap_or(0)
+    }
+}
+
 fn pin(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
     // sched_setaffinity only touch the set passed to them.
@@ -242,21 +257,17 @@ impl Drop for HopChild {
 /// Sends `pings` datagrams round the ring, one every `interval` seconds,
 /// and takes the percentiles of their round trips.
 pub fn measure(round: u32, placement: Placement, pings: u32, interval: f64) -> Result<FloorSample> {
-    let cpu_arg: Vec<String> = placement.cpu().map(|c| c.to_string()).into_iter().collect();
-    let echo = HopChild::spawn(&[["echo".to_string()].as_slice(), &cpu_arg].concat())?;
-    let relay = HopChild::spawn(
-        &[
-            ["relay".to_string(), echo.port.to_string()].as_slice(),
-            &cpu_arg,
-        ]
-        .concat(),
-    )?;
+    let cpu = placement.cpu();
+    let cpu_arg: Vec<String> = cpu.map(|c| c.to_string()).into_iter().collect();
+    let hop = |role: &[String]| HopChild::spawn(&[role, &cpu_arg].concat());
+    let echo = hop(&["echo".to_string()])?;
+    let relay = hop(&["relay".to_string(), echo.port.to_string()])?;
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, relay.port));
     let gap = Duration::from_secs_f64(interval);
     // The client runs in a thread of its own so that pinning it leaves
     // the bench's other threads alone.
     let client = std::thread::spawn(move || -> Result<Vec<f64>> {
-        if let Some(cpu) = placement.cpu() {
+        if let Some(cpu) = cpu {
             pin(cpu)?;
         }
         ring(to, pings, gap)
