@@ -203,6 +203,10 @@ impl Kernel for FakeKernel {
         });
         ready(Ok(()))
     }
+    fn no_ipv6_link_local(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>> {
+        self.record(format!("no-ll6 {index}"));
+        ready(Ok(()))
+    }
     fn delete_link(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>> {
         self.record(format!("delete-link {index}"));
         self.links.lock().unwrap().retain(|_, l| l.index != index);

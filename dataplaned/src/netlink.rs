@@ -58,6 +58,10 @@ pub trait Kernel: Send + Sync {
     fn add_address(&self, index: u32, addr: Ipv4Net) -> BoxFuture<'_, Result<(), KernelError>>;
     fn del_address(&self, index: u32, addr: Ipv4Net) -> BoxFuture<'_, Result<(), KernelError>>;
     fn set_mtu_up(&self, index: u32, mtu: u32) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// IPv6 address generation mode `none`: brought up afterwards, the
+    /// link gets no IPv6 link-local address, so the kernel sends no router
+    /// solicitations or MLD reports into it.
+    fn no_ipv6_link_local(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>>;
     fn delete_link(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>>;
     /// `net.ipv4.conf.<name>.accept_local = 1`: the ICMP errors we write into
     /// the TUN come from its own address, which the kernel otherwise drops as
@@ -125,6 +129,15 @@ pub async fn configure_device(
     }
     // Only what differs: a restart or hot upgrade finds the device right and
     // must leave it alone.
+    if !link.up {
+        // The udp backend carries IPv4 only: IPv6 housekeeping the kernel
+        // would send into the TUN is dropped there (and counted as
+        // not-ipv4), so a device coming up gets no link-local address. A
+        // kernel without IPv6 refuses the setting; nothing is lost then.
+        if let Err(e) = k.no_ipv6_link_local(index).await {
+            tracing::debug!(device = name, error = %e, "IPv6 address generation left as it is");
+        }
+    }
     if link.mtu != mtu || !link.up {
         k.set_mtu_up(index, mtu).await?;
     }
@@ -207,6 +220,9 @@ impl Kernel for RtNetlink {
             },
         ))
     }
+    fn no_ipv6_link_local(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.link_no_ipv6_link_local(index))
+    }
     fn delete_link(&self, index: u32) -> BoxFuture<'_, Result<(), KernelError>> {
         Box::pin(self.link_del(index))
     }
@@ -287,6 +303,7 @@ mod tests {
             k.take_calls(),
             [
                 "add 7 10.50.18.0/16",
+                "no-ll6 7",
                 "mtu-up 7 1472",
                 "accept-local kolach0"
             ]

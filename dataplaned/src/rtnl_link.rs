@@ -1,6 +1,7 @@
 //! rtnetlink calls for links and addresses (the [`RtNetlink`] side of the
 //! `Kernel` seam): listing links with their vxlan parameters, creating the
-//! vxlan device, setting MTU/MAC/up, addresses.
+//! vxlan device, setting MTU/MAC/up and the IPv6 address generation mode,
+//! addresses.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -8,7 +9,8 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{AddressMessageBuilder, LinkUnspec, LinkVxlan};
 
@@ -178,6 +180,18 @@ impl RtNetlink {
             .execute()
             .await
             .map_err(nl(format!("set link #{index} {c:?}")))
+    }
+
+    pub(crate) async fn link_no_ipv6_link_local(&self, index: u32) -> Result<(), KernelError> {
+        let inet6 = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        let b = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![inet6]));
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(nl(format!("set link #{index} addrgenmode none")))
     }
 
     pub(crate) async fn link_del(&self, index: u32) -> Result<(), KernelError> {

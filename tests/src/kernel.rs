@@ -18,6 +18,8 @@ pub struct Link {
     pub up: bool,
     /// IPv4 addresses with their prefix (e.g. 10.50.18.0/16).
     pub v4: Vec<Ipv4Net>,
+    /// IPv6 addresses with their prefix, as ip prints them (e.g. fe80::1/64).
+    pub v6: Vec<String>,
 }
 
 /// Parses one entry of `ip -j addr` output.
@@ -27,15 +29,23 @@ pub fn parse_link(v: &Value) -> Result<Link> {
     let up = v["flags"]
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == "UP"));
-    let mut v4 = Vec::new();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for a in v["addr_info"].as_array().into_iter().flatten() {
+        let local = a["local"].as_str().context("local")?;
+        let len = a["prefixlen"].as_u64().context("prefixlen")?;
         if a["family"] == "inet" {
-            let local = a["local"].as_str().context("local")?;
-            let len = a["prefixlen"].as_u64().context("prefixlen")?;
             v4.push(format!("{local}/{len}").parse()?);
+        } else if a["family"] == "inet6" {
+            v6.push(format!("{local}/{len}"));
         }
     }
-    Ok(Link { name, mtu, up, v4 })
+    Ok(Link {
+        name,
+        mtu,
+        up,
+        v4,
+        v6,
+    })
 }
 
 /// The link `dev` in namespace `ns`, or None if it does not exist.
@@ -133,6 +143,7 @@ mod tests {
         assert_eq!(l.mtu, 1472);
         assert!(l.up);
         assert_eq!(l.v4, vec!["10.50.18.0/16".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(l.v6, ["fe80::1/64"]);
     }
 
     #[test]

@@ -11,7 +11,18 @@ fn three_hosts_reach_each_other_pod_to_pod() {
     run("mesh", |lab| {
         lab.mesh(3)?;
         check_host_state(lab)?;
-        lab.assert_all_pairs_ping(3)
+        lab.assert_all_pairs_ping(3)?;
+        // Seconds after the TUNs came up: nothing but the pods' IPv4 went
+        // into them (no router solicitation, no MLD report).
+        for n in lab.host_ids() {
+            let st = lab.dp_status(n)?;
+            let not_ipv4 = kolach_tests::query::dropped(&st, "not-ipv4");
+            ensure!(
+                not_ipv4 == 0,
+                "host{n}: {not_ipv4} packets dropped as not-ipv4"
+            );
+        }
+        Ok(())
     });
 }
 
@@ -71,6 +82,13 @@ fn check_host_state(lab: &Lab) -> Result<()> {
         );
         ensure!(tun.mtu == env.mtu, "host{n}: kolach0 mtu {}", tun.mtu);
         ensure!(tun.up, "host{n}: kolach0 is down");
+        // IPv4 only: no link-local address, so the kernel sends no router
+        // solicitations or MLD reports into the TUN (dropped as not-ipv4).
+        ensure!(
+            tun.v6.is_empty(),
+            "host{n}: kolach0 has IPv6 addresses {:?}",
+            tun.v6
+        );
 
         let st = lab.dp_status(n)?;
         ensure!(st.has_snapshot, "host{n}: dataplane has no snapshot");

@@ -54,6 +54,10 @@ impl Kernel for Recording {
         self.note(format!("mtu-up #{index} {mtu}"));
         self.inner.set_mtu_up(index, mtu)
     }
+    fn no_ipv6_link_local(&self, index: u32) -> R<'_, ()> {
+        self.note(format!("addrgenmode none #{index}"));
+        self.inner.no_ipv6_link_local(index)
+    }
     fn delete_link(&self, index: u32) -> R<'_, ()> {
         self.note(format!("delete link #{index}"));
         self.inner.delete_link(index)
