@@ -29,10 +29,26 @@ fn runnable_copy(dir: &Path) -> Result<std::path::PathBuf> {
 /// Runs `kolach-intruder <args>` as nobody (a copy of it in `dir`, which
 /// nobody must be able to enter); returns its one line.
 pub fn run_as_nobody(dir: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+    run_as_nobody_in(dir, &[], args, timeout)
+}
+
+/// [`run_as_nobody`] with supplementary groups (none: `--clear-groups`).
+pub fn run_as_nobody_in(
+    dir: &Path,
+    groups: &[u32],
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String> {
     let bin = runnable_copy(dir)?.display().to_string();
     let uid = format!("--reuid={NOBODY}");
     let gid = format!("--regid={NOBODY}");
-    let mut full = vec![uid.as_str(), gid.as_str(), "--clear-groups", "--", &bin];
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        format!("--groups={}", list.join(","))
+    };
+    let mut full = vec![uid.as_str(), gid.as_str(), groups.as_str(), "--", &bin];
     full.extend_from_slice(args);
     let out = cmd::run("setpriv", &full, timeout)?;
     let line = out.stdout.trim().to_string();
