@@ -174,24 +174,26 @@ impl RtNetlink {
         if c.up {
             b = b.up();
         }
-        self.handle
-            .link()
-            .set(b.build())
-            .execute()
+        self.setlink(b.build(), format!("set link #{index} {c:?}"))
             .await
-            .map_err(nl(format!("set link #{index} {c:?}")))
     }
 
     pub(crate) async fn link_no_ipv6_link_local(&self, index: u32) -> Result<(), KernelError> {
         let inet6 = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
         let b = LinkUnspec::new_with_index(index)
             .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![inet6]));
+        self.setlink(b.build(), format!("set link #{index} addrgenmode none"))
+            .await
+    }
+
+    /// RTM_SETLINK with `msg`; `what` names it in the error.
+    async fn setlink(&self, msg: LinkMessage, what: String) -> Result<(), KernelError> {
         self.handle
             .link()
-            .set(b.build())
+            .set(msg)
             .execute()
             .await
-            .map_err(nl(format!("set link #{index} addrgenmode none")))
+            .map_err(nl(what))
     }
 
     pub(crate) async fn link_del(&self, index: u32) -> Result<(), KernelError> {

@@ -124,7 +124,7 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
     let queues = stored[0].1.len();
     assert_eq!(
         queues,
-        common::cpus().min(8),
+        common::auto_queues(),
         "a TUN queue per CPU by default"
     );
     assert_eq!(stored[1].1.len(), queues, "a socket per queue");

@@ -33,7 +33,9 @@ pub struct HostState {
     /// controld's and dataplaned's command lines, for `restart` (absent in
     /// the lab.json of an older kolach-lab).
     #[serde(default)]
-    pub daemons: Vec<ProcSpec>,
+    pub controld: Option<ProcSpec>,
+    #[serde(default)]
+    pub dataplaned: Option<ProcSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -93,10 +95,8 @@ pub fn up_named(
                     subnet: pod.subnet.to_string(),
                     pod_ns: pod.ns.clone(),
                     pod_ip: pod.ip,
-                    daemons: [h.controld.spec(), h.dataplaned.spec()]
-                        .into_iter()
-                        .flatten()
-                        .collect(),
+                    controld: h.controld.spec(),
+                    dataplaned: h.dataplaned.spec(),
                 }
             })
             .collect(),
@@ -174,17 +174,17 @@ pub fn restart(state: &State, n: u8, daemon: Daemon) -> Result<Restarted> {
         let ids: Vec<String> = state.hosts.iter().map(|h| h.n.to_string()).collect();
         format!("no host {n} in the demo (hosts: {})", ids.join(", "))
     })?;
-    let spec = host
-        .daemons
-        .iter()
-        .find(|d| d.label == format!("host{n}/{}", daemon.name()))
-        .with_context(|| {
-            format!(
-                "the demo state has no command line for host{n}'s {} (written by an older \
+    let spec = match daemon {
+        Daemon::Controld => host.controld.as_ref(),
+        Daemon::Dataplaned => host.dataplaned.as_ref(),
+    };
+    let spec = spec.with_context(|| {
+        format!(
+            "the demo state has no command line for host{n}'s {} (written by an older \
                  kolach-lab: run `make demo-down` and `make demo` again)",
-                daemon.name()
-            )
-        })?;
+            daemon.name()
+        )
+    })?;
     let stopped = spec.stop(STOP_GRACE);
     let started = Instant::now();
     let pid = spec.start()?;
@@ -304,7 +304,8 @@ mod tests {
             subnet: format!("10.50.{c}.0/24"),
             pod_ns: format!("kdemo-p{n}"),
             pod_ip: Ipv4Addr::new(10, 50, c, 2),
-            daemons: Vec::new(),
+            controld: None,
+            dataplaned: None,
         };
         State {
             stem: STEM.into(),

@@ -142,9 +142,8 @@ fn restarts(stem: &str, dir: &Path) -> Result<()> {
     // A pid file naming another program: neither signalled nor counted as
     // the daemon. (This test's own pid: it would notice a SIGTERM.)
     let spec = state.hosts[0]
-        .daemons
-        .iter()
-        .find(|d| d.label == "host1/controld")
+        .controld
+        .as_ref()
         .context("no spec for host1/controld")?;
     let real = read_pid_file(&spec.pid_file).context("pid file")?;
     std::fs::write(&spec.pid_file, format!("{}\n", std::process::id()))?;

@@ -369,13 +369,14 @@ pub const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
 /// machine: `io` (the offloads) and, with several CPUs, a TUN queue per CPU
 /// (at most 8) steered by CPU.
 pub fn default_mode(io: &str) -> String {
-    match cpus().min(8) {
+    match auto_queues() {
         1 => io.to_string(),
         n => format!("{io}, {n} queues by cpu"),
     }
 }
 
-/// CPUs this process may run on.
-pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// How many queues `--queues auto` makes for a process with our CPUs.
+pub fn auto_queues() -> usize {
+    use kolach_dataplaned::steer::{allowed_cpus, Queues};
+    Queues::Auto.count(allowed_cpus().len())
 }
