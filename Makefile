@@ -25,7 +25,9 @@ BIN := target/debug
 # nftables cuts a host off from etcd (fault_partition); systemd (systemd-analyze),
 # man-db and strace check the units (systemd_units); ethtool turns UDP
 # segmentation offload off on a host's veth so tcpdump sees the wire (fast_path).
-DEB_PACKAGES := etcd-server etcd-client protobuf-compiler iproute2 iputils-ping \
+# libprotobuf-dev holds the well-known types (google/protobuf/*.proto) that
+# etcd-client's build compiles; protobuf-compiler only recommends it.
+DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
 	nftables systemd man-db strace ethtool
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -44,6 +46,7 @@ deps-apt:
 	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
+	[ -f /usr/include/google/protobuf/descriptor.proto ] || missing="$$missing (no descriptor.proto)"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing:$$missing"; \
 		$(SUDO) apt-get update -q && \
