@@ -6,6 +6,8 @@
 //!   per subcommand.
 //! - `table`: aligned text columns.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod leases;
 mod routes;

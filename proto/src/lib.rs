@@ -7,6 +7,8 @@
 //! - [`uds`]: serving and dialing gRPC over the Unix sockets in the run dir, with
 //!   the peer-credential check and the "daemon is not running" hint.
 
+#![forbid(unsafe_code)]
+
 pub mod backend;
 pub mod net;
 pub mod uds;
