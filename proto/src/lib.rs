@@ -4,16 +4,22 @@
 //!   (served by kolach-dataplaned) and `kolach.control.v1` (served by kolach-controld).
 //! - [`backend`]: the backend kinds, their names and overheads.
 //! - [`net`]: typed address messages and their conversion to `std::net` / `ipnet`.
+//! - [`mac`]: the Ethernet address type (vxlan VTEPs) both daemons use.
 //! - [`uds`]: serving and dialing gRPC over the Unix sockets in the run dir, with
 //!   the peer-credential check and the "daemon is not running" hint.
+//! - [`systemd`]: sd_notify, fd store included; [`signals`]: the stop signals.
 
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod mac;
 pub mod net;
+pub mod signals;
+pub mod systemd;
 pub mod uds;
 
 pub use backend::BackendKind;
+pub use mac::Mac;
 /// The protobuf runtime the messages use, for readers of encoded messages
 /// (the dataplane's saved `snapshot.pb`) that do not depend on it themselves.
 pub use prost;
