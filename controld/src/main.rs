@@ -63,7 +63,7 @@ fn fail(e: anyhow::Error) -> ! {
 }
 
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    use kolach_controld::registry::EtcdError;
+    use kolach_controld::etcd::EtcdError;
     use kolach_controld::underlay::UnderlayError;
     use kolach_proto::uds::UdsError;
     for cause in e.chain() {

@@ -6,9 +6,9 @@
 use ipnet::Ipv4Net;
 use rand::Rng;
 
-use crate::config::NetConfig;
-use crate::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
-use crate::subnet::{self, overlaps};
+use crate::model::config::NetConfig;
+use crate::model::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
+use crate::model::subnet::{self, overlaps};
 
 /// What to do about this host's subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn decide<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, BackendKind};
+    use crate::model::config::{self, BackendKind};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
 
-use crate::lease::Lease;
+use crate::model::lease::Lease;
 
 /// A key that does not hold a usable lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +189,7 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::LeaseAttrs;
+    use crate::model::lease::LeaseAttrs;
 
     fn lease(subnet: &str, ip: &str, rev: i64) -> Lease {
         Lease {

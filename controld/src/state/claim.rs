@@ -1,5 +1,5 @@
 //! Getting and keeping this host's subnet: the etcd side of the decisions
-//! [`crate::recovery`] makes. Every write is a transaction (create-if-absent,
+//! [`crate::model::recovery`] makes. Every write is a transaction (create-if-absent,
 //! or compare the mod revision); a lost race means list again and pick again.
 
 use std::time::Duration;
@@ -8,11 +8,11 @@ use ipnet::Ipv4Net;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::NetConfig;
-use crate::controller::Controller;
-use crate::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
-use crate::recovery::{self, Action, Source};
-use crate::registry::EtcdError;
+use crate::etcd::EtcdError;
+use crate::model::config::NetConfig;
+use crate::model::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
+use crate::model::recovery::{self, Action, Source};
+use crate::state::Controller;
 
 /// Attempts per claim before backing off (each lost race costs one).
 const ATTEMPTS: usize = 8;
@@ -20,7 +20,7 @@ const ATTEMPTS: usize = 8;
 impl Controller {
     /// Checks the lease we hold against the current config: release it when
     /// it no longer fits, rewrite its value when our attributes changed.
-    pub(crate) async fn check_mine(&mut self, cfg: &NetConfig) {
+    pub(super) async fn check_mine(&mut self, cfg: &NetConfig) {
         let Some(m) = self.mine.clone() else { return };
         let fits = if m.is_reservation() {
             cfg.fits_network(m.subnet)
@@ -46,7 +46,7 @@ impl Controller {
             self.mine = None;
             self.previous = None;
             self.lease_deadline = None;
-            self.loss = Some(crate::loss::Loss {
+            self.loss = Some(crate::model::loss::Loss {
                 subnet: m.subnet,
                 reason: "it no longer fits the config".into(),
                 at: std::time::SystemTime::now(),
@@ -90,7 +90,7 @@ impl Controller {
 
     /// Gets a subnet: our own lease or reservation, the previous subnet, or
     /// a random free one.
-    pub(crate) async fn claim(&mut self, cfg: &NetConfig) {
+    pub(super) async fn claim(&mut self, cfg: &NetConfig) {
         let me = self.my_attrs(cfg);
         for attempt in 1..=ATTEMPTS {
             let listing = match self.reg.list_subnets().await {

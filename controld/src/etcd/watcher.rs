@@ -5,8 +5,8 @@
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::etcd::{Registry, SubnetEvent};
 use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
-use crate::registry::{Registry, SubnetEvent};
 
 /// Runs until shutdown, feeding [`Event::Listed`] and [`Event::Subnet`].
 pub async fn subnets(reg: Registry, tx: EventTx, shutdown: Shutdown) {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::etcd::{EtcdError, Registry};
 use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
-use crate::registry::{EtcdError, Registry};
 
 /// How long to wait between keepalives for a lease of `ttl` seconds.
 pub fn interval(ttl: i64) -> Duration {

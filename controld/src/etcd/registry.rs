@@ -15,85 +15,11 @@ use etcd_client::{
 };
 use ipnet::Ipv4Net;
 
-use crate::endpoints::Endpoints;
-
-use crate::lease::{Lease, LeaseAttrs};
-use crate::subnet;
-use crate::table::Garbage;
-
-/// Unary calls that take longer than this count as "etcd unreachable".
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
-    #[error("etcd unreachable at {endpoints}: {source}")]
-    Unreachable {
-        endpoints: String,
-        source: etcd_client::Error,
-    },
-    #[error("etcd unreachable at {endpoints}: no answer within {}s", CALL_TIMEOUT.as_secs())]
-    Timeout { endpoints: String },
-    #[error("cannot read {what} {}: {source}", path.display())]
-    TlsFile {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("--etcd-cafile/--etcd-certfile need https:// endpoints, got {0}")]
-    TlsNeedsHttps(String),
-    #[error("bad --etcd-endpoints {endpoints}: {reason}")]
-    BadEndpoint { endpoints: String, reason: String },
-    #[error("etcd lease {0:x} no longer exists")]
-    LeaseGone(i64),
-    #[error(transparent)]
-    KeyFile(#[from] crate::security::KeyFileError),
-}
-
-impl EtcdError {
-    /// Whether retrying later can help (as opposed to a setup mistake).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            EtcdError::Unreachable { .. } | EtcdError::Timeout { .. }
-        )
-    }
-}
-
-/// How to reach etcd (from the flags).
-#[derive(Debug, Clone, Default)]
-pub struct EtcdOptions {
-    pub endpoints: Vec<String>,
-    pub prefix: String,
-    pub cafile: Option<PathBuf>,
-    pub certfile: Option<PathBuf>,
-    pub keyfile: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-/// A listing of `<prefix>/subnets/` at one revision.
-#[derive(Debug, Clone, Default)]
-pub struct Listing {
-    pub leases: Vec<Lease>,
-    pub garbage: Vec<Garbage>,
-    pub revision: i64,
-}
-
-/// One change seen by the subnet watch.
-#[derive(Debug, Clone)]
-pub enum SubnetEvent {
-    Put(Lease),
-    Deleted { subnet: Ipv4Net, revision: i64 },
-    Garbage(Garbage),
-    GarbageDeleted { key: String, revision: i64 },
-}
-
-/// One decoded key under `<prefix>/subnets/`.
-#[derive(Debug, Clone)]
-pub enum Decoded {
-    Lease(Lease),
-    Garbage(Garbage),
-}
+use super::endpoints::Endpoints;
+use super::{Decoded, EtcdError, EtcdOptions, Listing, SubnetEvent, CALL_TIMEOUT};
+use crate::model::lease::{Lease, LeaseAttrs};
+use crate::model::subnet;
+use crate::model::table::Garbage;
 
 #[derive(Clone)]
 pub struct Registry {
@@ -103,7 +29,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the clients (one per endpoint, see [`crate::endpoints`]). The
+    /// Builds the clients (one per endpoint, see [`crate::etcd::endpoints`]). The
     /// connections are lazy: an unreachable etcd shows up as errors from the
     /// calls, which the callers retry.
     pub async fn connect(opts: &EtcdOptions) -> Result<Self, EtcdError> {
@@ -131,7 +57,7 @@ impl Registry {
                 tls = tls.ca_certificate(Certificate::from_pem(read("--etcd-cafile", ca)?));
             }
             if let (Some(cert), Some(key)) = (&opts.certfile, &opts.keyfile) {
-                crate::security::check_key_file(key)?;
+                crate::etcd::security::check_key_file(key)?;
                 tls = tls.identity(Identity::from_pem(
                     read("--etcd-certfile", cert)?,
                     read("--etcd-keyfile", key)?,
