@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+use crate::backoff::Backoff;
+use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
 use crate::model::lease::Lease;
 use crate::model::table::Garbage;
 
@@ -97,4 +99,16 @@ pub enum SubnetEvent {
 pub enum Decoded {
     Lease(Lease),
     Garbage(Garbage),
+}
+
+/// An etcd call of a background task failed: tell the state task, then wait
+/// out the backoff. False when shutdown came first.
+async fn retry_after(
+    e: &EtcdError,
+    tx: &EventTx,
+    backoff: &mut Backoff,
+    shutdown: &mut Shutdown,
+) -> bool {
+    let _ = tx.send(Event::EtcdDown(e.to_string()));
+    sleep_or_stop(backoff.next_delay(), shutdown).await
 }

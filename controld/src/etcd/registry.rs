@@ -137,6 +137,16 @@ impl Registry {
         self.pool.failed(idx);
     }
 
+    /// [`Registry::stream_failed`] for a stream that broke with `e`; returns
+    /// what to tell the state task (`what`: "subnet watch", "keepalive stream").
+    pub fn stream_broke(&self, idx: usize, what: &str, e: &etcd_client::Error) -> String {
+        self.stream_failed(idx);
+        format!(
+            "etcd unreachable at {}: {what} broke: {e}",
+            self.endpoints()
+        )
+    }
+
     /// Runs a call on endpoint `idx` with a deadline; a failure moves on to
     /// the next endpoint (but not an answer such as "no such lease").
     async fn call<T, F>(&self, idx: usize, f: F) -> Result<T, EtcdError>
@@ -361,28 +371,32 @@ impl Registry {
         &self,
         start_revision: i64,
     ) -> Result<(usize, WatchStream), EtcdError> {
-        let (idx, client) = self.pick().await?;
-        let mut wc = client.watch_client();
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
             .with_start_revision(start_revision);
-        let stream = self
-            .call(idx, wc.watch(self.subnets_prefix(), Some(opts)))
-            .await?;
-        Ok((idx, stream))
+        self.watch(self.subnets_prefix(), opts).await
     }
 
+    /// Watches `<prefix>/config` from `start_revision` (inclusive).
     pub async fn watch_config(
         &self,
         start_revision: i64,
     ) -> Result<(usize, WatchStream), EtcdError> {
+        let opts = WatchOptions::new().with_start_revision(start_revision);
+        self.watch(self.config_key(), opts).await
+    }
+
+    /// Opens a watch on the current endpoint; the stream's failures are
+    /// reported back with [`Registry::stream_broke`] and its index.
+    async fn watch(
+        &self,
+        key: String,
+        opts: WatchOptions,
+    ) -> Result<(usize, WatchStream), EtcdError> {
         let (idx, client) = self.pick().await?;
         let mut wc = client.watch_client();
-        let opts = WatchOptions::new().with_start_revision(start_revision);
-        let stream = self
-            .call(idx, wc.watch(self.config_key(), Some(opts)))
-            .await?;
+        let stream = self.call(idx, wc.watch(key, Some(opts))).await?;
         Ok((idx, stream))
     }
 

@@ -174,6 +174,19 @@ mod tests {
         decide(leases, &[], &me(), previous.map(net), c, &mut rng)
     }
 
+    /// Two candidates: 10.50.1.0/24 and 10.50.2.0/24.
+    fn two_candidates() -> NetConfig {
+        cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.2.0"}"#)
+    }
+
+    /// [`two_candidates`] with 10.50.1.0/24 taken: 10.50.2.0/24, whatever the seed.
+    fn claim_the_free_one() -> Action {
+        Action::Claim {
+            subnet: net("10.50.2.0/24"),
+            source: Source::Random,
+        }
+    }
+
     fn small() -> NetConfig {
         cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.4.0"}"#)
     }
@@ -262,19 +275,12 @@ mod tests {
 
     #[test]
     fn someone_elses_reservation_is_never_taken() {
-        let c =
-            cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.2.0"}"#);
+        let c = two_candidates();
         let leases = [lease("10.50.1.0/24", "198.18.0.9", 0)];
         for seed in 0..20 {
             let mut rng = StdRng::seed_from_u64(seed);
             let d = decide(&leases, &[], &me(), Some(net("10.50.1.0/24")), &c, &mut rng);
-            assert_eq!(
-                d.action,
-                Action::Claim {
-                    subnet: net("10.50.2.0/24"),
-                    source: Source::Random
-                }
-            );
+            assert_eq!(d.action, claim_the_free_one());
         }
     }
 
@@ -321,17 +327,10 @@ mod tests {
 
     #[test]
     fn garbage_keys_count_as_taken() {
-        let c =
-            cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.2.0"}"#);
+        let c = two_candidates();
         let mut rng = StdRng::seed_from_u64(0);
         let d = decide(&[], &[net("10.50.1.0/24")], &me(), None, &c, &mut rng);
-        assert_eq!(
-            d.action,
-            Action::Claim {
-                subnet: net("10.50.2.0/24"),
-                source: Source::Random
-            }
-        );
+        assert_eq!(d.action, claim_the_free_one());
     }
 
     #[test]

@@ -118,19 +118,9 @@ impl Controller {
                 }
             }
             match d.action {
-                Action::Reservation { lease, rewrite } => {
-                    let r = match rewrite {
-                        Some(why) => match self.rewrite(&lease, &me, &why).await {
-                            Ok(Some(new)) => new,
-                            Ok(None) => continue,
-                            Err(e) => return self.etcd_failed(e),
-                        },
-                        None => lease,
-                    };
-                    info!(subnet = %r.subnet, public_ip = %r.attrs.public_ip, "using the reservation for this host");
-                    return self.take(r, None);
-                }
-                Action::Reuse { lease, rewrite } => {
+                // A key of ours already: rewritten first if its value must change
+                // (a reservation stays one, a lease keeps its etcd lease).
+                Action::Reservation { lease, rewrite } | Action::Reuse { lease, rewrite } => {
                     let lease = match rewrite {
                         Some(why) => match self.rewrite(&lease, &me, &why).await {
                             Ok(Some(new)) => new,
@@ -139,8 +129,12 @@ impl Controller {
                         },
                         None => lease,
                     };
-                    info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
-                        "found this host's lease; keeping it");
+                    if lease.is_reservation() {
+                        info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "using the reservation for this host");
+                    } else {
+                        info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
+                            "found this host's lease; keeping it");
+                    }
                     return self.take(lease, None);
                 }
                 Action::Claim { subnet, source } => {
