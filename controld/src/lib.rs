@@ -21,6 +21,10 @@
 //!   shutdown; [`backoff`]: retry delays.
 //! - [`run`] (here): wires the tasks together.
 
+// One unsafe call in the crate: the SIOCGIFMTU ioctl in `underlay` (nix's
+// ioctl wrappers are unsafe fns), allowed there and nowhere else.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod backoff;
 pub mod dataplane;

@@ -1,3 +1,6 @@
+// The binary only parses flags and calls the library: no unsafe at all.
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use kolach_controld::Flags;
 use tracing_subscriber::EnvFilter;
