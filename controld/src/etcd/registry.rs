@@ -1,4 +1,4 @@
-//! The only module that talks to etcd (v3 API).
+//! [`Registry`]: every call to etcd (v3 API) goes through it.
 //!
 //! Every write to a subnet key is a transaction: create compares the key's
 //! create revision with 0, update and release compare its mod revision. So

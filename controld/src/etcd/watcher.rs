@@ -2,10 +2,10 @@
 //! revision + 1; a broken watch resumes after the last event seen; a compacted
 //! revision means list again, so no event is ever skipped) and `<prefix>/config`.
 //!
-//! Both are one loop, [`follow`]: read the key(s) whole, watch from the
+//! Both are one loop, `follow`: read the key(s) whole, watch from the
 //! read's revision + 1, resume after the last event seen, read again when
 //! etcd ends the watch in a way that may have skipped events; with backoff
-//! between tries. What differs per key is a [`Followed`].
+//! between tries. What differs per key is a `Followed`.
 
 use etcd_client::{EventType, WatchResponse, WatchStream};
 use tracing::{debug, info, warn};

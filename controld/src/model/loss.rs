@@ -11,6 +11,9 @@
 //! else another one) and says what happened in the log (WARN/ERROR lines
 //! starting with `LOST`, `RECLAIMED`, `MOVED`), in the status warnings and,
 //! while it has no subnet, in the status phase (`reclaiming`).
+//!
+//! Here, pure: what a loss is and what getting a subnet after it amounts to.
+//! The state task ([`crate::state`]) notices a loss and settles it.
 
 use std::time::SystemTime;
 

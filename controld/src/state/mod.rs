@@ -4,10 +4,10 @@
 //!
 //! [`Controller`]'s fields are private to this folder; its children add the
 //! rest of its methods:
-//! - [`claim`]: getting and keeping this host's subnet (etcd writes).
-//! - [`loss`]: noticing a lost lease, and the reclaim or move after it.
-//! - [`push`]: what leaves the task: snapshots, subnet.env, READY=1, the view.
-//! - [`watched`]: applying what the etcd watches saw (config, subnets).
+//! - `claim`: getting and keeping this host's subnet (etcd writes).
+//! - `loss`: noticing a lost lease, and the reclaim or move after it.
+//! - `push`: what leaves the task: snapshots, subnet.env, READY=1, the view.
+//! - `watched`: applying what the etcd watches saw (config, subnets).
 
 mod claim;
 mod loss;
