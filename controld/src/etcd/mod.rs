@@ -1,9 +1,10 @@
 //! The etcd side: every call to etcd goes through [`Registry`]; the tasks
 //! around it follow keys ([`watcher`]) and keep this host's etcd lease alive
 //! ([`keeper`]). This module holds what they share: the errors, how to reach
-//! etcd, and what a listing and a watch event are.
+//! etcd, and reporting a failed call. What they read (a listing, a subnet
+//! event) is the model's: [`crate::model::table`].
 //!
-//! - [`registry`]: the only module that calls etcd; every subnet write is a txn.
+//! - [`registry`]: every call to etcd; every subnet write is a txn.
 //! - [`endpoints`]: one etcd client per endpoint, used in turn: failover.
 //! - [`watcher`]: list + watch of `<prefix>/subnets/`, and the config watch.
 //! - [`keeper`]: etcd lease keepalive.
@@ -17,8 +18,6 @@ pub mod watcher;
 
 use std::path::PathBuf;
 use std::time::Duration;
-
-use ipnet::Ipv4Net;
 
 use crate::backoff::Backoff;
 use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
@@ -75,23 +74,6 @@ pub struct EtcdOptions {
     pub keyfile: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
-}
-
-/// A listing of `<prefix>/subnets/` at one revision.
-#[derive(Debug, Clone, Default)]
-pub struct Listing {
-    pub leases: Vec<Lease>,
-    pub garbage: Vec<Garbage>,
-    pub revision: i64,
-}
-
-/// One change seen by the subnet watch.
-#[derive(Debug, Clone)]
-pub enum SubnetEvent {
-    Put(Lease),
-    Deleted { subnet: Ipv4Net, revision: i64 },
-    Garbage(Garbage),
-    GarbageDeleted { key: String, revision: i64 },
 }
 
 /// One decoded key under `<prefix>/subnets/`.

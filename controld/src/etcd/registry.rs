@@ -16,10 +16,10 @@ use etcd_client::{
 use ipnet::Ipv4Net;
 
 use super::endpoints::Endpoints;
-use super::{Decoded, EtcdError, EtcdOptions, Listing, SubnetEvent, CALL_TIMEOUT};
+use super::{Decoded, EtcdError, EtcdOptions, CALL_TIMEOUT};
 use crate::model::lease::{Lease, LeaseAttrs};
 use crate::model::subnet;
-use crate::model::table::Garbage;
+use crate::model::table::{Garbage, Listing, SubnetEvent};
 
 #[derive(Clone)]
 pub struct Registry {

@@ -10,9 +10,10 @@
 use etcd_client::{EventType, WatchResponse, WatchStream};
 use tracing::{debug, info, warn};
 
-use super::{retry_after, EtcdError, Listing, Registry, SubnetEvent};
+use super::{retry_after, EtcdError, Registry};
 use crate::backoff::Backoff;
 use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
+use crate::model::table::{Listing, SubnetEvent};
 
 /// Runs until shutdown, feeding [`Event::Listed`] and [`Event::Subnet`].
 pub async fn subnets(reg: Registry, tx: EventTx, shutdown: Shutdown) {

@@ -22,6 +22,24 @@ pub struct Garbage {
     pub mod_revision: i64,
 }
 
+/// A listing of `<prefix>/subnets/` at one revision: the table's input at
+/// start and after a compaction ([`LeaseTable::replace`]).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub leases: Vec<Lease>,
+    pub garbage: Vec<Garbage>,
+    pub revision: i64,
+}
+
+/// One change seen by the subnet watch: the table's input in between.
+#[derive(Debug, Clone)]
+pub enum SubnetEvent {
+    Put(Lease),
+    Deleted { subnet: Ipv4Net, revision: i64 },
+    Garbage(Garbage),
+    GarbageDeleted { key: String, revision: i64 },
+}
+
 /// What applying one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

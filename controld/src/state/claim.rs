@@ -8,11 +8,11 @@ use ipnet::Ipv4Net;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::Controller;
 use crate::etcd::EtcdError;
 use crate::model::config::NetConfig;
 use crate::model::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
 use crate::model::recovery::{self, Action, Source};
-use crate::state::Controller;
 
 /// Attempts per claim before backing off (each lost race costs one).
 const ATTEMPTS: usize = 8;

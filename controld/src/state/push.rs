@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use super::Controller;
 use crate::api::view::View;
 use crate::event::DataplaneEvent;
 use crate::model::lease::Lease;
 use crate::model::peers::{self, Note, SkipReason, Skipped};
 use crate::model::snapshot::{self, Local};
 use crate::model::subnet_env::SubnetEnv;
-use crate::state::Controller;
 
 impl Controller {
     pub(super) fn on_dataplane(&mut self, d: DataplaneEvent) {

@@ -5,9 +5,8 @@
 use tracing::{error, info, warn};
 
 use super::Controller;
-use crate::etcd::{Listing, SubnetEvent};
 use crate::model::config;
-use crate::model::table::Change;
+use crate::model::table::{Change, Listing, SubnetEvent};
 use crate::model::text::shown;
 
 impl Controller {
