@@ -4,7 +4,7 @@
 use kolach_proto::dataplane::SnapshotVersion;
 use tokio::sync::{mpsc, watch};
 
-use crate::registry::{Listing, SubnetEvent};
+use crate::model::table::{Listing, SubnetEvent};
 
 #[derive(Debug)]
 pub enum Event {

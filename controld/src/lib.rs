@@ -1,63 +1,44 @@
 //! kolach-controld: leases this host's subnet from etcd, watches everyone
 //! else's, and pushes full route-table snapshots to kolach-dataplaned.
 //!
-//! Pure logic (tested in memory):
-//! - [`config`]: parse and validate `<prefix>/config` (DESIGN §4), legacy keys included.
-//! - [`subnet`]: subnet key names and random choice among free candidates.
-//! - [`lease`]: lease values (flannel's JSON) and records; what this host
-//!   writes per backend and when its stored value must be rewritten.
-//! - [`vtep`]: the vxlan VTEP MAC, derived from the PublicIP.
-//! - [`peers`]: which peer leases are routed (same backend, usable VtepMAC)
-//!   and the report of the skipped ones.
-//! - [`table`]: the lease table the peer watch maintains, per-key revision guarded.
-//! - [`recovery`]: which subnet to hold after a (re)start or a loss.
-//! - [`loss`]: losing the lease (etcd says so, or its TTL ran out unanswered)
-//!   and reporting the reclaim or the move loudly.
-//! - [`security`]: the client key's file mode, plaintext endpoints off this host.
-//! - [`text`]: clipping outside input before it goes into a log line.
-//! - [`snapshot`]: turning config + lease table into a versioned snapshot.
-//! - [`subnet_env`]: subnet.env content and its atomic write.
-//! - [`backoff`]: retry delays.
+//! The folders are the parts:
+//! - [`model`]: the pure part, tested in memory: config, subnet keys, lease
+//!   values, VTEP MACs, peers, the lease table, recovery after a (re)start or
+//!   a loss, snapshots, subnet.env.
+//! - [`etcd`]: all etcd I/O: [`etcd::Registry`] (every call; every subnet
+//!   write is a txn), endpoint failover, the subnet and config watches, the
+//!   lease keepalive, and the checks on how etcd is reached.
+//! - [`state`]: the single state task that owns the model: how it gets and
+//!   keeps its subnet, loses it, and what it sends out (snapshots,
+//!   subnet.env, READY=1, the status view).
+//! - [`api`]: `kolach.control.v1.Control` on `<run-dir>/controld.sock`,
+//!   serving the view the state task publishes.
 //!
-//! I/O around it:
-//! - [`registry`]: the only module that talks to etcd; every subnet write is a txn.
-//! - [`endpoints`]: one etcd client per endpoint, used in turn: failover.
-//! - [`watcher`]: list + watch of `<prefix>/subnets/`, and the config watch.
-//! - [`keeper`]: etcd lease keepalive.
-//! - [`controller`], [`claim`] and [`push`]: the single state task that owns the model,
-//!   how it gets its subnet, and what it sends out (snapshots, subnet.env, status).
-//! - [`dataplane`]: the `Dataplane.Sync` stream with reconnect.
-//! - [`api`] and [`view`]: `kolach.control.v1.Control` on `<run-dir>/controld.sock`.
+//! Beside them:
+//! - [`dataplane`]: the `Dataplane.Sync` stream client, with reconnect.
 //! - [`underlay`]: interface, address and MTU; [`notify`]: sd_notify.
-//! - [`flags`]: the command line; [`event`]: messages between tasks and shutdown.
+//! - [`flags`]: the command line; [`event`]: messages between tasks and
+//!   shutdown; [`backoff`]: retry delays.
+//! - [`run`] (here): wires the tasks together.
+
+// One unsafe call in the crate: the SIOCGIFMTU ioctl in `underlay` (nix's
+// ioctl wrappers are unsafe fns), allowed there and nowhere else.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod backoff;
-pub mod claim;
-pub mod config;
-pub mod controller;
 pub mod dataplane;
-pub mod endpoints;
+pub mod etcd;
 pub mod event;
 pub mod flags;
-pub mod keeper;
-pub mod lease;
-pub mod loss;
+pub mod model;
 pub mod notify;
-pub mod peers;
-pub mod push;
-pub mod recovery;
-pub mod registry;
-pub mod security;
-pub mod snapshot;
-pub mod subnet;
-pub mod subnet_env;
-pub mod table;
-pub mod text;
+pub mod state;
 pub mod underlay;
-pub mod view;
-pub mod vtep;
-pub mod watcher;
+
+/// The paths the fuzz targets (`fuzz/fuzz_targets/`) import; the model's
+/// own place is [`model`].
+pub use model::{config, lease, subnet, vtep};
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -71,11 +52,11 @@ use tracing::{info, warn};
 
 pub use flags::Flags;
 
+use crate::api::view::View;
 use crate::backoff::Backoff;
-use crate::controller::{Controller, Settings};
+use crate::etcd::{security, watcher, EtcdOptions, Registry};
 use crate::event::{sleep_or_stop, Shutdown};
-use crate::registry::{EtcdOptions, Registry};
-use crate::view::View;
+use crate::state::{Controller, Settings};
 
 /// The control API's requests are empty messages.
 const CONTROL_MAX_MESSAGE: usize = 64 * 1024;

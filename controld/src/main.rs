@@ -1,3 +1,6 @@
+// The binary only parses flags and calls the library: no unsafe at all.
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use kolach_controld::Flags;
 use tracing_subscriber::EnvFilter;
@@ -63,7 +66,7 @@ fn fail(e: anyhow::Error) -> ! {
 }
 
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    use kolach_controld::registry::EtcdError;
+    use kolach_controld::etcd::EtcdError;
     use kolach_controld::underlay::UnderlayError;
     use kolach_proto::uds::UdsError;
     for cause in e.chain() {

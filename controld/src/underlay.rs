@@ -3,8 +3,10 @@
 //! (/proc/net/route, getifaddrs, SIOCGIFMTU), so it works under `ip netns exec`.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 
 use nix::ifaddrs::getifaddrs;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnderlayError {
@@ -122,34 +124,50 @@ pub fn default_route_iface(text: &str) -> Option<String> {
         .map(|(_, name)| name)
 }
 
+/// `struct ifreq` with the `ifr_mtu` member of the union, padded to the
+/// kernel's 40 bytes (never smaller than libc's, checked below).
+#[repr(C)]
+struct IfReqMtu {
+    name: [u8; libc::IFNAMSIZ],
+    mtu: libc::c_int,
+    _pad: [u8; 20],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReqMtu>() >= std::mem::size_of::<libc::ifreq>());
+
+nix::ioctl_read_bad!(siocgifmtu, libc::SIOCGIFMTU, IfReqMtu);
+
 /// The MTU by ioctl, which (unlike /sys) always answers for the caller's
 /// network namespace.
 fn mtu(name: &str) -> Result<u32, UnderlayError> {
-    let err = |source| UnderlayError::Mtu {
+    let err = |errno: nix::Error| UnderlayError::Mtu {
         iface: name.to_string(),
-        source,
+        source: errno.into(),
     };
     if name.len() >= libc::IFNAMSIZ {
         return Err(UnderlayError::NoSuchInterface(name.to_string()));
     }
-    // SAFETY: a plain socket + ioctl on a zeroed, NUL-terminated ifreq.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        let rc = libc::ioctl(fd, libc::SIOCGIFMTU, &mut req);
-        let e = std::io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 {
-            return Err(err(e));
-        }
-        Ok(req.ifr_ifru.ifru_mtu as u32)
-    }
+    // Any socket will do for SIOCGIFMTU; dropping the OwnedFd closes it.
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
+    let mut req = IfReqMtu {
+        name: [0; libc::IFNAMSIZ],
+        mtu: 0,
+        _pad: [0; 20],
+    };
+    // The length check above leaves the last byte NUL.
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `sock` is an open socket for the whole call, and `req` is a
+    // live ifreq (NUL-terminated name, at least libc's size) that the kernel
+    // only writes within.
+    #[allow(unsafe_code)]
+    unsafe { siocgifmtu(sock.as_raw_fd(), &mut req) }.map_err(err)?;
+    Ok(req.mtu as u32)
 }
 
 /// Re-reads the MTU (the underlay's MTU may be changed while we run).
@@ -184,6 +202,27 @@ mod tests {
         let by_ip = detect(Some("127.0.0.1"), None).unwrap();
         assert_eq!(by_ip.iface, "lo");
         assert_eq!(by_ip.public_ip, Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn mtu_errors_name_the_interface_and_close_the_socket() {
+        let e = current_mtu("eth9nope").unwrap_err().to_string();
+        assert!(e.starts_with("cannot read the MTU of eth9nope: "), "{e}");
+        assert_eq!(
+            current_mtu("a-name-longer-than-15")
+                .unwrap_err()
+                .to_string(),
+            "no interface named a-name-longer-than-15"
+        );
+        // Other tests may open a few files meanwhile (cargo test runs them as
+        // threads of one process); a leaked socket per call would be 100.
+        let open = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = open();
+        for _ in 0..50 {
+            assert!(current_mtu("lo").unwrap() >= 1280);
+            assert!(current_mtu("eth9nope").is_err());
+        }
+        assert!(open() < before + 10, "{before} -> {}", open());
     }
 
     #[test]

@@ -90,8 +90,8 @@ async fn no_dataplane_no_subnet_env_then_push_on_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resuming_from_a_compacted_revision_lists_again() {
+    use kolach_controld::etcd::{EtcdOptions, Registry};
     use kolach_controld::event::{Event, Shutdown};
-    use kolach_controld::registry::{EtcdOptions, Registry};
 
     let etcd = Etcd::start().await;
     let peer = r#"{"PublicIP":"198.18.0.1"}"#;
@@ -124,7 +124,7 @@ async fn a_watch_resuming_from_a_compacted_revision_lists_again() {
     .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop) = Shutdown::new();
-    let task = tokio::spawn(kolach_controld::watcher::subnets_from(
+    let task = tokio::spawn(kolach_controld::etcd::watcher::subnets_from(
         reg,
         tx,
         stop,

@@ -6,9 +6,9 @@
 use ipnet::Ipv4Net;
 use rand::Rng;
 
-use crate::config::NetConfig;
-use crate::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
-use crate::subnet::{self, overlaps};
+use crate::model::config::NetConfig;
+use crate::model::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
+use crate::model::subnet::{self, overlaps};
 
 /// What to do about this host's subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn decide<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, BackendKind};
+    use crate::model::config::{self, BackendKind};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
@@ -172,6 +172,19 @@ mod tests {
     fn run(leases: &[Lease], previous: Option<&str>, c: &NetConfig) -> Decision {
         let mut rng = StdRng::seed_from_u64(3);
         decide(leases, &[], &me(), previous.map(net), c, &mut rng)
+    }
+
+    /// Two candidates: 10.50.1.0/24 and 10.50.2.0/24.
+    fn two_candidates() -> NetConfig {
+        cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.2.0"}"#)
+    }
+
+    /// [`two_candidates`] with 10.50.1.0/24 taken: 10.50.2.0/24, whatever the seed.
+    fn claim_the_free_one() -> Action {
+        Action::Claim {
+            subnet: net("10.50.2.0/24"),
+            source: Source::Random,
+        }
     }
 
     fn small() -> NetConfig {
@@ -262,19 +275,12 @@ mod tests {
 
     #[test]
     fn someone_elses_reservation_is_never_taken() {
-        let c =
-            cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.2.0"}"#);
+        let c = two_candidates();
         let leases = [lease("10.50.1.0/24", "198.18.0.9", 0)];
         for seed in 0..20 {
             let mut rng = StdRng::seed_from_u64(seed);
             let d = decide(&leases, &[], &me(), Some(net("10.50.1.0/24")), &c, &mut rng);
-            assert_eq!(
-                d.action,
-                Action::Claim {
-                    subnet: net("10.50.2.0/24"),
-                    source: Source::Random
-                }
-            );
+            assert_eq!(d.action, claim_the_free_one());
         }
     }
 
@@ -321,17 +327,10 @@ mod tests {
 
     #[test]
     fn garbage_keys_count_as_taken() {
-        let c =
-            cfg(r#"{"Network":"10.50.0.0/16","SubnetMin":"10.50.1.0","SubnetMax":"10.50.2.0"}"#);
+        let c = two_candidates();
         let mut rng = StdRng::seed_from_u64(0);
         let d = decide(&[], &[net("10.50.1.0/24")], &me(), None, &c, &mut rng);
-        assert_eq!(
-            d.action,
-            Action::Claim {
-                subnet: net("10.50.2.0/24"),
-                source: Source::Random
-            }
-        );
+        assert_eq!(d.action, claim_the_free_one());
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The control API (`kolach.control.v1.Control`) on `<run-dir>/controld.sock`:
 //! status and the lease table, read from the view the state task publishes.
 //! Read-only, so any local user the socket mode lets in may call it.
+//!
+//! - [`view`]: what the state task publishes for the API to serve.
+
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,8 +19,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument};
 
-use crate::registry::Registry;
-use crate::view::View;
+use self::view::View;
+use crate::etcd::Registry;
 
 /// Facts fixed at start.
 #[derive(Debug, Clone)]

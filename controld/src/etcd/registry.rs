@@ -1,4 +1,4 @@
-//! The only module that talks to etcd (v3 API).
+//! [`Registry`]: every call to etcd (v3 API) goes through it.
 //!
 //! Every write to a subnet key is a transaction: create compares the key's
 //! create revision with 0, update and release compare its mod revision. So
@@ -15,85 +15,11 @@ use etcd_client::{
 };
 use ipnet::Ipv4Net;
 
-use crate::endpoints::Endpoints;
-
-use crate::lease::{Lease, LeaseAttrs};
-use crate::subnet;
-use crate::table::Garbage;
-
-/// Unary calls that take longer than this count as "etcd unreachable".
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
-    #[error("etcd unreachable at {endpoints}: {source}")]
-    Unreachable {
-        endpoints: String,
-        source: etcd_client::Error,
-    },
-    #[error("etcd unreachable at {endpoints}: no answer within {}s", CALL_TIMEOUT.as_secs())]
-    Timeout { endpoints: String },
-    #[error("cannot read {what} {}: {source}", path.display())]
-    TlsFile {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("--etcd-cafile/--etcd-certfile need https:// endpoints, got {0}")]
-    TlsNeedsHttps(String),
-    #[error("bad --etcd-endpoints {endpoints}: {reason}")]
-    BadEndpoint { endpoints: String, reason: String },
-    #[error("etcd lease {0:x} no longer exists")]
-    LeaseGone(i64),
-    #[error(transparent)]
-    KeyFile(#[from] crate::security::KeyFileError),
-}
-
-impl EtcdError {
-    /// Whether retrying later can help (as opposed to a setup mistake).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            EtcdError::Unreachable { .. } | EtcdError::Timeout { .. }
-        )
-    }
-}
-
-/// How to reach etcd (from the flags).
-#[derive(Debug, Clone, Default)]
-pub struct EtcdOptions {
-    pub endpoints: Vec<String>,
-    pub prefix: String,
-    pub cafile: Option<PathBuf>,
-    pub certfile: Option<PathBuf>,
-    pub keyfile: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-/// A listing of `<prefix>/subnets/` at one revision.
-#[derive(Debug, Clone, Default)]
-pub struct Listing {
-    pub leases: Vec<Lease>,
-    pub garbage: Vec<Garbage>,
-    pub revision: i64,
-}
-
-/// One change seen by the subnet watch.
-#[derive(Debug, Clone)]
-pub enum SubnetEvent {
-    Put(Lease),
-    Deleted { subnet: Ipv4Net, revision: i64 },
-    Garbage(Garbage),
-    GarbageDeleted { key: String, revision: i64 },
-}
-
-/// One decoded key under `<prefix>/subnets/`.
-#[derive(Debug, Clone)]
-pub enum Decoded {
-    Lease(Lease),
-    Garbage(Garbage),
-}
+use super::endpoints::Endpoints;
+use super::{Decoded, EtcdError, EtcdOptions, CALL_TIMEOUT};
+use crate::model::lease::{Lease, LeaseAttrs};
+use crate::model::subnet;
+use crate::model::table::{Garbage, Listing, SubnetEvent};
 
 #[derive(Clone)]
 pub struct Registry {
@@ -103,7 +29,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the clients (one per endpoint, see [`crate::endpoints`]). The
+    /// Builds the clients (one per endpoint, see [`crate::etcd::endpoints`]). The
     /// connections are lazy: an unreachable etcd shows up as errors from the
     /// calls, which the callers retry.
     pub async fn connect(opts: &EtcdOptions) -> Result<Self, EtcdError> {
@@ -131,7 +57,7 @@ impl Registry {
                 tls = tls.ca_certificate(Certificate::from_pem(read("--etcd-cafile", ca)?));
             }
             if let (Some(cert), Some(key)) = (&opts.certfile, &opts.keyfile) {
-                crate::security::check_key_file(key)?;
+                crate::etcd::security::check_key_file(key)?;
                 tls = tls.identity(Identity::from_pem(
                     read("--etcd-certfile", cert)?,
                     read("--etcd-keyfile", key)?,
@@ -209,6 +135,16 @@ impl Registry {
     /// A stream opened on endpoint `idx` broke: the next call goes elsewhere.
     pub fn stream_failed(&self, idx: usize) {
         self.pool.failed(idx);
+    }
+
+    /// [`Registry::stream_failed`] for a stream that broke with `e`; returns
+    /// what to tell the state task (`what`: "subnet watch", "keepalive stream").
+    pub fn stream_broke(&self, idx: usize, what: &str, e: &etcd_client::Error) -> String {
+        self.stream_failed(idx);
+        format!(
+            "etcd unreachable at {}: {what} broke: {e}",
+            self.endpoints()
+        )
     }
 
     /// Runs a call on endpoint `idx` with a deadline; a failure moves on to
@@ -435,28 +371,32 @@ impl Registry {
         &self,
         start_revision: i64,
     ) -> Result<(usize, WatchStream), EtcdError> {
-        let (idx, client) = self.pick().await?;
-        let mut wc = client.watch_client();
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
             .with_start_revision(start_revision);
-        let stream = self
-            .call(idx, wc.watch(self.subnets_prefix(), Some(opts)))
-            .await?;
-        Ok((idx, stream))
+        self.watch(self.subnets_prefix(), opts).await
     }
 
+    /// Watches `<prefix>/config` from `start_revision` (inclusive).
     pub async fn watch_config(
         &self,
         start_revision: i64,
     ) -> Result<(usize, WatchStream), EtcdError> {
+        let opts = WatchOptions::new().with_start_revision(start_revision);
+        self.watch(self.config_key(), opts).await
+    }
+
+    /// Opens a watch on the current endpoint; the stream's failures are
+    /// reported back with [`Registry::stream_broke`] and its index.
+    async fn watch(
+        &self,
+        key: String,
+        opts: WatchOptions,
+    ) -> Result<(usize, WatchStream), EtcdError> {
         let (idx, client) = self.pick().await?;
         let mut wc = client.watch_client();
-        let opts = WatchOptions::new().with_start_revision(start_revision);
-        let stream = self
-            .call(idx, wc.watch(self.config_key(), Some(opts)))
-            .await?;
+        let stream = self.call(idx, wc.watch(key, Some(opts))).await?;
         Ok((idx, stream))
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 
-use crate::subnet::first_host;
+use crate::model::subnet::first_host;
 
 /// The file's content for this host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,18 @@
 //! The state task: owns the model (config, lease table, this host's lease,
 //! snapshot versions, dataplane progress) and reacts to the events the other
 //! tasks send. Pure modules decide; this loop does the I/O they ask for.
+//!
+//! [`Controller`]'s fields are private to this folder; its children add the
+//! rest of its methods:
+//! - `claim`: getting and keeping this host's subnet (etcd writes).
+//! - `loss`: noticing a lost lease, and the reclaim or move after it.
+//! - `push`: what leaves the task: snapshots, subnet.env, READY=1, the view.
+//! - `watched`: applying what the etcd watches saw (config, subnets).
+
+mod claim;
+mod loss;
+mod push;
+mod watched;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -14,20 +26,21 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+use crate::api::view::View;
 use crate::backoff::Backoff;
-use crate::config::{self, NetConfig};
+use crate::etcd::keeper;
+use crate::etcd::Registry;
 use crate::event::{Event, EventTx, Shutdown};
-use crate::keeper;
-use crate::lease::{Lease, LeaseAttrs};
-use crate::peers::SkipReport;
-use crate::registry::{Registry, SubnetEvent};
-use crate::snapshot::Versioner;
-use crate::subnet_env::SubnetEnv;
-use crate::table::{Change, LeaseTable};
+use crate::model::config::NetConfig;
+use crate::model::lease::{Lease, LeaseAttrs};
+use crate::model::loss::Loss;
+use crate::model::peers::SkipReport;
+use crate::model::snapshot::Versioner;
+use crate::model::subnet_env::SubnetEnv;
+use crate::model::table::LeaseTable;
 use crate::underlay::{self, Underlay};
-use crate::view::View;
 
 /// How many recent warnings the status keeps.
 const WARNINGS_KEPT: usize = 20;
@@ -45,53 +58,53 @@ pub struct Settings {
 }
 
 pub struct Controller {
-    pub(crate) reg: Registry,
-    pub(crate) settings: Settings,
-    pub(crate) underlay: Underlay,
-    pub(crate) tx: EventTx,
-    pub(crate) shutdown: Shutdown,
-    pub(crate) rng: StdRng,
+    reg: Registry,
+    settings: Settings,
+    underlay: Underlay,
+    tx: EventTx,
+    shutdown: Shutdown,
+    rng: StdRng,
 
-    pub(crate) cfg: Option<NetConfig>,
+    cfg: Option<NetConfig>,
     config_raw: Option<Option<Vec<u8>>>,
-    pub(crate) config_error: Option<String>,
-    pub(crate) table: LeaseTable,
-    pub(crate) listed: bool,
+    config_error: Option<String>,
+    table: LeaseTable,
+    listed: bool,
     /// This host's lease or reservation, once held.
-    pub(crate) mine: Option<Lease>,
+    mine: Option<Lease>,
     /// The subnet held before (subnet.env, or the lease just lost).
-    pub(crate) previous: Option<Ipv4Net>,
+    previous: Option<Ipv4Net>,
     keeper: Option<(i64, JoinHandle<()>)>,
-    pub(crate) keepalive: Option<(i64, std::time::Instant)>,
+    keepalive: Option<(i64, std::time::Instant)>,
     /// When etcd expires our lease at the earliest, if no keepalive answers
-    /// before (see [`crate::loss`]).
-    pub(crate) lease_deadline: Option<Instant>,
+    /// before (see [`crate::model::loss`]).
+    lease_deadline: Option<Instant>,
     /// The subnet lost most recently, until one is held again.
-    pub(crate) loss: Option<crate::loss::Loss>,
+    loss: Option<Loss>,
     /// A granted etcd lease not yet attached to a key (after a lost race).
-    pub(crate) spare_lease: Option<i64>,
+    spare_lease: Option<i64>,
     /// When to try claiming again after a failure; None = now.
-    pub(crate) retry_at: Option<Instant>,
-    pub(crate) retry_backoff: Backoff,
+    retry_at: Option<Instant>,
+    retry_backoff: Backoff,
 
-    pub(crate) versioner: Versioner,
-    pub(crate) snapshots: watch::Sender<Option<Snapshot>>,
-    pub(crate) peer_count: u32,
+    versioner: Versioner,
+    snapshots: watch::Sender<Option<Snapshot>>,
+    peer_count: u32,
     /// Peer leases not routed (another backend, no VtepMAC), each logged once.
-    pub(crate) skipped: SkipReport,
+    skipped: SkipReport,
     /// subnet.env content of each snapshot generation not yet acknowledged.
-    pub(crate) pending_env: BTreeMap<u64, SubnetEnv>,
-    pub(crate) acked_env: Option<SubnetEnv>,
-    pub(crate) written_env: Option<SubnetEnv>,
-    pub(crate) ready_sent: bool,
-    pub(crate) dp_connected: bool,
-    pub(crate) applied_generation: u64,
+    pending_env: BTreeMap<u64, SubnetEnv>,
+    acked_env: Option<SubnetEnv>,
+    written_env: Option<SubnetEnv>,
+    ready_sent: bool,
+    dp_connected: bool,
+    applied_generation: u64,
 
-    pub(crate) etcd_reachable: bool,
+    etcd_reachable: bool,
     etcd_error: Option<String>,
-    pub(crate) warnings: VecDeque<String>,
-    pub(crate) standing_warnings: Vec<String>,
-    pub(crate) view: watch::Sender<Arc<View>>,
+    warnings: VecDeque<String>,
+    standing_warnings: Vec<String>,
+    view: watch::Sender<Arc<View>>,
 }
 
 impl Controller {
@@ -105,7 +118,7 @@ impl Controller {
         view: watch::Sender<Arc<View>>,
     ) -> Self {
         let standing_warnings = settings.standing_warnings.clone();
-        let previous = crate::subnet_env::read_previous(&settings.subnet_file);
+        let previous = crate::model::subnet_env::read_previous(&settings.subnet_file);
         if let Some(p) = previous {
             info!(subnet = %p, file = %settings.subnet_file.display(), "previous subnet from subnet.env");
         }
@@ -186,11 +199,11 @@ impl Controller {
     }
 
     /// The value this host's key should hold under `cfg`.
-    pub(crate) fn my_attrs(&self, cfg: &NetConfig) -> LeaseAttrs {
+    fn my_attrs(&self, cfg: &NetConfig) -> LeaseAttrs {
         LeaseAttrs::ours(cfg.backend.kind, self.underlay.public_ip)
     }
 
-    pub(crate) fn warn_event(&mut self, msg: String) {
+    fn warn_event(&mut self, msg: String) {
         if self.warnings.len() == WARNINGS_KEPT {
             self.warnings.pop_front();
         }
@@ -214,29 +227,7 @@ impl Controller {
             }
             Event::EtcdDown(msg) => self.etcd_down(msg),
             Event::Config(raw) => self.on_config(raw),
-            Event::Listed(l) => {
-                let relist = self.listed;
-                for g in &l.garbage {
-                    warn!(key = %crate::text::shown(&g.key), error = %g.error, "ignoring unreadable subnet lease");
-                }
-                let changes = self.table.replace(l.leases, l.garbage, l.revision);
-                self.listed = true;
-                if relist {
-                    info!(
-                        revision = l.revision,
-                        changes = changes.len(),
-                        "subnets listed again"
-                    );
-                }
-                for c in changes {
-                    self.on_change(c);
-                }
-                if let Some(m) = self.mine.clone() {
-                    if self.table.get(&m.subnet).is_none() && m.mod_revision <= l.revision {
-                        self.lost(&m, "our subnet key is gone from etcd");
-                    }
-                }
-            }
+            Event::Listed(l) => self.on_listed(l),
             Event::Subnet(e) => self.on_subnet(e),
             Event::KeepAlive {
                 lease_id,
@@ -252,7 +243,7 @@ impl Controller {
         }
     }
 
-    pub(crate) fn etcd_down(&mut self, msg: String) {
+    fn etcd_down(&mut self, msg: String) {
         if self.etcd_reachable || self.etcd_error.is_none() {
             warn!(error = %msg, "etcd unreachable; retrying (the dataplane keeps its routes)");
         } else {
@@ -260,107 +251,6 @@ impl Controller {
         }
         self.etcd_reachable = false;
         self.etcd_error = Some(msg);
-    }
-
-    fn on_config(&mut self, raw: Option<Vec<u8>>) {
-        if self.config_raw.as_ref() == Some(&raw) {
-            return;
-        }
-        self.config_raw = Some(raw.clone());
-        let parsed = match &raw {
-            None => Err(config::ConfigError(format!(
-                "{} does not exist; write a config such as {{\"Network\": \"10.50.0.0/16\"}}",
-                self.settings.config_key
-            ))),
-            Some(bytes) => config::parse(bytes),
-        };
-        match parsed {
-            Err(e) => {
-                let msg = e.to_string();
-                if self.cfg.is_some() {
-                    error!("{msg} (keeping the last good config, its lease and routes)");
-                } else {
-                    error!("{msg} (waiting for a valid config)");
-                }
-                // The status shows it as the config's state (not among the
-                // recent warnings, where it would outlive the fix).
-                self.config_error = Some(msg);
-            }
-            Ok(p) => {
-                for w in &p.warnings {
-                    warn!("{w}");
-                }
-                if self.config_error.take().is_some() {
-                    info!("config is valid again");
-                }
-                if self.cfg.as_ref() != Some(&p.config) {
-                    let c = &p.config;
-                    info!(network = %c.network, subnet_len = c.subnet_len, subnet_min = %c.subnet_min,
-                        subnet_max = %c.subnet_max, backend = %c.backend.kind, port = c.backend.port,
-                        vni = c.backend.vni, "config applied");
-                    self.cfg = Some(p.config);
-                }
-            }
-        }
-    }
-
-    fn on_subnet(&mut self, e: SubnetEvent) {
-        let change = match e {
-            SubnetEvent::Put(l) => self.table.put(l),
-            SubnetEvent::Deleted { subnet, revision } => self.table.delete(subnet, revision),
-            SubnetEvent::Garbage(g) => {
-                let hits_mine = self
-                    .mine
-                    .as_ref()
-                    .is_some_and(|m| g.subnet == Some(m.subnet) && g.mod_revision > m.mod_revision);
-                let (key, error) = (g.key.clone(), g.error.clone());
-                if self.table.note_garbage(g) {
-                    warn!(key = %crate::text::shown(&key), error = %error, "ignoring unreadable subnet lease");
-                }
-                if hits_mine {
-                    let m = self.mine.clone().expect("checked");
-                    self.lost(
-                        &m,
-                        "our subnet key was overwritten with an unreadable value",
-                    );
-                }
-                return;
-            }
-            SubnetEvent::GarbageDeleted { key, revision } => {
-                self.table.forget_garbage(&key, revision);
-                return;
-            }
-        };
-        self.on_change(change);
-    }
-
-    /// Notices when a table change concerns this host's own key.
-    fn on_change(&mut self, change: Change) {
-        let Some(m) = self.mine.clone() else { return };
-        match change {
-            Change::Removed(old) if old.subnet == m.subnet => {
-                // The etcd lease may well outlive its key (an operator's
-                // `etcdctl del`): reclaim with it rather than leave it dangling.
-                if m.lease_id != 0 && self.spare_lease.is_none() {
-                    self.spare_lease = Some(m.lease_id);
-                }
-                self.lost(&m, "our subnet key was deleted");
-            }
-            Change::Added(new) | Change::Updated { new, .. } if new.subnet == m.subnet => {
-                if new.attrs.public_ip == m.attrs.public_ip && new.lease_id == m.lease_id {
-                    self.mine = Some(new);
-                } else if new.mod_revision > m.mod_revision {
-                    self.lost(
-                        &m,
-                        &format!(
-                            "our subnet key now names PublicIP {} (etcd lease {:x})",
-                            new.attrs.public_ip, new.lease_id
-                        ),
-                    );
-                }
-            }
-            _ => {}
-        }
     }
 
     fn periodic(&mut self) {
@@ -375,7 +265,7 @@ impl Controller {
         self.write_subnet_env();
     }
 
-    pub(crate) fn start_keeper(&mut self, lease_id: i64) {
+    fn start_keeper(&mut self, lease_id: i64) {
         if lease_id == 0 || self.keeper.as_ref().is_some_and(|(id, _)| *id == lease_id) {
             return;
         }
@@ -389,7 +279,7 @@ impl Controller {
         self.keeper = Some((lease_id, h));
     }
 
-    pub(crate) fn stop_keeper(&mut self) {
+    fn stop_keeper(&mut self) {
         if let Some((_, h)) = self.keeper.take() {
             h.abort();
         }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use crate::controller::Controller;
+use super::Controller;
+use crate::api::view::View;
 use crate::event::DataplaneEvent;
-use crate::lease::Lease;
-use crate::peers::{self, Note, SkipReason, Skipped};
-use crate::snapshot::{self, Local};
-use crate::subnet_env::SubnetEnv;
-use crate::view::View;
+use crate::model::lease::Lease;
+use crate::model::peers::{self, Note, SkipReason, Skipped};
+use crate::model::snapshot::{self, Local};
+use crate::model::subnet_env::SubnetEnv;
 
 impl Controller {
-    pub(crate) fn on_dataplane(&mut self, d: DataplaneEvent) {
+    pub(super) fn on_dataplane(&mut self, d: DataplaneEvent) {
         match d {
             DataplaneEvent::Connected => {
                 self.dp_connected = true;
@@ -52,7 +52,7 @@ impl Controller {
 
     /// Writes subnet.env from the last snapshot the dataplane applied, then
     /// tells systemd we are ready (first time only).
-    pub(crate) fn write_subnet_env(&mut self) {
+    pub(super) fn write_subnet_env(&mut self) {
         let Some(env) = self.acked_env.clone() else {
             return;
         };
@@ -60,7 +60,7 @@ impl Controller {
             return;
         }
         let path = self.settings.subnet_file.clone();
-        match crate::subnet_env::write_atomic(&path, &env.render()) {
+        match crate::model::subnet_env::write_atomic(&path, &env.render()) {
             Ok(()) => {
                 match &self.written_env {
                     Some(old) if old.subnet != env.subnet => {
@@ -95,7 +95,7 @@ impl Controller {
 
     /// Pushes a new snapshot if the content changed. Never before the initial
     /// list, and only while this host holds a lease.
-    pub(crate) fn push_snapshot(&mut self) {
+    pub(super) fn push_snapshot(&mut self) {
         let (Some(cfg), Some(m)) = (&self.cfg, &self.mine) else {
             return;
         };
@@ -141,7 +141,7 @@ impl Controller {
         }
     }
 
-    pub(crate) fn phase(&self) -> &'static str {
+    pub(super) fn phase(&self) -> &'static str {
         if self.cfg.is_none() {
             if self.etcd_reachable {
                 "waiting-for-config"
@@ -163,7 +163,7 @@ impl Controller {
         }
     }
 
-    pub(crate) fn publish(&self) {
+    pub(super) fn publish(&self) {
         let mut leases: Vec<Lease> = self.table.leases().cloned().collect();
         if let Some(m) = &self.mine {
             if !leases.iter().any(|l| l.subnet == m.subnet) {

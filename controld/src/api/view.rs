@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ipnet::Ipv4Net;
 
-use crate::lease::Lease;
+use crate::model::lease::Lease;
 
 #[derive(Debug, Clone, Default)]
 pub struct View {

@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::config::BackendKind;
-use crate::lease::Lease;
-use crate::vtep::Mac;
+use crate::model::config::BackendKind;
+use crate::model::lease::Lease;
+use crate::model::vtep::Mac;
 
 /// How many subnets a status warning names before "and N more".
 const NAMED: usize = 8;
@@ -207,7 +207,7 @@ impl SkipReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::LeaseAttrs;
+    use crate::model::lease::LeaseAttrs;
 
     fn lease(subnet: &str, value: &str) -> Lease {
         Lease {

@@ -1,5 +1,5 @@
 //! Getting and keeping this host's subnet: the etcd side of the decisions
-//! [`crate::recovery`] makes. Every write is a transaction (create-if-absent,
+//! [`crate::model::recovery`] makes. Every write is a transaction (create-if-absent,
 //! or compare the mod revision); a lost race means list again and pick again.
 
 use std::time::Duration;
@@ -8,11 +8,11 @@ use ipnet::Ipv4Net;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::NetConfig;
-use crate::controller::Controller;
-use crate::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
-use crate::recovery::{self, Action, Source};
-use crate::registry::EtcdError;
+use super::Controller;
+use crate::etcd::EtcdError;
+use crate::model::config::NetConfig;
+use crate::model::lease::{rewrite_reason, Lease, LeaseAttrs, Rewrite};
+use crate::model::recovery::{self, Action, Source};
 
 /// Attempts per claim before backing off (each lost race costs one).
 const ATTEMPTS: usize = 8;
@@ -20,7 +20,7 @@ const ATTEMPTS: usize = 8;
 impl Controller {
     /// Checks the lease we hold against the current config: release it when
     /// it no longer fits, rewrite its value when our attributes changed.
-    pub(crate) async fn check_mine(&mut self, cfg: &NetConfig) {
+    pub(super) async fn check_mine(&mut self, cfg: &NetConfig) {
         let Some(m) = self.mine.clone() else { return };
         let fits = if m.is_reservation() {
             cfg.fits_network(m.subnet)
@@ -46,7 +46,7 @@ impl Controller {
             self.mine = None;
             self.previous = None;
             self.lease_deadline = None;
-            self.loss = Some(crate::loss::Loss {
+            self.loss = Some(crate::model::loss::Loss {
                 subnet: m.subnet,
                 reason: "it no longer fits the config".into(),
                 at: std::time::SystemTime::now(),
@@ -90,7 +90,7 @@ impl Controller {
 
     /// Gets a subnet: our own lease or reservation, the previous subnet, or
     /// a random free one.
-    pub(crate) async fn claim(&mut self, cfg: &NetConfig) {
+    pub(super) async fn claim(&mut self, cfg: &NetConfig) {
         let me = self.my_attrs(cfg);
         for attempt in 1..=ATTEMPTS {
             let listing = match self.reg.list_subnets().await {
@@ -118,19 +118,9 @@ impl Controller {
                 }
             }
             match d.action {
-                Action::Reservation { lease, rewrite } => {
-                    let r = match rewrite {
-                        Some(why) => match self.rewrite(&lease, &me, &why).await {
-                            Ok(Some(new)) => new,
-                            Ok(None) => continue,
-                            Err(e) => return self.etcd_failed(e),
-                        },
-                        None => lease,
-                    };
-                    info!(subnet = %r.subnet, public_ip = %r.attrs.public_ip, "using the reservation for this host");
-                    return self.take(r, None);
-                }
-                Action::Reuse { lease, rewrite } => {
+                // A key of ours already: rewritten first if its value must change
+                // (a reservation stays one, a lease keeps its etcd lease).
+                Action::Reservation { lease, rewrite } | Action::Reuse { lease, rewrite } => {
                     let lease = match rewrite {
                         Some(why) => match self.rewrite(&lease, &me, &why).await {
                             Ok(Some(new)) => new,
@@ -139,8 +129,12 @@ impl Controller {
                         },
                         None => lease,
                     };
-                    info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
-                        "found this host's lease; keeping it");
+                    if lease.is_reservation() {
+                        info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "using the reservation for this host");
+                    } else {
+                        info!(subnet = %lease.subnet, lease_id = format!("{:x}", lease.lease_id),
+                            "found this host's lease; keeping it");
+                    }
                     return self.take(lease, None);
                 }
                 Action::Claim { subnet, source } => {

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use rand::Rng;
 
-use crate::config::NetConfig;
+use crate::model::config::NetConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("subnet key {0:?} is not of the form a.b.c.d-len")]
@@ -24,7 +24,7 @@ pub fn key_name(subnet: Ipv4Net) -> String {
 /// `10.50.18.0-24` → `10.50.18.0/24`. Rejects anything else, including host
 /// bits set (`10.50.18.1-24`), which no honest writer produces.
 pub fn parse_key(name: &str) -> Result<Ipv4Net, KeyError> {
-    let bad = || KeyError(crate::text::shown(name));
+    let bad = || KeyError(crate::model::text::shown(name));
     let (addr, len) = name.rsplit_once('-').ok_or_else(bad)?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
     // One spelling per subnet: no sign, no leading zero ("10.0.0.0-08" would
@@ -117,7 +117,7 @@ pub fn first_host(subnet: Ipv4Net) -> Ipv4Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::model::config;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use super::{retry_after, EtcdError, Registry};
 use crate::backoff::Backoff;
 use crate::event::{sleep_or_stop, Event, EventTx, Shutdown};
-use crate::registry::{EtcdError, Registry};
 
 /// How long to wait between keepalives for a lease of `ttl` seconds.
 pub fn interval(ttl: i64) -> Duration {
@@ -30,8 +30,7 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
                 return;
             }
             Err(e) => {
-                let _ = tx.send(Event::EtcdDown(e.to_string()));
-                if !sleep_or_stop(backoff.next_delay(), &mut shutdown).await {
+                if !retry_after(&e, &tx, &mut backoff, &mut shutdown).await {
                     return;
                 }
                 continue;
@@ -70,11 +69,8 @@ pub async fn keep(reg: Registry, lease_id: i64, tx: EventTx, mut shutdown: Shutd
                         break;
                     }
                     Err(e) => {
-                        reg.stream_failed(idx);
-                        let _ = tx.send(Event::EtcdDown(format!(
-                            "etcd unreachable at {}: keepalive stream broke: {e}",
-                            reg.endpoints()
-                        )));
+                        let msg = reg.stream_broke(idx, "keepalive stream", &e);
+                        let _ = tx.send(Event::EtcdDown(msg));
                         break;
                     }
                 },

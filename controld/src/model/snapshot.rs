@@ -1,7 +1,7 @@
 //! Building the route-table snapshot the dataplane applies, pure.
 //!
 //! A snapshot is always full: config, this host's lease and every peer
-//! [`crate::peers::classify`] routes to, sorted by subnet; for vxlan also this
+//! [`crate::model::peers::classify`] routes to, sorted by subnet; for vxlan also this
 //! host's VTEP MAC and each peer's. [`Versioner`] stamps it with
 //! (epoch, generation, etcd revision) and bumps the generation only when the
 //! content changed, which is what lets the dataplane order snapshots.
@@ -11,9 +11,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use kolach_proto::dataplane::{Backend, Route, Snapshot, SnapshotVersion};
 
-use crate::config::{BackendKind, NetConfig};
-use crate::peers::Peer;
-use crate::vtep::Mac;
+use crate::model::config::{BackendKind, NetConfig};
+use crate::model::peers::Peer;
+use crate::model::vtep::Mac;
 
 /// What this host contributes to its own snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,9 +111,9 @@ impl Versioner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use crate::lease::{Lease, LeaseAttrs};
-    use crate::peers::classify;
+    use crate::model::config;
+    use crate::model::lease::{Lease, LeaseAttrs};
+    use crate::model::peers::classify;
     use kolach_proto::dataplane::BackendType;
 
     fn lease(subnet: &str, ip: &str, backend: BackendKind) -> Lease {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
 
-use crate::lease::Lease;
+use crate::model::lease::Lease;
 
 /// A key that does not hold a usable lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,24 @@ pub struct Garbage {
     pub subnet: Option<Ipv4Net>,
     pub error: String,
     pub mod_revision: i64,
+}
+
+/// A listing of `<prefix>/subnets/` at one revision: the table's input at
+/// start and after a compaction ([`LeaseTable::replace`]).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub leases: Vec<Lease>,
+    pub garbage: Vec<Garbage>,
+    pub revision: i64,
+}
+
+/// One change seen by the subnet watch: the table's input in between.
+#[derive(Debug, Clone)]
+pub enum SubnetEvent {
+    Put(Lease),
+    Deleted { subnet: Ipv4Net, revision: i64 },
+    Garbage(Garbage),
+    GarbageDeleted { key: String, revision: i64 },
 }
 
 /// What applying one event did.
@@ -189,7 +207,7 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::LeaseAttrs;
+    use crate::model::lease::LeaseAttrs;
 
     fn lease(subnet: &str, ip: &str, rev: i64) -> Lease {
         Lease {

@@ -17,9 +17,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
-use crate::config::BackendKind;
-use crate::text::shown;
-use crate::vtep::Mac;
+use crate::model::config::BackendKind;
+use crate::model::text::shown;
+use crate::model::vtep::Mac;
 
 /// What a host says about itself in its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

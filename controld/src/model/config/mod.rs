@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value};
 
-use crate::text::shown;
+use crate::model::text::shown;
 
 /// The smallest subnet a host may lease; a /31 or /32 leaves no room for a
 /// bridge address plus pods.
@@ -387,5 +387,4 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;
