@@ -16,7 +16,8 @@
 //!
 //! Beside them:
 //! - [`dataplane`]: the `Dataplane.Sync` stream client, with reconnect.
-//! - [`underlay`]: interface, address and MTU; [`notify`]: sd_notify.
+//! - [`underlay`]: interface, address and MTU. sd_notify and the stop
+//!   signals are kolach-proto's (`systemd`, `signals`), shared with the dataplane.
 //! - [`flags`]: the command line; [`event`]: messages between tasks and
 //!   shutdown; [`backoff`]: retry delays.
 //! - [`run`] (here): wires the tasks together.
@@ -32,7 +33,6 @@ pub mod etcd;
 pub mod event;
 pub mod flags;
 pub mod model;
-pub mod notify;
 pub mod state;
 pub mod underlay;
 

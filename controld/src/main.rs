@@ -27,30 +27,9 @@ fn main() {
         Err(e) => fail(anyhow::Error::new(e).context("cannot start the tokio runtime")),
     };
     // The handlers go in before anything else runs, inside the runtime.
-    let run = async { kolach_controld::run(flags, shutdown_signal()).await };
+    let run = async { kolach_controld::run(flags, kolach_proto::signals::shutdown()).await };
     if let Err(e) = runtime.block_on(run) {
         fail(e);
-    }
-}
-
-/// Installs the SIGTERM and SIGINT handlers now and resolves on either (not
-/// on first poll: a SIGTERM before that would still kill with the default
-/// action, skipping the graceful stop).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
-            eprintln!("kolach-controld: cannot install signal handlers");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
     }
 }
 

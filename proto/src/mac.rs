@@ -79,11 +79,15 @@ mod tests {
     fn refuses_what_no_vtep_can_be() {
         for bad in [
             "",
+            "nonsense",
             "0e:6b:c6:12:00",
             "0e:6b:c6:12:00:01:02",
             "0e:6b:c6:12:00:1",
+            "+e:6b:c6:12:00:01",
+            "0e-6b-c6-12-00-01",
             "0e:6b:c6:12:00:zz",
             "01:00:5e:00:00:01", // multicast
+            "ff:ff:ff:ff:ff:ff", // broadcast
             "00:00:00:00:00:00",
         ] {
             assert_eq!(Mac::parse(bad), None, "{bad:?}");

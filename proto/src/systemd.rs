@@ -161,6 +161,24 @@ mod tests {
         assert!(!Notifier::none().enabled());
     }
 
+    /// What controld does once subnet.env is written: READY=1 to the socket
+    /// systemd names, nothing at all without one.
+    #[test]
+    fn from_env_follows_notify_socket() {
+        let dir = tmp("env");
+        let path = dir.join("notify.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        let n = Notifier::from_env().unwrap();
+        assert!(n.send("READY=1", &[]).unwrap());
+        assert_eq!(receive(&server).0, "READY=1");
+        std::env::remove_var("NOTIFY_SOCKET");
+        let n = Notifier::from_env().unwrap();
+        assert!(!n.enabled());
+        assert!(!n.send("READY=1", &[]).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_listener_that_does_not_read_never_blocks_us() {
         let dir = tmp("full");

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::model::config::BackendKind;
 use crate::model::text::shown;
-use crate::model::vtep::Mac;
+use crate::model::vtep;
 
 /// What a host says about itself in its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl LeaseAttrs {
     pub fn ours(backend: BackendKind, public_ip: Ipv4Addr) -> Self {
         let backend_data = match backend {
             BackendKind::Vxlan => Some(json!({
-                "VtepMAC": Mac::for_public_ip(public_ip).to_string()
+                "VtepMAC": vtep::for_public_ip(public_ip).to_string()
             })),
             BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc => None,
         };

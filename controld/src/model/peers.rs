@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 
 use crate::model::config::BackendKind;
 use crate::model::lease::Lease;
-use crate::model::vtep::Mac;
+use crate::model::vtep::{self, Mac};
 
 /// How many subnets a status warning names before "and N more".
 const NAMED: usize = 8;
@@ -103,7 +103,7 @@ pub fn classify<'a>(
             peers.skipped.push(skip(SkipReason::OtherBackend));
             continue;
         }
-        let vtep_mac = Mac::from_backend_data(l.attrs.backend_data.as_ref());
+        let vtep_mac = vtep::from_backend_data(l.attrs.backend_data.as_ref());
         if ours == BackendKind::Vxlan && vtep_mac.is_none() {
             peers.skipped.push(skip(SkipReason::NoVtepMac));
             continue;
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(routed(&vx), ["10.50.30.0/24"]);
         assert_eq!(
             vx.routed[0].vtep_mac,
-            Some(Mac::for_public_ip("198.18.0.3".parse().unwrap()))
+            Some(vtep::for_public_ip("198.18.0.3".parse().unwrap()))
         );
         let no_mac: Vec<String> = vx
             .skipped

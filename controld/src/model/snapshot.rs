@@ -13,7 +13,7 @@ use kolach_proto::dataplane::{Backend, Route, Snapshot, SnapshotVersion};
 
 use crate::model::config::{BackendKind, NetConfig};
 use crate::model::peers::Peer;
-use crate::model::vtep::Mac;
+use crate::model::vtep::{self, Mac};
 
 /// What this host contributes to its own snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
         })
         .collect();
     let local_vtep_mac = match kind {
-        BackendKind::Vxlan => Mac::for_public_ip(local.public_ip).to_vec(),
+        BackendKind::Vxlan => vtep::for_public_ip(local.public_ip).to_vec(),
         BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc => Vec::new(),
     };
     Snapshot {

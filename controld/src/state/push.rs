@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kolach_proto::systemd::Notifier;
 use tracing::{error, info, warn};
 
 use super::Controller;
@@ -79,7 +80,7 @@ impl Controller {
                 self.written_env = Some(env);
                 if !self.ready_sent {
                     self.ready_sent = true;
-                    match crate::notify::sd_notify("READY=1") {
+                    match Notifier::from_env().and_then(|n| n.send("READY=1", &[])) {
                         Ok(true) => info!("told systemd READY=1"),
                         Ok(false) => {}
                         Err(e) => warn!(error = %e, "sd_notify failed"),
