@@ -11,62 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use kolach_proto::dataplane as pb;
 
-/// Why a packet was not forwarded. The string forms are the contract keys of
-/// `Counters.dropped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// UDP source address is not a current lease's PublicIP.
-    UnknownSender,
-    /// Inner source outside the sending host's subnet.
-    SpoofedSource,
-    /// Not a valid IPv4 packet (bad header, checksum or length).
-    Malformed,
-    /// TUN packet to an address outside the Network.
-    NoRoute,
-    /// TUN packet to an address inside the Network that no peer leases
-    /// (answered with ICMP net unreachable where allowed).
-    Unleased,
-    TtlExceeded,
-    /// Non-IPv4 packet read from the TUN (IPv6 and the like).
-    NotIpv4,
-    /// The kernel refused to send or deliver the packet.
-    IoError,
-    /// A member's datagram whose inner destination is outside this host's
-    /// subnet: delivering it would make this host forward for the sender.
-    WrongDestination,
-}
+pub use kolach_packet::forward::DropReason;
 
-impl DropReason {
-    /// In the order a hot upgrade carries the counters: new reasons go last.
-    pub const ALL: [DropReason; 9] = [
-        DropReason::UnknownSender,
-        DropReason::SpoofedSource,
-        DropReason::Malformed,
-        DropReason::NoRoute,
-        DropReason::Unleased,
-        DropReason::TtlExceeded,
-        DropReason::NotIpv4,
-        DropReason::IoError,
-        DropReason::WrongDestination,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::UnknownSender => "unknown-sender",
-            DropReason::SpoofedSource => "spoofed-source",
-            DropReason::Malformed => "malformed",
-            DropReason::NoRoute => "no-route",
-            DropReason::Unleased => "unleased",
-            DropReason::TtlExceeded => "ttl-exceeded",
-            DropReason::NotIpv4 => "not-ipv4",
-            DropReason::IoError => "io-error",
-            DropReason::WrongDestination => "wrong-destination",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
+/// Where `reason` counts in the per-reason arrays: its place in
+/// [`DropReason::ALL`].
+fn index(reason: DropReason) -> usize {
+    reason as usize
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +62,7 @@ impl Counters {
         self.icmp_unreachable_sent.fetch_add(1, Relaxed);
     }
     pub fn count_drop(&self, reason: DropReason) {
-        self.dropped[reason.index()].fetch_add(1, Relaxed);
+        self.dropped[index(reason)].fetch_add(1, Relaxed);
     }
     pub fn refuse_gso(&self) {
         self.gso_refused.store(true, Relaxed);
@@ -127,7 +77,7 @@ impl Counters {
         self.uso_refused.load(Relaxed)
     }
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason.index()].load(Relaxed)
+        self.dropped[index(reason)].load(Relaxed)
     }
 
     fn all(&self) -> impl Iterator<Item = &AtomicU64> {
@@ -217,7 +167,7 @@ impl Tally {
         self.v[8] += 1;
     }
     pub fn drop(&mut self, reason: DropReason, packets: usize) {
-        self.v[FIELDS + reason.index()] += packets as u64;
+        self.v[FIELDS + index(reason)] += packets as u64;
     }
 }
 
@@ -268,7 +218,7 @@ mod tests {
     #[test]
     fn indices_match_the_list() {
         for (i, r) in DropReason::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i);
+            assert_eq!(index(*r), i);
         }
     }
 

@@ -11,9 +11,9 @@ use ipnet::Ipv4Net;
 use crate::backend::Outcome;
 use crate::kobjects::KRoute;
 use crate::netlink::Kernel;
-use crate::routes::Route;
 use crate::snapshot::ValidSnapshot;
 use crate::sync::{sync, Desired, SyncError};
+use kolach_packet::routes::Route;
 
 /// The subnets `addrs` make directly reachable (a /32 reaches nobody).
 pub fn connected(addrs: &[Ipv4Net]) -> Vec<Ipv4Net> {

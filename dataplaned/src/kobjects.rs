@@ -5,10 +5,10 @@
 //! kolach recognises its own objects by route protocol ([`KOLACH_PROTO`], main
 //! table only) and by device name (`kolach.<VNI>` vxlan devices, the udp TUN).
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+pub use kolach_packet::routes::{Mac, MacError};
 
 /// The route protocol number on every route kolach makes (`proto 107`).
 pub const KOLACH_PROTO: u8 = 107;
@@ -18,41 +18,6 @@ pub const VXLAN_PREFIX: &str = "kolach.";
 /// The vxlan device name for `vni`.
 pub fn vxlan_name(vni: u32) -> String {
     format!("{VXLAN_PREFIX}{vni}")
-}
-
-/// A 48-bit MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MacError {
-    #[error("expected 6 bytes, got {0}")]
-    Length(usize),
-    #[error("{0} is not a unicast address")]
-    NotUnicast(Mac),
-}
-
-impl Mac {
-    /// A usable device or neighbour address: 6 bytes, unicast, not all zero.
-    pub fn from_bytes(b: &[u8]) -> Result<Mac, MacError> {
-        let a: [u8; 6] = b.try_into().map_err(|_| MacError::Length(b.len()))?;
-        let m = Mac(a);
-        if a[0] & 1 == 1 || a == [0; 6] {
-            return Err(MacError::NotUnicast(m));
-        }
-        Ok(m)
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            a[0], a[1], a[2], a[3], a[4], a[5]
-        )
-    }
 }
 
 /// A link as the kernel reports it.

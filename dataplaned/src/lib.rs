@@ -3,16 +3,11 @@
 //! socket itself; vxlan and host-gw program the kernel over rtnetlink, which
 //! then forwards.
 //!
+//! The packet path without I/O (IPv4 parsing, checksums, segmentation,
+//! coalescing, ICMP answers, the route table, the per-packet verdicts) is its
+//! own crate, `kolach-packet` (`dataplaned/packet/`).
+//!
 //! Pure logic (no syscalls, unit-tested on bytes and values):
-//! - [`packet`]: IPv4 header validation and TTL decrement with incremental checksum.
-//! - [`csum`]: the Internet checksum over whole payloads, eight bytes at a time.
-//! - [`vnet`]: the `virtio_net_hdr` before every packet of an offloading TUN.
-//! - [`coalesce`]: received TCP segments of one flow → one GSO write to the TUN (GRO), zero-copy.
-//! - [`segment`]: TCP segmentation of TUN super-packets; finishing partial checksums.
-//! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
-//! - [`ratelimit`]: the token bucket that keeps those answers to 1000/s (burst 50).
-//! - [`routes`]: the route table: destination → peer, sender → its subnets.
-//! - [`forward`]: the udp backend's per-packet decisions built from those.
 //! - [`snapshot`]: validating a received snapshot into typed values.
 //! - [`ordering`]: whether a snapshot may replace the applied one.
 //! - [`counters`]: packet and drop counters shared by the loop and Status.
@@ -26,7 +21,7 @@
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it publishes.
 //! - [`backend`]: the backend enum and its factory (udp, vxlan, host-gw; alloc is a no-op).
 //! - [`udp`] / [`udp_loop`]: the udp backend and its packet-loop threads,
-//!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by [`gso_plan`]) and
+//!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by kolach-packet's `gso_plan`) and
 //!   [`rx`] (UDP → TUN: GRO receives, coalescing); [`offload`]: which kernel offloads run;
 //!   [`busy_poll`]: `--busy-poll`, polling instead of sleeping while traffic flows;
 //!   [`mmsg`]: the batch syscalls; [`steer`]: a TUN queue, socket and thread per CPU,
@@ -56,21 +51,16 @@ pub mod binary;
 pub mod busy_poll;
 pub mod caps;
 pub mod cleanup;
-pub mod coalesce;
 pub mod config;
 pub mod counters;
-pub mod csum;
 pub mod daemon;
 pub mod ebpf;
 pub mod engine;
 #[cfg(test)]
 mod fake_kernel;
 pub mod flow_steer;
-pub mod forward;
-pub mod gso_plan;
 pub mod handoff;
 pub mod hostgw;
-pub mod icmp;
 pub mod inherit;
 pub mod kobjects;
 pub mod listen_fds;
@@ -80,14 +70,10 @@ pub mod notify;
 pub mod observability;
 pub mod offload;
 pub mod ordering;
-pub mod packet;
-pub mod ratelimit;
 pub mod reconcile;
-pub mod routes;
 mod rtnl_link;
 mod rtnl_objects;
 pub mod rx;
-pub mod segment;
 pub mod signals;
 pub mod snapshot;
 pub mod steer;
@@ -98,7 +84,6 @@ pub mod tx;
 pub mod udp;
 pub mod udp_loop;
 pub mod upgrade;
-pub mod vnet;
 pub mod vxlan;
 
 pub use config::Config;

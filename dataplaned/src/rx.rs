@@ -17,13 +17,13 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::coalesce::{Coalescer, Span, Write};
 use crate::counters::{DropReason, Tally};
-use crate::forward::{self, ForwardTable};
 use crate::mmsg::{self, CmsgBuf};
 use crate::tun::Framing;
 use crate::udp_loop::{ErrorLog, LoopIo};
-use crate::{coalesce, vnet};
+use kolach_packet::coalesce::{Coalescer, Span, Write};
+use kolach_packet::forward::{self, ForwardTable};
+use kolach_packet::{coalesce, vnet};
 
 /// Messages per `recvmmsg`: with GRO each may be up to 64 KiB.
 const SLOTS_GRO: usize = 16;

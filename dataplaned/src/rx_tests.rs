@@ -3,10 +3,10 @@
 //! kernel refuses a coalesced write.
 
 use super::*;
-use crate::coalesce::tests::udp_packet;
 use crate::counters::Counters;
-use crate::routes::{Route, RouteTable};
-use crate::vnet::VnetHdr;
+use kolach_packet::routes::{Route, RouteTable};
+use kolach_packet::testing::udp_packet;
+use kolach_packet::vnet::VnetHdr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Host B (10.50.7.0/24) receiving from A (10.50.18.0/24 at 198.18.0.1).
@@ -139,7 +139,7 @@ fn a_refused_udp_super_packet_is_written_datagram_by_datagram_and_udp_coalescing
 
 #[test]
 fn a_refused_tcp_super_packet_is_written_segment_by_segment() {
-    use crate::coalesce::tests::{tcp_packet, Tcp};
+    use kolach_packet::testing::{tcp_packet, Tcp};
     let mut rx = Rx::new(Framing::Offload, false, true);
     let mut tun = FakeTun {
         refuse: vec![vnet::GSO_TCPV4],

@@ -9,7 +9,8 @@ use kolach_proto::net::NetError;
 
 use crate::kobjects::Mac;
 pub use crate::ordering::{decide, Decision, Version};
-use crate::routes::Route;
+use kolach_packet::forward::ForwardTable;
+use kolach_packet::routes::{Route, RouteTable};
 
 pub const DEFAULT_UDP_PORT: u16 = 8285;
 pub const DEFAULT_VXLAN_PORT: u16 = 8472;
@@ -61,6 +62,18 @@ impl ValidSnapshot {
     pub fn device_address(&self) -> Ipv4Net {
         Ipv4Net::new(self.local_subnet.network(), self.network.prefix_len())
             .expect("network prefix length is valid")
+    }
+
+    /// What the udp backend's packet loop consults per packet (kolach-packet's
+    /// verdicts); swapped whole on every snapshot.
+    pub fn forward_table(&self) -> ForwardTable {
+        ForwardTable {
+            network: self.network,
+            local_subnet: self.local_subnet,
+            tun_addr: self.local_subnet.network(),
+            port: self.port,
+            routes: RouteTable::new(&self.routes),
+        }
     }
 }
 

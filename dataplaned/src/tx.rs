@@ -13,13 +13,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::errno::Errno;
 
 use crate::counters::{Counters, DropReason, Tally};
-use crate::forward::{self, ForwardTable, TunVerdict};
-use crate::gso_plan::{add_datagram, Msg};
 use crate::mmsg::{self, CmsgBuf};
-use crate::segment::{self, Tso};
 use crate::tun::Framing;
 use crate::udp_loop::{ErrorLog, LoopIo};
-use crate::{icmp, vnet};
+use kolach_packet::forward::{self, ForwardTable, TunVerdict};
+use kolach_packet::gso_plan::{add_datagram, Msg};
+use kolach_packet::segment::{self, Tso};
+use kolach_packet::{icmp, vnet};
 
 /// Reads per batch with offloads (each up to 64 KiB) and without (at most
 /// 64: one bit each in `Tx::in_use`).

@@ -25,17 +25,17 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::counters::Counters;
-use crate::forward::ForwardTable;
 use crate::inherit::Inherited;
 use crate::netlink::{configure_device, Kernel, KernelError};
 use crate::notify;
 use crate::offload::{self, Features, Offload};
-use crate::ratelimit::{TokenBucket, ICMP_BURST, ICMP_PER_SEC};
-use crate::routes::RouteTable;
 use crate::snapshot::ValidSnapshot;
 use crate::steer::{self, Queues};
 use crate::tun::{self, Framing, TunError};
 use crate::udp_loop::{LoopIo, Loops};
+use kolach_packet::forward::ForwardTable;
+use kolach_packet::ratelimit::{TokenBucket, ICMP_BURST, ICMP_PER_SEC};
+use kolach_packet::routes::RouteTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UdpError {
@@ -433,7 +433,7 @@ impl UdpBackend {
             notify::store_fds(notify::FD_TUN, &tun.files, got_tun == Got::New);
         }
         self.tun = Some(tun);
-        self.table.store(Arc::new(ForwardTable::from_snapshot(s)));
+        self.table.store(Arc::new(s.forward_table()));
         if let Some((sockets, new)) = new_sockets {
             if let Some(old) = self.loops.take() {
                 old.stop();

@@ -33,11 +33,11 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::busy_poll::IdleClock;
 use crate::counters::Counters;
-use crate::forward::ForwardTable;
-use crate::ratelimit::TokenBucket;
 use crate::rx::Rx;
 use crate::tun::Framing;
 use crate::tx::Tx;
+use kolach_packet::forward::ForwardTable;
+use kolach_packet::ratelimit::TokenBucket;
 
 /// TUN reads per wakeup before checking the stop signal again.
 const BATCH: usize = 64;

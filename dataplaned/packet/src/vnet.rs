@@ -36,6 +36,7 @@ pub struct VnetHdr {
 
 impl VnetHdr {
     /// Reads the header at the start of `b`, if there are enough bytes.
+    #[inline]
     pub fn decode(b: &[u8]) -> Option<VnetHdr> {
         let b: &[u8; LEN] = b.get(..LEN)?.try_into().ok()?;
         let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
@@ -49,6 +50,7 @@ impl VnetHdr {
         })
     }
 
+    #[inline]
     pub fn encode(&self) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0] = self.flags;
@@ -61,10 +63,12 @@ impl VnetHdr {
     }
 
     /// The GSO type without the ECN bit.
+    #[inline]
     pub fn gso_kind(&self) -> u8 {
         self.gso_type & !GSO_ECN
     }
 
+    #[inline]
     pub fn needs_csum(&self) -> bool {
         self.flags & F_NEEDS_CSUM != 0
     }

@@ -63,7 +63,6 @@ pub const MAX_FLOWS: usize = 16;
 /// more than 64 datagrams (`UDP_MAX_SEGMENTS`).
 pub const MAX_SEGMENTS: usize = 64;
 
-#[path = "coalesce_classify.rs"]
 mod classify;
 use classify::*;
 
@@ -210,6 +209,7 @@ impl Flow {
 /// The received packets a write carries, where they still lie whole in the
 /// caller's buffers (the coalescer rewrites only its own copy of the first
 /// header): every segment of a flow has the same header length.
+#[inline]
 pub fn originals<'a>(w: &'a Write<'_>) -> impl Iterator<Item = Span> + 'a {
     let hl = w.head.len() as u32;
     w.parts.iter().map(move |p| Span {
@@ -318,6 +318,7 @@ impl Coalescer {
         self.emit_where(|_| true, emit);
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.flows.iter().all(|f| !f.live)
     }
@@ -341,5 +342,4 @@ impl Coalescer {
 }
 
 #[cfg(test)]
-#[path = "coalesce_tests.rs"]
-pub(crate) mod tests;
+mod tests;

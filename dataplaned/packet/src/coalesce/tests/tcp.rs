@@ -126,7 +126,7 @@ fn flow_packets(rng: &mut Rng, t: &mut Tcp, mss: usize, ts: bool, n: usize) -> V
             38 => {
                 // IP options: no longer a candidate.
                 let tcp = p[20..].to_vec();
-                p = packet::tests::build(t.src.into(), t.dst.into(), 64, 6, &[1, 1, 1, 1], &tcp);
+                p = crate::testing::build(t.src.into(), t.dst.into(), 64, 6, &[1, 1, 1, 1], &tcp);
             }
             _ => {}
         }
@@ -195,7 +195,7 @@ fn random_batch(rng: &mut Rng, flows: usize) -> Vec<Vec<u8>> {
             }
         }
         match rng.below(10) {
-            0 => out.push(packet::tests::build(
+            0 => out.push(crate::testing::build(
                 Ipv4Addr::new(10, 50, 1, 0),
                 Ipv4Addr::new(10, 50, 2, 0),
                 64,
@@ -203,7 +203,7 @@ fn random_batch(rng: &mut Rng, flows: usize) -> Vec<Vec<u8>> {
                 &[],
                 &rng.bytes(30),
             )),
-            1 => out.push(packet::tests::build(
+            1 => out.push(crate::testing::build(
                 Ipv4Addr::new(10, 50, 1, 1),
                 Ipv4Addr::new(10, 50, 2, 1),
                 64,

@@ -92,6 +92,7 @@ impl Tso {
     /// headers inside `pkt`, `mss` > 0, and that the largest segment fits an
     /// IPv4 total length. The size is `pkt.len()`; the IPv4 total-length
     /// field is not consulted. The TTL is taken as it is.
+    #[inline]
     pub fn new(pkt: &[u8], mss: u16) -> Result<Tso, SegmentError> {
         if mss == 0 {
             return Err(SegmentError::ZeroMss);
@@ -148,11 +149,13 @@ impl Tso {
 
     /// Number of segments: at least 1 (an empty payload, or one that fits
     /// in one mss, is a single segment).
+    #[inline]
     pub fn count(&self) -> usize {
         self.count
     }
 
     /// IPv4 header + TCP header length, the same for every segment.
+    #[inline]
     pub fn header_len(&self) -> usize {
         self.header_len
     }
@@ -161,6 +164,7 @@ impl Tso {
     ///
     /// # Panics
     /// If `i >= self.count()`.
+    #[inline]
     pub fn payload_len(&self, i: usize) -> usize {
         assert!(i < self.count, "segment {i} of {}", self.count);
         if i + 1 < self.count {
@@ -179,6 +183,7 @@ impl Tso {
     /// # Panics
     /// If `i >= self.count()` or `hdr` is shorter than `header_len()`
     /// ([`MAX_HEADER_LEN`] is always enough).
+    #[inline]
     pub fn segment(&self, pkt: &[u8], i: usize, hdr: &mut [u8]) -> Range<usize> {
         debug_assert_eq!(pkt.len(), self.packet_len, "not the packet of Tso::new");
         let payload_len = self.payload_len(i);
@@ -224,6 +229,7 @@ impl Tso {
 /// taken with the field's partial value in it). Works for TCP and UDP: when
 /// `pkt` is IPv4 with protocol UDP and the field is at offset 6, a computed 0
 /// is sent as 0xffff (RFC 768: 0 means "no checksum").
+#[inline]
 pub fn complete_checksum(
     pkt: &mut [u8],
     csum_start: usize,
@@ -248,5 +254,4 @@ pub fn complete_checksum(
 }
 
 #[cfg(test)]
-#[path = "segment_tests.rs"]
 mod tests;

@@ -2,7 +2,6 @@
 //! validated and turned into a forwarding table without a panic.
 #![no_main]
 
-use kolach_dataplaned::forward::ForwardTable;
 use kolach_dataplaned::snapshot;
 use kolach_proto::dataplane::Snapshot;
 use kolach_proto::prost::Message;
@@ -14,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(v) = snapshot::validate(&s) {
         assert!(v.network.contains(&v.local_subnet));
-        let t = ForwardTable::from_snapshot(&v);
+        let t = v.forward_table();
         assert!(t.routes.len() <= v.routes.len());
     }
 });

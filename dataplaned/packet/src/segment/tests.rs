@@ -51,7 +51,7 @@ impl Spec {
         tcp[18..20].copy_from_slice(&7u16.to_be_bytes()); // urgent pointer
         tcp.extend_from_slice(&self.tcp_options);
         tcp.extend_from_slice(&self.payload);
-        let mut p = packet::tests::build(A, B, 63, 6, &self.ip_options, &tcp);
+        let mut p = crate::testing::build(A, B, 63, 6, &self.ip_options, &tcp);
         p[4..6].copy_from_slice(&self.id.to_be_bytes());
         let hl = 20 + self.ip_options.len();
         csum::fill_ipv4_header(&mut p[..hl]);
@@ -388,7 +388,7 @@ fn new_refuses_what_is_not_a_tcp_ipv4_packet() {
     assert!(Tso::new(&good, 1).is_ok());
     assert_eq!(Tso::new(&good, 0).unwrap_err(), SegmentError::ZeroMss);
 
-    let udp = packet::tests::build(A, B, 64, 17, &[], &[0; 30]);
+    let udp = crate::testing::build(A, B, 64, 17, &[], &[0; 30]);
     assert_eq!(
         Tso::new(&udp, 1448).unwrap_err(),
         SegmentError::NotTcpV4 {
@@ -475,7 +475,7 @@ fn partial(rng: &mut Rng, protocol: u8, csum_offset: usize, l4_len: usize) -> (V
     }
     let p = csum::pseudo_header(A.octets(), B.octets(), protocol, l4_len as u16);
     l4[csum_offset..csum_offset + 2].copy_from_slice(&p.0.to_be_bytes());
-    let pkt = packet::tests::build(A, B, 64, protocol, &options, &l4);
+    let pkt = crate::testing::build(A, B, 64, protocol, &options, &l4);
     (pkt, 20 + options.len())
 }
 

@@ -4,77 +4,20 @@
 //! once, per-flow order kept, merged writes that verify and resegment (as the
 //! kernel does) into exactly the segments or datagrams received.
 //!
-//! This file is the harness; the TCP cases are in `coalesce_tcp_tests.rs`,
-//! the UDP ones in `coalesce_udp_tests.rs`.
+//! This file is the harness; the TCP cases are in `tests/tcp.rs`,
+//! the UDP ones in `tests/udp.rs`.
 
 use super::*;
 use crate::csum::tests::Rng;
 use crate::packet;
+use crate::testing::{pseudo, tcp_packet, udp_packet, Tcp};
 use std::collections::HashMap;
 
-#[path = "coalesce_tcp_tests.rs"]
 mod tcp;
-#[path = "coalesce_udp_tests.rs"]
 mod udp;
 
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
-
-/// A TCP packet to build; `tcp_packet` fills both checksums.
-#[derive(Clone)]
-pub(crate) struct Tcp {
-    pub(crate) src: [u8; 4],
-    pub(crate) dst: [u8; 4],
-    pub(crate) ports: [u16; 2],
-    pub(crate) seq: u32,
-    pub(crate) ack: u32,
-    pub(crate) flags: u8,
-    pub(crate) window: u16,
-    pub(crate) opts: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
-}
-
-pub(crate) fn tcp_packet(t: &Tcp) -> Vec<u8> {
-    let thl = 20 + t.opts.len();
-    let mut seg = vec![0u8; thl];
-    seg[0..2].copy_from_slice(&t.ports[0].to_be_bytes());
-    seg[2..4].copy_from_slice(&t.ports[1].to_be_bytes());
-    seg[4..8].copy_from_slice(&t.seq.to_be_bytes());
-    seg[8..12].copy_from_slice(&t.ack.to_be_bytes());
-    seg[12] = ((thl / 4) as u8) << 4;
-    seg[13] = t.flags;
-    seg[14..16].copy_from_slice(&t.window.to_be_bytes());
-    seg[20..].copy_from_slice(&t.opts);
-    seg.extend_from_slice(&t.payload);
-    let c = packet::checksum(&[pseudo(t.src, t.dst, 6, seg.len()), seg.clone()].concat());
-    seg[16..18].copy_from_slice(&c.to_be_bytes());
-    packet::tests::build(t.src.into(), t.dst.into(), 64, 6, &[], &seg)
-}
-
-/// A UDP datagram with its checksum filled (a computed 0 is sent as 0xffff).
-pub(crate) fn udp_packet(src: [u8; 4], dst: [u8; 4], ports: [u16; 2], payload: &[u8]) -> Vec<u8> {
-    let mut d = vec![0u8; 8];
-    d[0..2].copy_from_slice(&ports[0].to_be_bytes());
-    d[2..4].copy_from_slice(&ports[1].to_be_bytes());
-    d[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    d.extend_from_slice(payload);
-    let c = udp_checksum(src, dst, &d);
-    d[6..8].copy_from_slice(&c.to_be_bytes());
-    packet::tests::build(src.into(), dst.into(), 64, 17, &[], &d)
-}
-
-/// The checksum field for UDP header + payload `d` (its field counted as is).
-fn udp_checksum(src: [u8; 4], dst: [u8; 4], d: &[u8]) -> u16 {
-    match packet::checksum(&[pseudo(src, dst, 17, d.len()), d.to_vec()].concat()) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
-fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> Vec<u8> {
-    let len = (l4_len as u16).to_be_bytes();
-    [&src[..], &dst[..], &[0, proto], &len[..]].concat()
-}
 
 /// Recomputes the IPv4 header checksum after a test edits the header.
 fn fix_ip(p: &mut [u8]) {

@@ -31,6 +31,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if there is one.
+    #[inline]
     pub fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         let earned = elapsed.as_nanos() * u128::from(self.per_sec) / 1_000_000_000;

@@ -1,6 +1,6 @@
 //! The udp backend's per-packet decisions, free of I/O.
 //!
-//! The packet loop (`tx.rs`, `rx.rs`) asks [`from_tun`] about every packet it
+//! kolach-dataplaned's packet loop (its send and receive paths) asks [`from_tun`] about every packet it
 //! reads from the TUN (a TCP super-packet once, before it is cut) and
 //! [`from_udp`] about every datagram it receives (each one of a GRO batch), and
 //! does what they say.
@@ -9,11 +9,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
 
-use crate::counters::DropReason;
 use crate::icmp;
 use crate::packet;
 use crate::routes::RouteTable;
-use crate::snapshot::ValidSnapshot;
 
 /// Everything the loop consults per packet; swapped whole on every snapshot.
 #[derive(Debug, Clone)]
@@ -27,14 +25,56 @@ pub struct ForwardTable {
     pub routes: RouteTable,
 }
 
-impl ForwardTable {
-    pub fn from_snapshot(s: &ValidSnapshot) -> Self {
-        ForwardTable {
-            network: s.network,
-            local_subnet: s.local_subnet,
-            tun_addr: s.local_subnet.network(),
-            port: s.port,
-            routes: RouteTable::new(&s.routes),
+/// Why a packet was not forwarded. The string forms are the contract keys of
+/// `Counters.dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// UDP source address is not a current lease's PublicIP.
+    UnknownSender,
+    /// Inner source outside the sending host's subnet.
+    SpoofedSource,
+    /// Not a valid IPv4 packet (bad header, checksum or length).
+    Malformed,
+    /// TUN packet to an address outside the Network.
+    NoRoute,
+    /// TUN packet to an address inside the Network that no peer leases
+    /// (answered with ICMP net unreachable where allowed).
+    Unleased,
+    TtlExceeded,
+    /// Non-IPv4 packet read from the TUN (IPv6 and the like).
+    NotIpv4,
+    /// The kernel refused to send or deliver the packet.
+    IoError,
+    /// A member's datagram whose inner destination is outside this host's
+    /// subnet: delivering it would make this host forward for the sender.
+    WrongDestination,
+}
+
+impl DropReason {
+    /// In the order a hot upgrade carries the counters: new reasons go last.
+    pub const ALL: [DropReason; 9] = [
+        DropReason::UnknownSender,
+        DropReason::SpoofedSource,
+        DropReason::Malformed,
+        DropReason::NoRoute,
+        DropReason::Unleased,
+        DropReason::TtlExceeded,
+        DropReason::NotIpv4,
+        DropReason::IoError,
+        DropReason::WrongDestination,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownSender => "unknown-sender",
+            DropReason::SpoofedSource => "spoofed-source",
+            DropReason::Malformed => "malformed",
+            DropReason::NoRoute => "no-route",
+            DropReason::Unleased => "unleased",
+            DropReason::TtlExceeded => "ttl-exceeded",
+            DropReason::NotIpv4 => "not-ipv4",
+            DropReason::IoError => "io-error",
+            DropReason::WrongDestination => "wrong-destination",
         }
     }
 }
@@ -70,6 +110,7 @@ fn drop_with(
 /// Decides about a packet read from the TUN device. May decrement its TTL in
 /// place; may write an ICMP error into `answer_buf` (at least
 /// [`icmp::MAX_ANSWER_LEN`] bytes).
+#[inline]
 pub fn from_tun(t: &ForwardTable, pkt: &mut [u8], answer_buf: &mut [u8]) -> TunVerdict {
     let drop = |reason| TunVerdict::Drop {
         reason,
@@ -114,6 +155,7 @@ pub fn from_tun(t: &ForwardTable, pkt: &mut [u8], answer_buf: &mut [u8]) -> TunV
 /// packet be valid IPv4, its source inside the sender's subnet and its
 /// destination inside ours (a peer only ever sends to our subnet; anything
 /// else would have this host forward the sender's packets elsewhere).
+#[inline]
 pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), DropReason> {
     let Some(subnets) = t.routes.subnets_of(sender) else {
         return Err(DropReason::UnknownSender);
@@ -131,8 +173,8 @@ pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), Dr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::tests::build;
     use crate::routes::Route;
+    use crate::testing::build;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

@@ -41,12 +41,14 @@ pub struct Ipv4Info {
 }
 
 impl Ipv4Info {
+    #[inline]
     pub fn is_non_first_fragment(&self) -> bool {
         self.fragment_offset != 0
     }
 }
 
 /// The IP version nibble, if there is a first byte at all.
+#[inline]
 pub fn version(pkt: &[u8]) -> Option<u8> {
     pkt.first().map(|b| b >> 4)
 }
@@ -54,6 +56,7 @@ pub fn version(pkt: &[u8]) -> Option<u8> {
 /// Parses and validates an IPv4 header: version, header length, total length
 /// equal to the buffer (the UDP payload and a TUN read are exactly one packet),
 /// and the header checksum.
+#[inline]
 pub fn parse(pkt: &[u8]) -> Result<Ipv4Info, PacketError> {
     let v = version(pkt).ok_or(PacketError::Empty)?;
     if v != 4 {
@@ -89,6 +92,7 @@ pub fn parse(pkt: &[u8]) -> Result<Ipv4Info, PacketError> {
 
 /// The Internet checksum (RFC 1071) of `data`. Over a header whose checksum
 /// field is filled in, a valid header sums to 0.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut chunks = data.chunks_exact(2);
@@ -108,6 +112,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// incrementally (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')), so the rest of the
 /// header is never re-read. Returns the new TTL. The caller must have checked
 /// the TTL is above 1.
+#[inline]
 pub fn decrement_ttl(pkt: &mut [u8]) -> u8 {
     let old_word = u16::from_be_bytes([pkt[8], pkt[9]]);
     pkt[8] = pkt[8].wrapping_sub(1);
@@ -123,37 +128,9 @@ pub fn decrement_ttl(pkt: &mut [u8]) -> u8 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Builds a valid IPv4 packet with `options` (a multiple of 4 bytes) and
-    /// `payload`, checksum filled in.
-    pub fn build(
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        ttl: u8,
-        protocol: u8,
-        options: &[u8],
-        payload: &[u8],
-    ) -> Vec<u8> {
-        assert_eq!(options.len() % 4, 0);
-        let hl = 20 + options.len();
-        let total = hl + payload.len();
-        let mut p = vec![0u8; total];
-        p[0] = 0x40 | (hl / 4) as u8;
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        p[6] = 0x40; // DF
-        p[8] = ttl;
-        p[9] = protocol;
-        p[12..16].copy_from_slice(&src.octets());
-        p[16..20].copy_from_slice(&dst.octets());
-        p[20..hl].copy_from_slice(options);
-        p[hl..].copy_from_slice(payload);
-        let c = checksum(&p[..hl]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        p
-    }
+    use crate::testing::build;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 50, 18, 5);
     const B: Ipv4Addr = Ipv4Addr::new(10, 50, 7, 9);

@@ -12,6 +12,7 @@ pub struct Sum(pub u16);
 
 impl Sum {
     /// The sum of `data`; an odd last byte counts as the high byte of a word.
+    #[inline]
     pub fn of(data: &[u8]) -> Sum {
         Sum(u16::from_be(fold(native_sum(data))))
     }
@@ -19,17 +20,20 @@ impl Sum {
     /// Ones'-complement addition (a method rather than `+`, so chains of
     /// sums read in the order the RFC writes them).
     #[allow(clippy::should_implement_trait)]
+    #[inline]
     pub fn add(self, other: Sum) -> Sum {
         let s = u32::from(self.0) + u32::from(other.0);
         Sum(((s & 0xffff) + (s >> 16)) as u16)
     }
 
     /// The sum of one more 16-bit word.
+    #[inline]
     pub fn add_word(self, word: u16) -> Sum {
         self.add(Sum(word))
     }
 
     /// The value for a checksum field: the complement of the sum.
+    #[inline]
     pub fn checksum(self) -> u16 {
         !self.0
     }
@@ -37,6 +41,7 @@ impl Sum {
 
 /// The IPv4 pseudo-header of TCP and UDP: addresses, protocol and the
 /// transport length (header plus payload).
+#[inline]
 pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, len: u16) -> Sum {
     Sum::of(&src)
         .add(Sum::of(&dst))
@@ -45,6 +50,7 @@ pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, len: u16) -> Sum 
 }
 
 /// The checksum of an IPv4 header, its own checksum field counted as zero.
+#[inline]
 pub fn ipv4_header(hdr: &[u8]) -> u16 {
     let stored = u16::from_be_bytes([hdr[10], hdr[11]]);
     // Taking the stored field back out is the same as summing it as zero.
@@ -52,6 +58,7 @@ pub fn ipv4_header(hdr: &[u8]) -> u16 {
 }
 
 /// Writes the IPv4 header checksum into `hdr[10..12]`.
+#[inline]
 pub fn fill_ipv4_header(hdr: &mut [u8]) {
     hdr[10] = 0;
     hdr[11] = 0;

@@ -6,11 +6,45 @@
 //! receive check. Lookups never allocate.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::kobjects::Mac;
+/// A 48-bit MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    #[error("expected 6 bytes, got {0}")]
+    Length(usize),
+    #[error("{0} is not a unicast address")]
+    NotUnicast(Mac),
+}
+
+impl Mac {
+    /// A usable device or neighbour address: 6 bytes, unicast, not all zero.
+    pub fn from_bytes(b: &[u8]) -> Result<Mac, MacError> {
+        let a: [u8; 6] = b.try_into().map_err(|_| MacError::Length(b.len()))?;
+        let m = Mac(a);
+        if a[0] & 1 == 1 || a == [0; 6] {
+            return Err(MacError::NotUnicast(m));
+        }
+        Ok(m)
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            a[0], a[1], a[2], a[3], a[4], a[5]
+        )
+    }
+}
 
 /// One peer lease: its subnet, underlay address and (vxlan) VTEP MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,15 +88,18 @@ impl RouteTable {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The PublicIP of the peer whose subnet holds `dst`.
+    #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
         let d = u32::from(dst);
         self.by_len.iter().find_map(|(len, map)| {
@@ -72,6 +109,7 @@ impl RouteTable {
     }
 
     /// The subnets held by the host at `public_ip`, None for a non-member.
+    #[inline]
     pub fn subnets_of(&self, public_ip: Ipv4Addr) -> Option<&[Ipv4Net]> {
         self.by_peer.get(&public_ip).map(Vec::as_slice)
     }
@@ -79,6 +117,7 @@ impl RouteTable {
     /// Whether `src` may appear as the inner source of a datagram from `sender`:
     /// None when the sender is not a member, else whether one of its subnets
     /// holds `src`.
+    #[inline]
     pub fn sender_may_use(&self, sender: Ipv4Addr, src: Ipv4Addr) -> Option<bool> {
         self.subnets_of(sender)
             .map(|nets| nets.iter().any(|n| n.contains(&src)))

@@ -13,11 +13,11 @@ const GSO_MAX_BYTES: usize = 65535 - 20 - 8;
 /// Consecutive segments sent in one message: all `size` bytes long but the
 /// last, which may be shorter (and then closes the message).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Msg {
-    pub(crate) dst: SocketAddrV4,
-    pub(crate) first: usize,
-    pub(crate) count: usize,
-    pub(crate) size: usize,
+pub struct Msg {
+    pub dst: SocketAddrV4,
+    pub first: usize,
+    pub count: usize,
+    pub size: usize,
     bytes: usize,
     closed: bool,
 }
@@ -38,13 +38,8 @@ impl Msg {
 /// Adds datagram number `index` (`len` bytes to `to`) to the messages of a
 /// batch: to the last one if GSO is on and it [takes](Msg::takes) it, else
 /// as a message of its own.
-pub(crate) fn add_datagram(
-    msgs: &mut Vec<Msg>,
-    gso: bool,
-    to: SocketAddrV4,
-    len: usize,
-    index: usize,
-) {
+#[inline]
+pub fn add_datagram(msgs: &mut Vec<Msg>, gso: bool, to: SocketAddrV4, len: usize, index: usize) {
     if let Some(m) = msgs.last_mut().filter(|m| gso && m.takes(to, len)) {
         m.count += 1;
         m.bytes += len;

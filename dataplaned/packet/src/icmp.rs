@@ -22,6 +22,7 @@ pub const MAX_ANSWER_LEN: usize = 20 + 8 + 60 + 8;
 /// Whether a packet may be answered with an ICMP error (RFC 1812 4.3.2.7):
 /// never for an ICMP error, a non-first fragment, a packet from outside the
 /// overlay, or one sent to a multicast or broadcast address.
+#[inline]
 pub fn may_answer(pkt: &[u8], info: &Ipv4Info, network: Ipv4Net) -> bool {
     if info.is_non_first_fragment() || !network.contains(&info.src) {
         return false;
@@ -86,7 +87,8 @@ pub fn build_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{parse, tests::build};
+    use crate::packet::parse;
+    use crate::testing::build;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 50, 18, 5);
     const DST: Ipv4Addr = Ipv4Addr::new(10, 50, 99, 1);

@@ -45,7 +45,7 @@ pub(super) fn flow_datagrams(
                 15 => (p[6], p[7]) = (0, 0xb9), // a later fragment
                 16 => {
                     let udp = p[20..].to_vec();
-                    p = packet::tests::build(src.into(), dst.into(), 64, 17, &[1, 1, 1, 1], &udp);
+                    p = crate::testing::build(src.into(), dst.into(), 64, 17, &[1, 1, 1, 1], &udp);
                 }
                 17 => {
                     // Padding after the datagram: UDP length < IP payload.
@@ -264,7 +264,8 @@ fn udp_with_ip_options_or_fragments_is_written_alone() {
         p
     };
     let u = stream(12, 300, [1, 2], 12);
-    let mut opts = packet::tests::build(SRC.into(), DST.into(), 64, 17, &[1, 1, 1, 1], &u[4][20..]);
+    let mut opts =
+        crate::testing::build(SRC.into(), DST.into(), 64, 17, &[1, 1, 1, 1], &u[4][20..]);
     fix_ip(&mut opts);
     let mut first_frag = u[7].clone();
     first_frag[6] |= 0x20;
