@@ -36,7 +36,7 @@ impl Msg {
 }
 
 /// Adds datagram number `index` (`len` bytes to `to`) to the messages of a
-/// batch: to the last one if GSO is on and it [takes](Msg::takes) it, else
+/// batch: to the last one if GSO is on and it takes it (`Msg::takes`), else
 /// as a message of its own.
 #[inline]
 pub fn add_datagram(msgs: &mut Vec<Msg>, gso: bool, to: SocketAddrV4, len: usize, index: usize) {

@@ -2,7 +2,7 @@
 //!
 //! udp runs the TUN/UDP packet loop; vxlan and host-gw program the kernel,
 //! which then forwards; alloc does nothing (leases only). Every apply ends in
-//! [`sync`](crate::kernel::sync::sync), which also removes what an earlier backend left
+//! [`sync`], which also removes what an earlier backend left
 //! in the kernel, so switching backends needs no special path.
 
 use std::os::fd::RawFd;

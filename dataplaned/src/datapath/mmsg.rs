@@ -3,7 +3,10 @@
 //! `UDP_SEGMENT` and `UDP_GRO` control messages, `writev` to the TUN.
 //!
 //! Callers keep every array preallocated and fill it per batch; nothing
-//! here allocates.
+//! here allocates. A `mmsghdr`, `msghdr` or `iovec` holds raw pointers that
+//! the kernel reads or writes through, so every call that hands one over is
+//! an `unsafe fn` whose `# Safety` says what the caller must keep alive; the
+//! callers (`tx.rs`, `rx/mod.rs`) point them only at their own buffers.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -66,9 +69,15 @@ pub fn gso_cmsg(buf: &mut CmsgBuf, size: u16) -> usize {
 /// The datagram size of a `UDP_GRO` receive, from the control message the
 /// kernel wrote into `msg`'s control buffer; None when there is none (the
 /// buffer holds a single datagram).
-pub fn gro_size(msg: &libc::msghdr) -> Option<usize> {
+///
+/// # Safety
+///
+/// `msg.msg_control` points at `msg.msg_controllen` readable bytes (or
+/// `msg_controllen` is 0) that hold control messages as `recvmsg` leaves
+/// them (each `cmsg_len` within the buffer).
+pub unsafe fn gro_size(msg: &libc::msghdr) -> Option<usize> {
     // SAFETY: walks the control messages the kernel wrote, within
-    // msg_controllen, with the CMSG_* macros.
+    // msg_controllen, with the CMSG_* macros (the caller's contract).
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
@@ -82,8 +91,15 @@ pub fn gro_size(msg: &libc::msghdr) -> Option<usize> {
     None
 }
 
-/// `sendmmsg` of `msgs` (pointers inside must be live); how many went.
-pub fn sendmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+/// `sendmmsg` of `msgs`; how many went.
+///
+/// # Safety
+///
+/// Every header's `msg_name`, `msg_iov` (with `msg_iovlen` iovecs, each
+/// pointing at `iov_len` readable bytes) and `msg_control` (with
+/// `msg_controllen` bytes) point at memory that is live and not written to
+/// for the duration of the call.
+pub unsafe fn sendmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
     let n = msgs.len().min(libc::UIO_MAXIOV as usize) as libc::c_uint;
     // SAFETY: msgs is a live array of n headers whose pointers the caller
     // keeps valid for the call.
@@ -96,7 +112,15 @@ pub fn sendmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<us
 }
 
 /// Non-blocking `recvmmsg` into `msgs`; how many arrived.
-pub fn recvmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+///
+/// # Safety
+///
+/// Every header's `msg_name` (`msg_namelen` bytes), `msg_iov` (with
+/// `msg_iovlen` iovecs, each pointing at `iov_len` writable bytes) and
+/// `msg_control` (`msg_controllen` bytes) point at memory that is live,
+/// writable and not otherwise accessed for the duration of the call: the
+/// kernel writes into all of it.
+pub unsafe fn recvmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
     // SAFETY: msgs is a live array whose iovecs, names and control buffers
     // the caller keeps valid for the call.
     let r = unsafe {
@@ -116,12 +140,18 @@ pub fn recvmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<us
 }
 
 /// One `sendmsg` of `iov` to `dst`, no control message.
-pub fn sendmsg(
+///
+/// # Safety
+///
+/// Every iovec in `iov` points at `iov_len` readable bytes, live for the
+/// duration of the call.
+pub unsafe fn sendmsg(
     fd: BorrowedFd<'_>,
     dst: &libc::sockaddr_in,
     iov: &[libc::iovec],
 ) -> io::Result<usize> {
-    // SAFETY: a zeroed msghdr pointing at live data for the call.
+    // SAFETY: a zeroed msghdr pointing at `dst` and at the iovecs, which
+    // (the caller's contract) point at live data for the call.
     let r = unsafe {
         let mut m: libc::msghdr = std::mem::zeroed();
         m.msg_name = (dst as *const libc::sockaddr_in).cast_mut().cast();
@@ -138,8 +168,13 @@ pub fn sendmsg(
 }
 
 /// One `writev` (one packet to the TUN).
-pub fn writev(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: iov points at live buffers for the call.
+///
+/// # Safety
+///
+/// Every iovec in `iov` points at `iov_len` readable bytes, live for the
+/// duration of the call.
+pub unsafe fn writev(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: iov points at live buffers for the call (the caller's contract).
     let r = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -169,13 +204,16 @@ mod tests {
         h[0].msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
         h[0].msg_hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
         for _ in 0..100 {
-            match recvmmsg(s.as_fd(), &mut h) {
+            // SAFETY: the header points at `name`, `iov` (into `buf`) and
+            // `ctrl`, all live and untouched during the call.
+            match unsafe { recvmmsg(s.as_fd(), &mut h) } {
                 Ok(1) => {
                     return (
                         h[0].msg_len as usize,
-                        gro_size(&h[0].msg_hdr),
+                        // SAFETY: the kernel filled `ctrl` up to msg_controllen.
+                        unsafe { gro_size(&h[0].msg_hdr) },
                         sender(&name, h[0].msg_hdr.msg_namelen),
-                    )
+                    );
                 }
                 _ => std::thread::sleep(std::time::Duration::from_millis(10)),
             }
@@ -203,7 +241,9 @@ mod tests {
         h[0].msg_hdr.msg_iovlen = 2;
         h[0].msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
         h[0].msg_hdr.msg_controllen = clen;
-        assert_eq!(sendmmsg(tx.as_fd(), &mut h).unwrap(), 1);
+        // SAFETY: the header points at `name`, `iov` (into `payload`) and
+        // `ctrl`, all live for the call.
+        assert_eq!(unsafe { sendmmsg(tx.as_fd(), &mut h) }.unwrap(), 1);
         // Without UDP_GRO the receiver sees three datagrams: 1000, 1000, 500.
         let mut buf = vec![0u8; 65536];
         let mut sizes = Vec::new();
@@ -239,7 +279,9 @@ mod tests {
         h[0].msg_hdr.msg_iovlen = 1;
         h[0].msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
         h[0].msg_hdr.msg_controllen = clen;
-        assert_eq!(sendmmsg(tx.as_fd(), &mut h).unwrap(), 1);
+        // SAFETY: the header points at `name`, `iov` (into `payload`) and
+        // `ctrl`, all live for the call.
+        assert_eq!(unsafe { sendmmsg(tx.as_fd(), &mut h) }.unwrap(), 1);
         let mut buf = vec![0u8; 65536];
         // A GSO send over loopback reaches a GRO socket whole.
         let (n, gro, _) = recv_one(&rx, &mut buf);

@@ -15,7 +15,7 @@
 //!
 //! What to do with each packet is decided by kolach-packet (plain functions
 //! over bytes); the files here do the syscalls. Here: what the loop's
-//! threads and both directions share ([`LoopIo`], [`ErrorLog`]), so `tx.rs`
+//! threads and both directions share ([`LoopIo`], `ErrorLog`), so `tx.rs`
 //! and `rx.rs` need not import `udp_loop.rs`, which drives them.
 
 use std::fs::File;

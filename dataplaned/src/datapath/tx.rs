@@ -72,12 +72,6 @@ pub struct Tx {
     write_err: ErrorLog,
 }
 
-// SAFETY: the raw pointers in `iovs` and `hdrs` point only into this
-// struct's own buffers, are rebuilt before every send and not used after
-// it; moving the struct to another thread (behind the loop's mutex) leaves
-// nothing dangling.
-unsafe impl Send for Tx {}
-
 impl Tx {
     pub fn new(framing: Framing, gso: bool) -> Tx {
         let slots = match framing {
@@ -236,7 +230,12 @@ impl Tx {
             self.build();
             let mut off = 0;
             while off < self.msgs.len() {
-                match mmsg::sendmmsg(sock, &mut self.hdrs[off..self.msgs.len()]) {
+                // SAFETY: `build` just pointed these headers at `names`,
+                // `ctrl` and `iovs`, and the iovecs at `arena` and `slots`:
+                // this struct's own buffers, which are neither moved (none
+                // grows past its capacity) nor written while it sends.
+                let r = unsafe { mmsg::sendmmsg(sock, &mut self.hdrs[off..self.msgs.len()]) };
+                match r {
                     Ok(sent) => {
                         for m in &self.msgs[off..off + sent] {
                             for s in &self.segs[m.first..m.first + m.count] {
@@ -325,7 +324,9 @@ impl Tx {
                 } else {
                     &[payload][..]
                 };
-                match mmsg::sendmsg(sock, &dst, iov) {
+                // SAFETY: the iovecs point into `arena` and a slot, live
+                // and unchanged for the call.
+                match unsafe { mmsg::sendmsg(sock, &dst, iov) } {
                     Ok(_) => self.tally.udp_tx(s.datagram_len()),
                     Err(e) => {
                         self.send_err.note(&e);
@@ -350,7 +351,9 @@ impl Tx {
             Framing::Offload => &[mmsg::iovec(&none), answer][..],
             Framing::Plain => &[answer][..],
         };
-        match mmsg::writev(io.tun.as_fd(), iov) {
+        // SAFETY: the iovecs point at `none` and `self.answer`, live and
+        // unchanged for the call.
+        match unsafe { mmsg::writev(io.tun.as_fd(), iov) } {
             Ok(_) => {
                 self.tally.tun_tx(len);
                 if reason == DropReason::Unleased {

@@ -52,12 +52,19 @@ pub struct Rx {
 
 /// Where accepted packets are written: the TUN (a fake in unit tests).
 pub(crate) trait TunWrite {
-    fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize>;
+    /// Writes the bytes the iovecs point at as one packet.
+    ///
+    /// # Safety
+    ///
+    /// Every iovec in `iov` points at `iov_len` readable bytes, live for the
+    /// duration of the call.
+    unsafe fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize>;
 }
 
 impl TunWrite for BorrowedFd<'_> {
-    fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
-        mmsg::writev(*self, iov)
+    unsafe fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
+        // SAFETY: passed on: the caller keeps the iovecs' buffers live.
+        unsafe { mmsg::writev(*self, iov) }
     }
 }
 
@@ -95,7 +102,12 @@ impl Rx {
         let table = io.table.load();
         for _ in 0..rounds {
             self.rearm();
-            let n = match mmsg::recvmmsg(sock, &mut self.hdrs) {
+            // SAFETY: `point` aimed every header at this struct's own
+            // `names`, `ctrl` and `iovs` (one per slot), which are allocated
+            // once and never move, and `rearm` reset their lengths to the
+            // buffers'; nothing else touches them during the call.
+            let r = unsafe { mmsg::recvmmsg(sock, &mut self.hdrs) };
+            let n = match r {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -182,7 +194,9 @@ impl Rx {
                 let b = &slots[p.buf as usize][p.start as usize..(p.start + p.len) as usize];
                 wiov.push(mmsg::iovec(b));
             }
-            match tun.writev(wiov) {
+            // SAFETY: the iovecs point at `v`, the coalescer's header and
+            // the receive slots, all live and unchanged for the call.
+            match unsafe { tun.writev(wiov) } {
                 Ok(len) => written.tun_tx(len - vnet_len),
                 Err(e) if w.segments > 1 && e.raw_os_error() == Some(libc::EINVAL) => {
                     refused_udp |= w.vnet.gso_type == vnet::GSO_UDP_L4;
@@ -195,7 +209,9 @@ impl Rx {
                         let b =
                             &slots[p.buf as usize][p.start as usize..(p.start + p.len) as usize];
                         wiov.push(mmsg::iovec(b));
-                        match tun.writev(wiov) {
+                        // SAFETY: the iovecs point at `plain` and a receive
+                        // slot, live and unchanged for the call.
+                        match unsafe { tun.writev(wiov) } {
                             Ok(len) => written.tun_tx(len - vnet_len),
                             Err(e) => {
                                 write_err.note(&e);
@@ -214,7 +230,9 @@ impl Rx {
             let h = &hdrs[j];
             let len = h.msg_len as usize;
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let size = mmsg::gro_size(&h.msg_hdr).unwrap_or(len).max(1);
+            // SAFETY: the header's control buffer is its `ctrl` entry, which
+            // recvmmsg filled up to msg_controllen (0 when none came).
+            let size = unsafe { mmsg::gro_size(&h.msg_hdr) }.unwrap_or(len).max(1);
             let count = len.div_ceil(size).max(1);
             let Some(sender) = mmsg::sender(&names[j], h.msg_hdr.msg_namelen) else {
                 tally.drop(DropReason::UnknownSender, count);

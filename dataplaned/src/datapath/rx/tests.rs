@@ -69,11 +69,11 @@ struct FakeTun {
 }
 
 impl TunWrite for FakeTun {
-    fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
+    unsafe fn writev(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
         let mut bytes = Vec::new();
         for v in iov {
             // SAFETY: the iovecs point at live buffers for the duration of
-            // the call, as for writev(2).
+            // the call (the trait's contract, as for writev(2)).
             bytes.extend_from_slice(unsafe {
                 std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
             });
