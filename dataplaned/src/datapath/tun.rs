@@ -1,8 +1,10 @@
 //! Opening the persistent TUN device.
 //!
-//! Done with our own ioctls rather than the `tun` crate, which cannot set
-//! TUNSETPERSIST: the device must outlive the process so that a restart or crash
-//! of the dataplane leaves the address and the kernel route in place.
+//! Done with our own ioctls rather than the `tun` crate, which opens one queue
+//! only and has no TUNSETOFFLOAD, TUNSETSTEERINGEBPF or TUNGETIFF (README, "The
+//! udp data path", says why in full). The device is persistent (TUNSETPERSIST):
+//! it must outlive the process so that a restart or crash of the dataplane
+//! leaves the address and the kernel route in place.
 
 use std::fs::{File, OpenOptions};
 use std::io;
