@@ -20,7 +20,9 @@
 
 mod coalesce_input;
 
-use coalesce_input::{l4_checksum, l4_checksum_ok, Generator, Step, ACK, PROTO_TCP, PROTO_UDP, PSH};
+use coalesce_input::{
+    l4_checksum, l4_checksum_ok, Generator, Step, ACK, PROTO_TCP, PROTO_UDP, PSH,
+};
 use kolach_packet::coalesce::{Coalescer, Span, Write, MAX_SEGMENTS};
 use kolach_packet::packet;
 use kolach_packet::segment::{complete_checksum, Tso, MAX_HEADER_LEN};

@@ -9,7 +9,7 @@
 //! - [`vnet`]: the `virtio_net_hdr` before every packet of an offloading TUN.
 //! - [`segment`]: TCP segmentation of TUN super-packets; finishing partial checksums.
 //! - [`coalesce`]: received TCP segments / UDP datagrams of one flow → one GSO
-//!   write to the TUN (GRO), zero-copy; [`coalesce`]`/classify.rs` reads a
+//!   write to the TUN (GRO), zero-copy; `coalesce/classify.rs` reads a
 //!   packet's flow and whether it may join.
 //! - [`gso_plan`]: which datagrams of a send batch share one `UDP_SEGMENT` send.
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.

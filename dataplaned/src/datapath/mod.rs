@@ -16,7 +16,7 @@
 //! What to do with each packet is decided by kolach-packet (plain functions
 //! over bytes); the files here do the syscalls. Here: what the loop's
 //! threads and both directions share ([`LoopIo`], `ErrorLog`), so `tx.rs`
-//! and `rx.rs` need not import `udp_loop.rs`, which drives them.
+//! and `rx/` need not import `udp_loop.rs`, which drives them.
 
 use std::fs::File;
 use std::net::UdpSocket;

@@ -13,7 +13,7 @@
 //! With `--busy-poll` (see [`busy_poll`](crate::datapath::busy_poll)) each thread
 //! keeps polling until the window passed without a packet before it sleeps.
 //!
-//! The decisions come from kolach-packet's `forward`; `tx.rs` and `rx.rs`
+//! The decisions come from kolach-packet's `forward`; `tx.rs` and `rx/`
 //! move the bytes.
 //! The route table is read through an `ArcSwap`, so applying a snapshot never
 //! waits for the loop.
