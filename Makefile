@@ -111,11 +111,13 @@ bench: deps-apt
 	target/release/kolach-lab sweep
 	KOLACH_BIN_DIR=$(CURDIR)/target/release BENCH_OUT=$(BENCH_OUT) target/release/kolach-bench
 
-# Fuzz targets (fuzz/, its own workspace): the config parser, lease values and
-# keys, udp packet checks, snapshots, TSO segmentation, coalescing. cargo fuzz needs a
+# Fuzz targets (fuzz/, its own workspace): udp packet checks, TSO segmentation,
+# coalescing (fuzz/, over kolach-packet alone); the config parser, lease values
+# and keys, snapshots (fuzz/daemons/, over the daemons). cargo fuzz needs a
 # nightly toolchain for its sanitizers; without one the targets run on stable
 # with `-s none` (coverage-guided, no AddressSanitizer). New inputs go to
-# fuzz/corpus/<target>, the committed seeds are in fuzz/seeds/<target>.
+# <dir>/corpus/<target>, the committed seeds are in <dir>/seeds/<target>, <dir>
+# being fuzz or fuzz/daemons.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= config lease packet snapshot segment coalesce
 fuzz:
@@ -123,9 +125,10 @@ fuzz:
 	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; san=; \
 	else echo "fuzz: no nightly toolchain: running on stable without a sanitizer (-s none)"; tc=; san="-s none"; fi; \
 	mkdir -p target; cd fuzz && for t in $(FUZZ_TARGETS); do \
-		mkdir -p corpus/$$t; \
+		case $$t in config|lease|snapshot) d=daemons;; *) d=.;; esac; \
+		mkdir -p $$d/corpus/$$t; \
 		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
-		cargo $$tc fuzz run $$san $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		cargo $$tc fuzz run --fuzz-dir $$d $$san $$t $$d/corpus/$$t $$d/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			2>&1 | tee ../target/fuzz-$$t.log | grep -E '^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|thread)' ; \
 		test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz $$t FAILED (full log: target/fuzz-$$t.log)"; exit 1; }; \
 	done

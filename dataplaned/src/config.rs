@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::offload::Offload;
+use crate::datapath::offload::Offload;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -36,7 +36,7 @@ pub struct Config {
     /// ("0" = off: sleep whenever both are empty). Lower round-trip times
     /// for a CPU per queue kept busy while traffic flows; e.g. 50us, 20ms, 1s
     /// (at most 10s).
-    #[arg(long, env = "KOLACH_BUSY_POLL", default_value = "0", value_parser = crate::busy_poll::parse)]
+    #[arg(long, env = "KOLACH_BUSY_POLL", default_value = "0", value_parser = crate::datapath::busy_poll::parse)]
     pub busy_poll: std::time::Duration,
 
     /// udp backend: queues of the TUN device, each with its own UDP socket
@@ -45,8 +45,8 @@ pub struct Config {
     /// "auto" (default): one per CPU this process may use (at most 8); 1:
     /// one unpinned thread; or up to 64. Taken when the device's queues are
     /// opened; a restart or hot upgrade keeps the queues it is handed.
-    #[arg(long, env = "KOLACH_QUEUES", default_value = "auto", value_parser = crate::steer::parse)]
-    pub queues: crate::steer::Queues,
+    #[arg(long, env = "KOLACH_QUEUES", default_value = "auto", value_parser = crate::datapath::steer::parse)]
+    pub queues: crate::datapath::steer::Queues,
 
     /// User besides root allowed to push snapshots (ignored if no such user).
     #[arg(long, env = "KOLACH_CONTROLD_USER", default_value = "kolach")]
@@ -66,8 +66,8 @@ pub struct Config {
 
 impl Config {
     /// The udp backend's flags.
-    pub fn udp_options(&self) -> crate::udp::Options {
-        crate::udp::Options {
+    pub fn udp_options(&self) -> crate::backend::udp::Options {
+        crate::backend::udp::Options {
             offload: self.offload,
             busy_poll: self.busy_poll,
             queues: self.queues,
@@ -81,7 +81,7 @@ impl Config {
 }
 
 fn parse_tun_name(s: &str) -> Result<String, String> {
-    crate::tun::check_name(s)
+    crate::datapath::tun::check_name(s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
 }
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(c.controld_user, "kolach");
         assert_eq!(c.offload, Offload::Auto);
         assert_eq!(c.busy_poll, std::time::Duration::ZERO);
-        assert_eq!(c.queues, crate::steer::Queues::Auto);
+        assert_eq!(c.queues, crate::datapath::steer::Queues::Auto);
         assert_eq!(c.verbose, 0);
         assert!(!c.upgrade_check);
         assert_eq!(c.socket(), PathBuf::from("/run/kolach/dataplaned.sock"));
@@ -139,8 +139,11 @@ mod tests {
         assert_eq!(c.offload, Offload::Off);
         assert_eq!(c.busy_poll, std::time::Duration::from_millis(20));
         let one = Config::try_parse_from(["kolach-dataplaned", "--queues", "1"]).unwrap();
-        assert_eq!(one.queues, crate::steer::Queues::Count(1));
-        assert_eq!(one.udp_options().queues, crate::steer::Queues::Count(1));
+        assert_eq!(one.queues, crate::datapath::steer::Queues::Count(1));
+        assert_eq!(
+            one.udp_options().queues,
+            crate::datapath::steer::Queues::Count(1)
+        );
         let e = Config::try_parse_from(["kolach-dataplaned", "--queues", "0"]).unwrap_err();
         assert!(e.to_string().contains("is not a queue count"), "{e}");
         let e = Config::try_parse_from(["kolach-dataplaned", "--busy-poll", "20"]).unwrap_err();

@@ -3,107 +3,60 @@
 //! socket itself; vxlan and host-gw program the kernel over rtnetlink, which
 //! then forwards.
 //!
-//! Pure logic (no syscalls, unit-tested on bytes and values):
-//! - [`packet`]: IPv4 header validation and TTL decrement with incremental checksum.
-//! - [`csum`]: the Internet checksum over whole payloads, eight bytes at a time.
-//! - [`vnet`]: the `virtio_net_hdr` before every packet of an offloading TUN.
-//! - [`coalesce`]: received TCP segments of one flow → one GSO write to the TUN (GRO), zero-copy.
-//! - [`segment`]: TCP segmentation of TUN super-packets; finishing partial checksums.
-//! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
-//! - [`ratelimit`]: the token bucket that keeps those answers to 1000/s (burst 50).
-//! - [`routes`]: the route table: destination → peer, sender → its subnets.
-//! - [`forward`]: the udp backend's per-packet decisions built from those.
-//! - [`snapshot`]: validating a received snapshot into typed values.
-//! - [`ordering`]: whether a snapshot may replace the applied one.
-//! - [`counters`]: packet and drop counters shared by the loop and Status.
-//! - [`kobjects`]: the kernel objects kolach owns (routes, neighbours, FDB
-//!   entries, links) as values.
-//! - [`reconcile`]: wanted vs. actual kernel objects → the operations between
-//!   them (reconcile, never flush).
+//! The packet path without I/O (IPv4 parsing, checksums, segmentation,
+//! coalescing, ICMP answers, the route table, the per-packet verdicts) is its
+//! own crate, `kolach-packet` (`dataplaned/packet/`).
 //!
-//! Around it:
-//! - [`daemon`]: the daemon's life: take over, restore, serve, hand over.
-//! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it publishes.
-//! - [`backend`]: the backend enum and its factory (udp, vxlan, host-gw; alloc is a no-op).
-//! - [`udp`] / [`udp_loop`]: the udp backend and its packet-loop threads,
-//!   [`tx`] (TUN → UDP: segmentation, GSO sends planned by [`gso_plan`]) and
-//!   [`rx`] (UDP → TUN: GRO receives, coalescing); [`offload`]: which kernel offloads run;
-//!   [`busy_poll`]: `--busy-poll`, polling instead of sleeping while traffic flows;
-//!   [`mmsg`]: the batch syscalls; [`steer`]: a TUN queue, socket and thread per CPU,
-//!   [`flow_steer`]: the TUN's steering program (built with [`ebpf`]).
-//! - [`vxlan`] / [`hostgw`]: the kernel backends: what a snapshot asks of the kernel.
-//! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan, removes
-//!   a previous backend's devices.
-//! - [`tun`]: creating/attaching the persistent TUN device (own ioctls).
-//! - [`netlink`]: the kernel seam (links, addresses, routes, neighbours, FDB) and
-//!   rtnetlink behind it (`rtnl_link.rs`, `rtnl_objects.rs`).
-//! - [`store`]: the last applied snapshot in `<run-dir>/snapshot.pb`.
-//! - [`api`]: the gRPC services on `<run-dir>/dataplaned.sock`.
-//! - [`cleanup`]: the `--cleanup` teardown.
-//! - [`config`], [`observability`], [`signals`], [`caps`]: flags, logs, signals,
-//!   start-up checks.
-//!
-//! Restarts and hot upgrades (DESIGN §6):
-//! - [`upgrade`]: checking the binary on disk and re-executing it with the fds.
-//! - [`handoff`] (pure): the check line and the state carried across `execve`.
-//! - [`inherit`]: what a starting image takes over (handover, systemd's fd store).
-//! - [`listen_fds`]: `LISTEN_FDS` parsing; [`notify`]: sd_notify and the fd store.
-//! - [`binary`]: which executable runs, and whether its file was replaced.
+//! The folders, each depending only on those listed before it:
+//! - [`snapshot`] (pure): validating a received snapshot into typed values;
+//!   [`snapshot::ordering`]: whether a snapshot may replace the applied one.
+//! - [`kernel`]: the kernel seam (the `Kernel` trait: links, addresses,
+//!   routes, neighbours, FDB) and rtnetlink behind it (`kernel/rtnl/`);
+//!   [`kernel::kobjects`]: the kernel objects kolach owns, as values;
+//!   [`kernel::reconcile`] (pure): wanted vs. actual → the operations between
+//!   them (reconcile, never flush); [`kernel::sync`]: reads kolach's objects,
+//!   applies the plan, removes a previous backend's devices; a fake kernel
+//!   that records calls for the tests (`kernel/fake.rs`).
+//! - [`datapath`]: the udp backend's packet loop and what it runs over:
+//!   `udp_loop` (a thread per queue), `tx` (TUN → UDP: segmentation, GSO
+//!   sends) and `rx` (UDP → TUN: GRO receives, coalescing), `mmsg` (the batch
+//!   syscalls), `socket`, `tun` (creating/attaching the persistent TUN device,
+//!   own ioctls), `offload`, `busy_poll`, `steer` and `flow_steer` (a TUN
+//!   queue, socket and thread per CPU; the TUN's steering program, built with
+//!   `ebpf`), `counters` (packet and drop counters shared by the loop and
+//!   Status).
+//! - [`handover`]: restarts and hot upgrades (DESIGN §6): `upgrade` (checking
+//!   the binary on disk and re-executing it with the fds), `handoff` (pure: the
+//!   check line and the state carried across `execve`), `inherit` (what a
+//!   starting image takes over), `listen_fds`, `notify` (sd_notify and the fd
+//!   store), `binary` (which executable runs, and whether its file was
+//!   replaced).
+//! - [`backend`]: the backend enum and its factory (alloc is a no-op), with
+//!   what the backends share (`Outcome`); `backend/udp/` (the udp backend:
+//!   the device, the sockets and the loop; `fds.rs`: where its fds come
+//!   from), `vxlan.rs` and `hostgw.rs` (the kernel backends: what a snapshot
+//!   asks of the kernel).
+//! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it
+//!   publishes; [`engine::store`]: the last applied snapshot in
+//!   `<run-dir>/snapshot.pb`.
+//! - [`daemon`]: the daemon's life: take over, restore, serve, hand over;
+//!   [`daemon::api`]: the gRPC services on `<run-dir>/dataplaned.sock`;
+//!   [`daemon::cleanup`]: the `--cleanup` teardown; `observability`,
+//!   `signals`, `caps`: logs, signals, start-up checks.
+//! - [`config`]: the flags.
 
-pub mod api;
 pub mod backend;
-pub mod binary;
-pub mod busy_poll;
-pub mod caps;
-pub mod cleanup;
-pub mod coalesce;
 pub mod config;
-pub mod counters;
-pub mod csum;
 pub mod daemon;
-pub mod ebpf;
+pub mod datapath;
 pub mod engine;
-#[cfg(test)]
-mod fake_kernel;
-pub mod flow_steer;
-pub mod forward;
-pub mod gso_plan;
-pub mod handoff;
-pub mod hostgw;
-pub mod icmp;
-pub mod inherit;
-pub mod kobjects;
-pub mod listen_fds;
-pub mod mmsg;
-pub mod netlink;
-pub mod notify;
-pub mod observability;
-pub mod offload;
-pub mod ordering;
-pub mod packet;
-pub mod ratelimit;
-pub mod reconcile;
-pub mod routes;
-mod rtnl_link;
-mod rtnl_objects;
-pub mod rx;
-pub mod segment;
-pub mod signals;
+pub mod handover;
+pub mod kernel;
 pub mod snapshot;
-pub mod steer;
-pub mod store;
-pub mod sync;
-pub mod tun;
-pub mod tx;
-pub mod udp;
-pub mod udp_loop;
-pub mod upgrade;
-pub mod vnet;
-pub mod vxlan;
 
 pub use config::Config;
 pub use daemon::run;
-use netlink::{Kernel, RtNetlink};
+use kernel::{Kernel, RtNetlink};
 
 /// `--cleanup`: removes proto-107 routes, `kolach.*` vxlan devices, the TUN
 /// device and the saved snapshot.
@@ -113,7 +66,7 @@ pub async fn cleanup(cfg: &Config) -> anyhow::Result<()> {
         Ok(k) => Ok(k),
         Err(e) => Err(e.to_string()),
     };
-    cleanup::cleanup(k, &cfg.tun, &cfg.run_dir).await?;
+    daemon::cleanup::cleanup(k, &cfg.tun, &cfg.run_dir).await?;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
-use kolach_dataplaned::inherit::{self, Start};
-use kolach_dataplaned::{cleanup, handoff, hint, notify, observability, run, signals, Config};
+use kolach_dataplaned::daemon::{observability, signals};
+use kolach_dataplaned::handover::inherit::{self, Start};
+use kolach_dataplaned::handover::{handoff, notify};
+use kolach_dataplaned::{cleanup, hint, run, Config};
 
 fn main() -> ExitCode {
     signals::ignore_hangup_for_now();

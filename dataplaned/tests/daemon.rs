@@ -225,7 +225,7 @@ fn daemon_serves_stops_restores_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!ns.has_link("kolach0"));
-    assert!(!kolach_dataplaned::store::path(&dir.0).exists());
+    assert!(!kolach_dataplaned::engine::store::path(&dir.0).exists());
 }
 
 #[test]
@@ -288,5 +288,5 @@ fn vxlan_daemon_keeps_kernel_state_on_sigterm_and_cleanup_removes_it() {
     );
     assert!(common::vxlan_devices(&ns).is_empty());
     assert!(common::kolach_routes(&ns).is_empty());
-    assert!(!kolach_dataplaned::store::path(&dir.0).exists());
+    assert!(!kolach_dataplaned::engine::store::path(&dir.0).exists());
 }

@@ -131,7 +131,7 @@ fn fd_store_keeps_tun_and_udp_across_a_crash() {
     for fd in &stored[0].1 {
         let tun = std::fs::File::from(fd.try_clone().unwrap());
         assert_eq!(
-            kolach_dataplaned::tun::attached_name(&tun).unwrap(),
+            kolach_dataplaned::datapath::tun::attached_name(&tun).unwrap(),
             "kolach0"
         );
     }

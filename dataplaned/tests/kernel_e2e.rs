@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{eventually, udp_snapshot, Netns, NsRuntime, TempDir};
 use kolach_dataplaned::engine::{Engine, Origin};
-use kolach_dataplaned::netlink::{Kernel, RtNetlink};
+use kolach_dataplaned::kernel::{Kernel, RtNetlink};
 use kolach_proto::dataplane as pb;
 
 struct Host {

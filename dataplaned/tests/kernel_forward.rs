@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{snapshot, Netns, NsRuntime, TempDir};
 use kolach_dataplaned::engine::{Engine, Origin};
-use kolach_dataplaned::netlink::{Kernel, RtNetlink};
+use kolach_dataplaned::kernel::{Kernel, RtNetlink};
 use kolach_proto::dataplane::{self as pb, BackendType};
 
 struct Host {

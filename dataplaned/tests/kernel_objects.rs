@@ -14,7 +14,7 @@ use common::{
     TempDir,
 };
 use kolach_dataplaned::engine::{Engine, Origin};
-use kolach_dataplaned::netlink::{Kernel, RtNetlink};
+use kolach_dataplaned::kernel::{Kernel, RtNetlink};
 use kolach_proto::dataplane::{self as pb, BackendType};
 
 const B: (&str, &str) = ("10.50.7.0/24", "198.18.0.2");
@@ -243,7 +243,7 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
-        kolach_dataplaned::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
     })
     .unwrap();
     assert!(vxlan_devices(&ns).is_empty());
@@ -251,6 +251,6 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     let other = ns.ip(&["route", "show", "table", "all", "proto", "107"]);
     assert!(other.trim().is_empty(), "{other}");
     assert!(!ns.has_link("kolach0"));
-    assert!(!kolach_dataplaned::store::path(&dir.0).exists());
+    assert!(!kolach_dataplaned::engine::store::path(&dir.0).exists());
     assert_eq!(ns.ip(&["route", "show", "proto", "static"]), foreign);
 }

@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use common::{addresses, default_mode, eventually, udp_snapshot, Netns, TempDir, OFFLOAD};
+use kolach_dataplaned::backend::udp::Options;
+use kolach_dataplaned::datapath::offload::Offload;
+use kolach_dataplaned::datapath::tun::{self, Framing};
 use kolach_dataplaned::engine::{Engine, Origin};
-use kolach_dataplaned::inherit::{Carried, Inherited};
-use kolach_dataplaned::netlink::{Kernel, RtNetlink};
-use kolach_dataplaned::offload::Offload;
-use kolach_dataplaned::tun::{self, Framing};
-use kolach_dataplaned::udp::Options;
+use kolach_dataplaned::handover::inherit::{Carried, Inherited};
+use kolach_dataplaned::kernel::{Kernel, RtNetlink};
 
 fn underlay(ns: &Netns, ip: &str) {
     // No dummy module on every kernel; a veth pair with one end unused will do.
@@ -180,11 +180,11 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
-        kolach_dataplaned::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
     })
     .unwrap();
     assert!(!ns.has_link("kolach0"));
-    assert!(!kolach_dataplaned::store::path(&dir.0).exists());
+    assert!(!kolach_dataplaned::engine::store::path(&dir.0).exists());
 }
 
 #[test]

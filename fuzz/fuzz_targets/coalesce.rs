@@ -1,4 +1,4 @@
-//! Receive-side coalescing (coalesce.rs) on packet sequences built from the
+//! Receive-side coalescing (kolach-packet's `coalesce`) on packet sequences built from the
 //! input. Never a panic; every pushed packet is delivered exactly once, per
 //! flow in the order pushed; a write carrying one packet is that packet's
 //! bytes unchanged; a coalesced write carries packets of one flow, in the
@@ -8,7 +8,7 @@
 //! (only from `Coalescer::new()`, never `tcp_only()`): datagrams whose length
 //! field is the IP payload. The write is a valid IPv4 packet whose completed
 //! checksum verifies and which, cut again as the kernel would (TCP:
-//! segment.rs; UDP: datagrams of gso_size with fresh lengths and checksums),
+//! `segment`; UDP: datagrams of gso_size with fresh lengths and checksums),
 //! gives back the packets received but for the IP id (and TCP window); no
 //! write exceeds 65535 bytes or MAX_SEGMENTS parts.
 //!
@@ -18,14 +18,15 @@
 //! coalescer).
 #![no_main]
 
-#[path = "coalesce_input.rs"]
-mod input;
+mod coalesce_input;
 
-use input::{l4_checksum, l4_checksum_ok, Generator, Step, ACK, PROTO_TCP, PROTO_UDP, PSH};
-use kolach_dataplaned::coalesce::{Coalescer, Span, Write, MAX_SEGMENTS};
-use kolach_dataplaned::packet;
-use kolach_dataplaned::segment::{complete_checksum, Tso, MAX_HEADER_LEN};
-use kolach_dataplaned::vnet::{self, VnetHdr};
+use coalesce_input::{
+    l4_checksum, l4_checksum_ok, Generator, Step, ACK, PROTO_TCP, PROTO_UDP, PSH,
+};
+use kolach_packet::coalesce::{Coalescer, Span, Write, MAX_SEGMENTS};
+use kolach_packet::packet;
+use kolach_packet::segment::{complete_checksum, Tso, MAX_HEADER_LEN};
+use kolach_packet::vnet::{self, VnetHdr};
 use libfuzzer_sys::fuzz_target;
 
 /// A write, copied out of the coalescer.

@@ -23,7 +23,7 @@
 
 use std::sync::OnceLock;
 
-use kolach_dataplaned::packet;
+use kolach_packet::packet;
 
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;

@@ -8,9 +8,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::OnceLock;
 
 use ipnet::Ipv4Net;
-use kolach_dataplaned::forward::{self, ForwardTable, TunVerdict};
-use kolach_dataplaned::routes::{Route, RouteTable};
-use kolach_dataplaned::{icmp, packet};
+use kolach_packet::forward::{self, ForwardTable, TunVerdict};
+use kolach_packet::routes::{Route, RouteTable};
+use kolach_packet::{icmp, packet};
 use libfuzzer_sys::fuzz_target;
 
 const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);

@@ -1,4 +1,4 @@
-//! TCP segmentation of a TUN super-packet (segment.rs) on arbitrary input:
+//! TCP segmentation of a TUN super-packet (kolach-packet's `segment`) on arbitrary input:
 //! the first 2 bytes are the MSS (big-endian), the rest is the packet. Never a
 //! panic; whenever `Tso::new` accepts, the segments' payloads are in bounds,
 //! contiguous and cover exactly the packet's payload (each but the last mss
@@ -10,8 +10,8 @@
 //! verifies.
 #![no_main]
 
-use kolach_dataplaned::packet;
-use kolach_dataplaned::segment::{complete_checksum, Tso, MAX_HEADER_LEN};
+use kolach_packet::packet;
+use kolach_packet::segment::{complete_checksum, Tso, MAX_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 const PROTO_TCP: u8 = 6;

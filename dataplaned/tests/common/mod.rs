@@ -377,6 +377,6 @@ pub fn default_mode(io: &str) -> String {
 
 /// How many queues `--queues auto` makes for a process with our CPUs.
 pub fn auto_queues() -> usize {
-    use kolach_dataplaned::steer::{allowed_cpus, Queues};
+    use kolach_dataplaned::datapath::steer::{allowed_cpus, Queues};
     Queues::Auto.count(allowed_cpus().len())
 }

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
-use kolach_dataplaned::kobjects::{Fdb, KRoute, LinkChange, LinkState, Neigh, VxlanLink};
-use kolach_dataplaned::netlink::{Kernel, KernelError, RtNetlink};
+use kolach_dataplaned::kernel::kobjects::{Fdb, KRoute, LinkChange, LinkState, Neigh, VxlanLink};
+use kolach_dataplaned::kernel::{Kernel, KernelError, RtNetlink};
 
 pub struct Recording {
     inner: RtNetlink,

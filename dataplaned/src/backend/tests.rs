@@ -1,0 +1,391 @@
+//! The backends against the fake kernel: exactly which calls each snapshot
+//! change makes, and that nothing else is touched.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use kolach_proto::dataplane::{self as pb, BackendType};
+
+use super::*;
+use crate::kernel::fake::FakeKernel;
+use crate::kernel::kobjects::{KRoute, KOLACH_PROTO};
+use crate::snapshot::validate;
+
+/// A host at 198.18.0.1 on eth0 (198.18.0.0/24), holding 10.50.18.0/24.
+fn kernel() -> FakeKernel {
+    let k = FakeKernel::default();
+    k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
+    k
+}
+
+fn mac(last: u8) -> Vec<u8> {
+    vec![0x0e, 0x6b, 198, 18, 0, last]
+}
+
+/// A snapshot of `kind` with peers (subnet, PublicIP, VTEP MAC's last byte).
+fn snap(kind: BackendType, vni: u32, peers: &[(&str, &str, u8)]) -> ValidSnapshot {
+    let net = |s: &str| Some(s.parse::<Ipv4Net>().unwrap().into());
+    let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap().into());
+    let vxlan = kind == BackendType::Vxlan;
+    let raw = pb::Snapshot {
+        version: Some(pb::SnapshotVersion {
+            epoch: 1,
+            generation: 1,
+            etcd_revision: 1,
+        }),
+        backend: Some(pb::Backend {
+            r#type: kind as i32,
+            port: 0,
+            vni,
+        }),
+        network: net("10.50.0.0/16"),
+        local_subnet: net("10.50.18.0/24"),
+        public_ip: ip("198.18.0.1"),
+        iface: "eth0".into(),
+        mtu: 1450,
+        local_vtep_mac: if vxlan { mac(1) } else { vec![] },
+        routes: peers
+            .iter()
+            .map(|(s, p, m)| pb::Route {
+                subnet: net(s),
+                public_ip: ip(p),
+                vtep_mac: if vxlan { mac(*m) } else { vec![] },
+            })
+            .collect(),
+    };
+    validate(&raw).unwrap()
+}
+
+fn vx(peers: &[(&str, &str, u8)]) -> ValidSnapshot {
+    snap(BackendType::Vxlan, 1, peers)
+}
+
+const B: (&str, &str, u8) = ("10.50.7.0/24", "198.18.0.2", 2);
+const C: (&str, &str, u8) = ("10.50.9.0/24", "198.18.0.3", 3);
+
+async fn apply(b: &mut Backend, k: &FakeKernel, s: &ValidSnapshot) -> Outcome {
+    b.apply(s, k).await.unwrap()
+}
+
+fn backend(kind: BackendKind) -> Backend {
+    Backend::create(
+        kind,
+        "kolach0",
+        crate::backend::udp::Options::default(),
+        Arc::new(Counters::default()),
+    )
+}
+
+#[tokio::test]
+async fn vxlan_first_apply_creates_device_then_peer_objects() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Vxlan);
+    let o = apply(&mut b, &k, &vx(&[B])).await;
+    assert_eq!(
+        o,
+        Outcome {
+            warnings: vec![],
+            routes: 1
+        }
+    );
+    assert_eq!(
+        k.take_calls(),
+        [
+            "create-vxlan kolach.1 vni 1 port 8472 local 198.18.0.1 dev eth0 mtu 1450 mac 0e:6b:c6:12:00:01",
+            "add 100 10.50.18.0/32",
+            "set-link kolach.1 up",
+            "fdb 0e:6b:c6:12:00:02 dst 198.18.0.2 dev kolach.1 set",
+            "neigh 10.50.7.0 lladdr 0e:6b:c6:12:00:02 dev kolach.1 set",
+            "route add 10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink",
+        ]
+    );
+    assert_eq!(
+        (b.device(), b.mode().as_str()),
+        (Some("kolach.1"), "kernel")
+    );
+    let dev = k.link_named("kolach.1").unwrap();
+    assert!(dev.up && dev.vxlan.is_some_and(|v| !v.learning));
+}
+
+#[tokio::test]
+async fn unchanged_snapshot_and_restart_make_no_calls() {
+    let k = kernel();
+    let s = vx(&[B, C]);
+    apply(&mut backend(BackendKind::Vxlan), &k, &s).await;
+    k.take_calls();
+    let mut b = backend(BackendKind::Vxlan);
+    apply(&mut b, &k, &s).await;
+    assert!(
+        k.take_calls().is_empty(),
+        "a restarted dataplane must not touch the kernel"
+    );
+    apply(&mut b, &k, &s).await;
+    assert!(k.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn peers_added_and_removed() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Vxlan);
+    apply(&mut b, &k, &vx(&[B])).await;
+    k.take_calls();
+    apply(&mut b, &k, &vx(&[B, C])).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "fdb 0e:6b:c6:12:00:03 dst 198.18.0.3 dev kolach.1 set",
+            "neigh 10.50.9.0 lladdr 0e:6b:c6:12:00:03 dev kolach.1 set",
+            "route add 10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink",
+        ]
+    );
+    let o = apply(&mut b, &k, &vx(&[C])).await;
+    assert_eq!(o.routes, 1);
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route del 10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink",
+            "neigh 10.50.7.0 lladdr 0e:6b:c6:12:00:02 dev kolach.1 del",
+            "fdb 0e:6b:c6:12:00:02 dst 198.18.0.2 dev kolach.1 del",
+        ]
+    );
+    assert_eq!(
+        k.objects(),
+        [
+            "10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink proto 107",
+            "fdb 0e:6b:c6:12:00:03 dst 198.18.0.3 dev kolach.1",
+            "neigh 10.50.9.0 lladdr 0e:6b:c6:12:00:03 dev kolach.1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn peer_mac_or_public_ip_change() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Vxlan);
+    apply(&mut b, &k, &vx(&[B])).await;
+    k.take_calls();
+    // Reinstalled peer with another MAC: the route stays as it is.
+    apply(&mut b, &k, &vx(&[("10.50.7.0/24", "198.18.0.2", 9)])).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "fdb 0e:6b:c6:12:00:09 dst 198.18.0.2 dev kolach.1 set",
+            "neigh 10.50.7.0 lladdr 0e:6b:c6:12:00:09 dev kolach.1 set",
+            "fdb 0e:6b:c6:12:00:02 dst 198.18.0.2 dev kolach.1 del",
+        ]
+    );
+    // Moved peer: only the FDB destination changes.
+    apply(&mut b, &k, &vx(&[("10.50.7.0/24", "198.18.0.22", 9)])).await;
+    assert_eq!(
+        k.take_calls(),
+        ["fdb 0e:6b:c6:12:00:09 dst 198.18.0.22 dev kolach.1 set"]
+    );
+}
+
+fn route(dst: &str, via: &str, oif: u32) -> KRoute {
+    KRoute {
+        dst: dst.parse().unwrap(),
+        via: via.parse().unwrap(),
+        oif,
+        onlink: false,
+    }
+}
+
+#[tokio::test]
+async fn foreign_routes_are_never_touched() {
+    let k = kernel();
+    // Someone's static route elsewhere, and one squatting on a peer's subnet.
+    let elsewhere = route("192.0.2.0/24", "198.18.0.254", 2);
+    let squatter = route("10.50.9.0/24", "198.18.0.254", 2);
+    k.add_foreign_route(elsewhere, 4);
+    k.add_foreign_route(squatter, 4);
+    let mut b = backend(BackendKind::Vxlan);
+    let o = apply(&mut b, &k, &vx(&[B, C])).await;
+    assert_eq!(
+        o.warnings,
+        ["a route to 10.50.9.0/24 exists that kolach did not make (not proto 107); left alone"]
+    );
+    let routes = k.routes.lock().unwrap().clone();
+    assert!(routes.contains(&(elsewhere, 4)) && routes.contains(&(squatter, 4)));
+    // Everything else for that peer is in place; B is routed.
+    assert!(k.objects().iter().any(|o| o.starts_with("10.50.7.0/24")));
+    // Switching to alloc removes kolach's routes only.
+    k.take_calls();
+    apply(
+        &mut backend(BackendKind::Alloc),
+        &k,
+        &snap(BackendType::Alloc, 0, &[]),
+    )
+    .await;
+    let routes = k.routes.lock().unwrap().clone();
+    assert_eq!(routes, [(elsewhere, 4), (squatter, 4)]);
+    assert!(k.take_calls().iter().all(|c| !c.contains("198.18.0.254")));
+}
+
+#[tokio::test]
+async fn vni_change_moves_to_a_new_device() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Vxlan);
+    apply(&mut b, &k, &vx(&[B])).await;
+    k.take_calls();
+    apply(&mut b, &k, &snap(BackendType::Vxlan, 2, &[B])).await;
+    let calls = k.take_calls();
+    assert_eq!(calls[0], "create-vxlan kolach.2 vni 2 port 8472 local 198.18.0.1 dev eth0 mtu 1450 mac 0e:6b:c6:12:00:01");
+    assert!(
+        calls.contains(&"route replace 10.50.7.0/24 via 10.50.7.0 dev kolach.2 onlink".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(calls.last().unwrap(), "delete-link 100");
+    assert!(k.link_named("kolach.1").is_none());
+    assert_eq!(b.device(), Some("kolach.2"));
+    assert_eq!(
+        k.objects(),
+        [
+            "10.50.7.0/24 via 10.50.7.0 dev kolach.2 onlink proto 107",
+            "fdb 0e:6b:c6:12:00:02 dst 198.18.0.2 dev kolach.2",
+            "neigh 10.50.7.0 lladdr 0e:6b:c6:12:00:02 dev kolach.2",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn drifted_device_is_adjusted_and_changed_port_recreates_it() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Vxlan);
+    apply(&mut b, &k, &vx(&[B])).await;
+    k.links.lock().unwrap().get_mut("kolach.1").unwrap().mtu = 1400;
+    k.take_calls();
+    apply(&mut b, &k, &vx(&[B])).await;
+    assert_eq!(k.take_calls(), ["set-link kolach.1 mtu 1450"]);
+
+    let mut s = vx(&[B]);
+    s.port = 4789;
+    apply(&mut b, &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "delete-link 100",
+            "create-vxlan kolach.1 vni 1 port 4789 local 198.18.0.1 dev eth0 mtu 1450 mac 0e:6b:c6:12:00:01",
+            "add 101 10.50.18.0/32",
+            "set-link kolach.1 up",
+            "fdb 0e:6b:c6:12:00:02 dst 198.18.0.2 dev kolach.1 set",
+            "neigh 10.50.7.0 lladdr 0e:6b:c6:12:00:02 dev kolach.1 set",
+            "route add 10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_device_with_our_name_fails_the_apply() {
+    let k = kernel();
+    k.add_link("kolach.1", 9, "dummy", &[]);
+    let e = backend(BackendKind::Vxlan)
+        .apply(&vx(&[B]), &k)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "kolach.1 exists and is a dummy device, not a vxlan device; left alone"
+    );
+    assert!(k.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn host_gw_routes_reachable_peers_and_reports_the_others() {
+    let k = kernel();
+    let mut b = backend(BackendKind::HostGw);
+    let far = ("10.50.9.0/24", "198.19.5.3", 0);
+    let o = apply(&mut b, &k, &snap(BackendType::HostGw, 0, &[B, far])).await;
+    assert_eq!(o.routes, 1);
+    assert_eq!(
+        o.warnings,
+        ["host-gw: peer 10.50.9.0/24 (PublicIP 198.19.5.3) is not on a connected subnet of eth0 \
+          (198.18.0.0/24); host-gw needs every host on one layer-2 segment; not routed"]
+    );
+    assert_eq!(
+        k.take_calls(),
+        ["route add 10.50.7.0/24 via 198.18.0.2 dev eth0"]
+    );
+    assert_eq!((b.device(), b.mode().as_str()), (Some("eth0"), "kernel"));
+    // Still reported on every apply (status), nothing re-programmed.
+    let o = apply(&mut b, &k, &snap(BackendType::HostGw, 0, &[B, far])).await;
+    assert_eq!(o.warnings.len(), 1);
+    assert!(k.take_calls().is_empty());
+
+    let mut s = snap(BackendType::HostGw, 0, &[]);
+    s.iface = "eth9".into();
+    let e = b.apply(&s, &k).await.unwrap_err();
+    assert_eq!(e.to_string(), "underlay interface eth9 does not exist");
+}
+
+#[tokio::test]
+async fn backend_switch_udp_vxlan_host_gw_alloc_removes_the_old_objects() {
+    // What the udp backend leaves: its TUN.
+    let k = kernel();
+    k.add_link("kolach0", 3, "tun", &["10.50.18.0/16"]);
+
+    apply(&mut backend(BackendKind::Vxlan), &k, &vx(&[B])).await;
+    let calls = k.take_calls();
+    assert_eq!(calls.last().unwrap(), "delete-link 3", "{calls:?}");
+    assert!(k.link_named("kolach0").is_none());
+
+    // vxlan -> host-gw: the route is replaced in one step, then kolach.1 goes.
+    apply(
+        &mut backend(BackendKind::HostGw),
+        &k,
+        &snap(BackendType::HostGw, 0, &[B]),
+    )
+    .await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route replace 10.50.7.0/24 via 198.18.0.2 dev eth0",
+            "delete-link 100"
+        ]
+    );
+    assert_eq!(
+        k.objects(),
+        ["10.50.7.0/24 via 198.18.0.2 dev eth0 proto 107"]
+    );
+
+    // host-gw -> alloc: nothing of kolach's stays.
+    apply(
+        &mut backend(BackendKind::Alloc),
+        &k,
+        &snap(BackendType::Alloc, 0, &[B]),
+    )
+    .await;
+    assert_eq!(
+        k.take_calls(),
+        ["route del 10.50.7.0/24 via 198.18.0.2 dev eth0"]
+    );
+    assert!(k.objects().is_empty());
+    assert_eq!(k.links.lock().unwrap().len(), 1);
+    assert_eq!(KOLACH_PROTO, 107);
+}
+
+#[test]
+fn factory() {
+    for kind in [
+        BackendKind::Udp,
+        BackendKind::Vxlan,
+        BackendKind::HostGw,
+        BackendKind::Alloc,
+    ] {
+        let b = backend(kind);
+        assert_eq!(b.kind(), kind);
+        assert_eq!(b.device().is_some(), kind == BackendKind::Udp);
+    }
+    assert_eq!(backend(BackendKind::Alloc).mode(), "none");
+}
+
+#[tokio::test]
+async fn alloc_on_a_clean_kernel_touches_nothing() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Alloc);
+    assert!(apply(&mut b, &k, &snap(BackendType::Alloc, 0, &[B]))
+        .await
+        .warnings
+        .is_empty());
+    assert!(k.take_calls().is_empty());
+}

@@ -1,0 +1,158 @@
+use super::*;
+use crate::kernel::fake::FakeKernel;
+use crate::snapshot::tests::good;
+
+fn engine(name: &str) -> (Engine, PathBuf) {
+    let d = std::env::temp_dir().join(format!("kdp-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(FakeKernel::default()));
+    (e, d)
+}
+
+fn alloc(generation: u64) -> pb::Snapshot {
+    let mut s = good();
+    s.backend.as_mut().unwrap().r#type = pb::BackendType::Alloc as i32;
+    s.version.as_mut().unwrap().generation = generation;
+    s
+}
+
+#[tokio::test]
+async fn applies_orders_and_saves() {
+    let (e, d) = engine("order");
+    assert!(!e.status().has_snapshot);
+    let r = e.apply(alloc(2), Origin::Controld).await;
+    assert!(r.applied, "{}", r.reason);
+    assert_eq!(r.applied_version.unwrap().generation, 2);
+    assert_eq!(store::load(&d).unwrap(), Some(alloc(2)));
+
+    let r = e.apply(alloc(2), Origin::Controld).await;
+    assert!(r.applied);
+    assert_eq!(r.reason, "already applied");
+
+    let r = e.apply(alloc(1), Origin::Controld).await;
+    assert!(!r.applied);
+    assert!(r.reason.contains("older"), "{}", r.reason);
+    assert_eq!(r.applied_version.unwrap().generation, 2);
+    let st = e.status();
+    assert_eq!(st.errors, vec![r.reason.clone()]);
+    assert!(st.has_snapshot);
+    assert_eq!(st.route_count, 1);
+    assert_eq!(st.mode, "none");
+    assert_eq!(e.routes().routes.len(), 1);
+    assert_eq!(e.backend_kind().await, Some(BackendKind::Alloc));
+
+    // A good one clears the error.
+    assert!(e.apply(alloc(3), Origin::Controld).await.applied);
+    assert!(e.status().errors.is_empty());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn vxlan_applies_and_needs_its_mac() {
+    let d = std::env::temp_dir().join(format!("kdp-engine-vxlan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let k = FakeKernel::default();
+    k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
+    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k));
+
+    let mut s = crate::snapshot::tests::vxlan();
+    s.local_vtep_mac.clear();
+    let r = e.apply(s, Origin::Controld).await;
+    assert!(!r.applied);
+    assert_eq!(
+        r.reason,
+        "invalid snapshot: local_vtep_mac: expected 6 bytes, got 0"
+    );
+    assert!(!e.status().has_snapshot);
+
+    let r = e
+        .apply(crate::snapshot::tests::vxlan(), Origin::Controld)
+        .await;
+    assert!(r.applied, "{}", r.reason);
+    let st = e.status();
+    assert_eq!(
+        (st.device.as_str(), st.mode.as_str(), st.route_count),
+        ("kolach.1", "kernel", 1)
+    );
+    assert!(st.errors.is_empty(), "{:?}", st.errors);
+    let b = st.backend.unwrap();
+    assert_eq!(
+        (b.r#type, b.port, b.vni),
+        (pb::BackendType::Vxlan as i32, 8472, 1),
+        "status shows the defaults in effect"
+    );
+    assert_eq!(e.backend_kind().await, Some(BackendKind::Vxlan));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn failed_switch_keeps_the_old_backend() {
+    let (e, d) = engine("failed-switch");
+    assert!(e.apply(alloc(1), Origin::Controld).await.applied);
+    // host-gw on an iface the (empty) fake kernel does not have.
+    let mut s = alloc(2);
+    s.backend.as_mut().unwrap().r#type = pb::BackendType::HostGw as i32;
+    let r = e.apply(s, Origin::Controld).await;
+    assert!(!r.applied);
+    assert_eq!(r.reason, "underlay interface eth0 does not exist");
+    assert_eq!(e.backend_kind().await, Some(BackendKind::Alloc));
+    assert_eq!(e.status().applied_version.unwrap().generation, 1);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn invalid_snapshot_names_the_field() {
+    let (e, d) = engine("invalid");
+    let mut s = good();
+    s.network = None;
+    let r = e.apply(s, Origin::Controld).await;
+    assert!(!r.applied);
+    assert_eq!(r.reason, "invalid snapshot: network is missing");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn restore_applies_the_saved_snapshot_and_ignores_corrupt_ones() {
+    let (e, d) = engine("restore");
+    store::save(&d, &alloc(5)).unwrap();
+    e.restore().await;
+    assert_eq!(e.status().applied_version.unwrap().generation, 5);
+
+    let (e2, d2) = engine("restore-corrupt");
+    std::fs::write(store::path(&d2), b"\xff\xff garbage").unwrap();
+    e2.restore().await;
+    assert!(!e2.status().has_snapshot);
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::remove_dir_all(&d2).unwrap();
+}
+
+#[tokio::test]
+async fn hand_over_saves_the_applied_snapshot_and_carries_counters() {
+    let (e, d) = engine("handover");
+    let carried = Carried {
+        upgrades: 4,
+        counters: vec![7, 70],
+        ..Default::default()
+    };
+    let e = e.resuming(&carried, Inherited::default());
+    assert_eq!(e.status().upgrades, 4);
+    assert_eq!(e.status().counters.unwrap().tun_rx_packets, 7);
+    // Restored snapshots are not written back; lose the file to see the
+    // handover write it.
+    assert!(e.apply(alloc(5), Origin::Restore).await.applied);
+    store::remove(&d).unwrap();
+    let (fds, counters) = e
+        .hand_over(usize::MAX, |fds, counters, paused_at| {
+            assert!(paused_at > 0);
+            (fds, counters)
+        })
+        .await;
+    assert_eq!(fds, None, "alloc has no loop to hand over");
+    assert_eq!(&counters[..2], &[7, 70]);
+    assert_eq!(store::load(&d).unwrap(), Some(alloc(5)));
+    // The engine goes on after a failed exec.
+    assert!(e.apply(alloc(6), Origin::Controld).await.applied);
+    std::fs::remove_dir_all(&d).unwrap();
+}
