@@ -36,10 +36,6 @@ pub mod model;
 pub mod state;
 pub mod underlay;
 
-/// The paths the fuzz targets (`fuzz/fuzz_targets/`) import; the model's
-/// own place is [`model`].
-pub use model::{config, lease, subnet, vtep};
-
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use ipnet::Ipv4Net;
 use kolach_packet::forward::{self, ForwardTable, TunVerdict};
-use kolach_packet::routes::{Route, RouteTable};
+use kolach_packet::routes::RouteTable;
 use kolach_packet::{icmp, packet};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,11 +24,7 @@ fn table() -> &'static ForwardTable {
             local_subnet: local,
             tun_addr: local.network(),
             port: 8285,
-            routes: RouteTable::new(&[Route {
-                subnet: "10.50.7.0/24".parse().unwrap(),
-                public_ip: PEER,
-                vtep_mac: None,
-            }]),
+            routes: RouteTable::new([("10.50.7.0/24".parse().unwrap(), PEER)]),
         }
     })
 }

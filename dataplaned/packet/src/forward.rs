@@ -173,7 +173,6 @@ pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), Dr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::Route;
     use crate::testing::build;
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -191,11 +190,7 @@ mod tests {
             local_subnet: local,
             tun_addr: local.network(),
             port: 8285,
-            routes: RouteTable::new(&[Route {
-                subnet: peer,
-                public_ip: ip(peer_ip),
-                vtep_mac: None,
-            }]),
+            routes: RouteTable::new([(peer, ip(peer_ip))]),
         };
         (table(a, b, "198.18.0.2"), table(b, a, "198.18.0.1"))
     }

@@ -6,53 +6,9 @@
 //! receive check. Lookups never allocate.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-
-/// A 48-bit MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MacError {
-    #[error("expected 6 bytes, got {0}")]
-    Length(usize),
-    #[error("{0} is not a unicast address")]
-    NotUnicast(Mac),
-}
-
-impl Mac {
-    /// A usable device or neighbour address: 6 bytes, unicast, not all zero.
-    pub fn from_bytes(b: &[u8]) -> Result<Mac, MacError> {
-        let a: [u8; 6] = b.try_into().map_err(|_| MacError::Length(b.len()))?;
-        let m = Mac(a);
-        if a[0] & 1 == 1 || a == [0; 6] {
-            return Err(MacError::NotUnicast(m));
-        }
-        Ok(m)
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            a[0], a[1], a[2], a[3], a[4], a[5]
-        )
-    }
-}
-
-/// One peer lease: its subnet, underlay address and (vxlan) VTEP MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    pub subnet: Ipv4Net,
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: Option<Mac>,
-}
 
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
@@ -64,11 +20,14 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn new(routes: &[Route]) -> Self {
+    /// The table of the peers' (subnet, PublicIP) pairs.
+    pub fn new(routes: impl IntoIterator<Item = (Ipv4Net, Ipv4Addr)>) -> Self {
         let mut by_len: Vec<(u8, HashMap<u32, Ipv4Addr>)> = Vec::new();
         let mut by_peer: HashMap<Ipv4Addr, Vec<Ipv4Net>> = HashMap::new();
-        for r in routes {
-            let subnet = r.subnet.trunc();
+        let mut count = 0;
+        for (subnet, public_ip) in routes {
+            count += 1;
+            let subnet = subnet.trunc();
             let len = subnet.prefix_len();
             let map = match by_len.iter_mut().find(|(l, _)| *l == len) {
                 Some((_, m)) => m,
@@ -77,14 +36,14 @@ impl RouteTable {
                     &mut by_len.last_mut().expect("just pushed").1
                 }
             };
-            map.insert(u32::from(subnet.network()), r.public_ip);
-            by_peer.entry(r.public_ip).or_default().push(subnet);
+            map.insert(u32::from(subnet.network()), public_ip);
+            by_peer.entry(public_ip).or_default().push(subnet);
         }
         by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         RouteTable {
             by_len,
             by_peer,
-            len: routes.len(),
+            len: count,
         }
     }
 
@@ -128,12 +87,8 @@ impl RouteTable {
 mod tests {
     use super::*;
 
-    fn r(subnet: &str, ip: &str) -> Route {
-        Route {
-            subnet: subnet.parse().unwrap(),
-            public_ip: ip.parse().unwrap(),
-            vtep_mac: None,
-        }
+    fn r(subnet: &str, ip: &str) -> (Ipv4Net, Ipv4Addr) {
+        (subnet.parse().unwrap(), ip.parse().unwrap())
     }
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -142,7 +97,7 @@ mod tests {
 
     #[test]
     fn lookup_by_subnet() {
-        let t = RouteTable::new(&[
+        let t = RouteTable::new([
             r("10.50.7.0/24", "198.18.0.2"),
             r("10.50.9.0/24", "198.18.0.3"),
         ]);
@@ -156,7 +111,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_across_lengths() {
-        let t = RouteTable::new(&[
+        let t = RouteTable::new([
             r("10.50.0.0/20", "198.18.0.2"),
             r("10.50.4.0/26", "198.18.0.4"),
             r("10.50.4.0/24", "198.18.0.3"),
@@ -169,13 +124,13 @@ mod tests {
 
     #[test]
     fn host_bits_in_a_route_are_ignored() {
-        let t = RouteTable::new(&[r("10.50.7.9/24", "198.18.0.2")]);
+        let t = RouteTable::new([r("10.50.7.9/24", "198.18.0.2")]);
         assert_eq!(t.lookup(ip("10.50.7.200")), Some(ip("198.18.0.2")));
     }
 
     #[test]
     fn reverse_check() {
-        let t = RouteTable::new(&[
+        let t = RouteTable::new([
             r("10.50.7.0/24", "198.18.0.2"),
             r("10.50.8.0/24", "198.18.0.2"),
             r("10.50.9.0/24", "198.18.0.3"),
@@ -194,7 +149,7 @@ mod tests {
 
     #[test]
     fn empty_table() {
-        let t = RouteTable::new(&[]);
+        let t = RouteTable::new([]);
         assert!(t.is_empty());
         assert_eq!(t.lookup(ip("10.50.7.1")), None);
     }

@@ -12,8 +12,8 @@ use crate::backend::Outcome;
 use crate::kernel::kobjects::KRoute;
 use crate::kernel::sync::{sync, Desired, SyncError};
 use crate::kernel::Kernel;
+use crate::snapshot::Route;
 use crate::snapshot::ValidSnapshot;
-use kolach_packet::routes::Route;
 
 /// The subnets `addrs` make directly reachable (a /32 reaches nobody).
 pub fn connected(addrs: &[Ipv4Net]) -> Vec<Ipv4Net> {

@@ -17,26 +17,8 @@ pub fn ignore_hangup_for_now() {
     }
 }
 
-/// Installs the SIGTERM and SIGINT handlers now (inside the runtime) and
-/// resolves on either. Installing them when the future is first polled
-/// instead would leave a window after "serving" in which a SIGTERM (systemd
-/// stopping a freshly upgraded image) still has its default action.
-pub fn shutdown() -> impl std::future::Future<Output = ()> {
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
-        }
-    }
-}
+/// SIGTERM and SIGINT: kolach-proto's, the same for both daemons.
+pub use kolach_proto::signals::shutdown;
 
 /// Each SIGHUP requests a hot upgrade (refusals are logged by the upgrader).
 pub async fn hangups(upgrader: Arc<Upgrader>) {

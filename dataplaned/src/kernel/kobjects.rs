@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-pub use kolach_packet::routes::{Mac, MacError};
+pub use kolach_proto::mac::{Mac, MacError};
 
 /// The route protocol number on every route kolach makes (`proto 107`).
 pub const KOLACH_PROTO: u8 = 107;

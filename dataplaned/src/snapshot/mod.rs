@@ -8,7 +8,8 @@ use kolach_proto::dataplane::{self as pb, BackendType};
 use kolach_proto::net::NetError;
 
 use kolach_packet::forward::ForwardTable;
-use kolach_packet::routes::{Mac, Route, RouteTable};
+use kolach_packet::routes::RouteTable;
+use kolach_proto::Mac;
 pub use ordering::{decide, Decision, Version};
 
 pub mod ordering;
@@ -39,6 +40,14 @@ fn invalid(field: impl Into<String>, why: impl Into<String>) -> SnapshotError {
 }
 
 pub use kolach_proto::BackendKind;
+
+/// One peer lease: its subnet, underlay address and (vxlan) VTEP MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: Option<Mac>,
+}
 
 /// A snapshot whose every field has been checked and converted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +82,7 @@ impl ValidSnapshot {
             local_subnet: self.local_subnet,
             tun_addr: self.local_subnet.network(),
             port: self.port,
-            routes: RouteTable::new(&self.routes),
+            routes: RouteTable::new(self.routes.iter().map(|r| (r.subnet, r.public_ip))),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! about a bad one must fit on a log line.
 #![no_main]
 
-use kolach_controld::{config, subnet};
+use kolach_controld::model::{config, subnet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

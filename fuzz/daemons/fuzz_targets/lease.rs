@@ -4,9 +4,8 @@
 //! errors fit on a log line.
 #![no_main]
 
-use kolach_controld::lease::{self, LeaseAttrs};
-use kolach_controld::subnet;
-use kolach_controld::vtep::Mac;
+use kolach_controld::model::lease::{self, LeaseAttrs};
+use kolach_controld::model::{subnet, vtep};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             let again = LeaseAttrs::parse(a.to_json().as_bytes()).expect("our own value parses");
             assert_eq!(again, a);
             // Whatever BackendData holds, reading a VTEP MAC from it is safe.
-            let _ = Mac::from_backend_data(a.backend_data.as_ref());
+            let _ = vtep::from_backend_data(a.backend_data.as_ref());
         }
         Err(e) => {
             let line = e.to_string();

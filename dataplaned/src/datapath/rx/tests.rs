@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::datapath::counters::Counters;
-use kolach_packet::routes::{Route, RouteTable};
+use kolach_packet::routes::RouteTable;
 use kolach_packet::testing::udp_packet;
 use kolach_packet::vnet::VnetHdr;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -17,11 +17,10 @@ fn table() -> ForwardTable {
         local_subnet: local,
         tun_addr: Ipv4Addr::new(10, 50, 7, 0),
         port: 8285,
-        routes: RouteTable::new(&[Route {
-            subnet: "10.50.18.0/24".parse().unwrap(),
-            public_ip: Ipv4Addr::new(198, 18, 0, 1),
-            vtep_mac: None,
-        }]),
+        routes: RouteTable::new([(
+            "10.50.18.0/24".parse().unwrap(),
+            Ipv4Addr::new(198, 18, 0, 1),
+        )]),
     }
 }
 
