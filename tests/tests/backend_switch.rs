@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_tests::{kernel, run, Backend, Lab};
+use kolach_testkit::{kernel, run, Backend, Lab};
 
 #[test]
 fn backend_switch_udp_vxlan_host_gw_keeps_the_mesh() {

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::backend::is_kolach_link;
-use kolach_tests::process::Stopped;
-use kolach_tests::{bins, kobjects, netns, run, Backend, Lab};
+use kolach_testkit::backend::is_kolach_link;
+use kolach_testkit::process::Stopped;
+use kolach_testkit::{bins, kobjects, netns, run, Backend, Lab};
 
 #[test]
 fn cleanup_leaves_no_kolach_object_behind() {
@@ -142,14 +142,14 @@ fn cleanup(lab: &mut Lab) -> Result<()> {
         links.contains_key("vx9"),
         "cleanup removed vx9 (not kolach's)"
     );
-    let kbr0 = kolach_tests::kernel::link(&ns, "kbr0")?.context("cleanup removed kbr0")?;
+    let kbr0 = kolach_testkit::kernel::link(&ns, "kbr0")?.context("cleanup removed kbr0")?;
     ensure!(!kbr0.v4.is_empty(), "kbr0 lost its address");
     let static_routes = netns::ip(&ns, &["-j", "route", "show", "proto", "static"])?;
     ensure!(
         static_routes.contains("10.60.0.0/24"),
         "cleanup removed a static route: {static_routes}"
     );
-    let eth0 = kolach_tests::kernel::link(&ns, "eth0")?.context("eth0")?;
+    let eth0 = kolach_testkit::kernel::link(&ns, "eth0")?.context("eth0")?;
     ensure!(
         eth0.v4 == vec!["198.18.0.1/24".parse()?],
         "eth0 changed: {eth0:?}"

@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use ipnet::Ipv4Net;
 use kolach_proto::dataplane::SnapshotVersion;
-use kolach_tests::steady_ping::SteadyPing;
-use kolach_tests::{query, run, Lab};
+use kolach_testkit::steady_ping::SteadyPing;
+use kolach_testkit::{query, run, Lab};
 
 #[test]
 fn ten_controld_restarts_per_host_lose_nothing() {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use kolach_tests::{query, run, traffic, Lab};
+use kolach_testkit::{query, run, traffic, Lab};
 
 #[test]
 fn traffic_survives_either_daemon_going_away() {

@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::steady_ping::{parse_replies, SteadyPing};
-use kolach_tests::{run, Lab};
+use kolach_testkit::steady_ping::{parse_replies, SteadyPing};
+use kolach_testkit::{run, Lab};
 
 #[test]
 fn sigkilled_dataplane_forwards_within_a_second_of_its_start() {

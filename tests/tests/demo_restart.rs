@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use kolach_testkit::process::{read_pid_file, PidStop};
+use kolach_testkit::{names, query, traffic, Backend};
 use kolach_tests::demo::{self, Daemon, State};
-use kolach_tests::process::{read_pid_file, PidStop};
-use kolach_tests::{names, query, traffic, Backend};
 
 /// Removes the lab when the test ends, also when it fails.
 struct Down {
@@ -43,7 +43,7 @@ fn restart_brings_a_daemon_back_with_its_command_line() {
                 eprintln!(
                     "--- {}:\n{}",
                     log.display(),
-                    kolach_tests::process::tail(&log, 15)
+                    kolach_testkit::process::tail(&log, 15)
                 );
             }
         }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_tests::etcd_cluster::{gateway_puts, Ctl, TxnOp};
-use kolach_tests::query::RouteEntry;
-use kolach_tests::subnet_env::lease_key;
-use kolach_tests::{lab, run, Lab};
+use kolach_testkit::etcd_cluster::{gateway_puts, Ctl, TxnOp};
+use kolach_testkit::query::RouteEntry;
+use kolach_testkit::subnet_env::lease_key;
+use kolach_testkit::{lab, run, Lab};
 
 const LEASES: usize = 100;
 /// Rounds of rewriting all of them, one revision per put: enough revisions

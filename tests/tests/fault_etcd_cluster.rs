@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_tests::etcd_cluster::{use_endpoints, EtcdCluster};
-use kolach_tests::subnet_env::lease_key;
-use kolach_tests::{lab, run, Lab};
+use kolach_testkit::etcd_cluster::{use_endpoints, EtcdCluster};
+use kolach_testkit::subnet_env::lease_key;
+use kolach_testkit::{lab, run, Lab};
 
 const KILLS: usize = 4;
 const TTL: &str = "10s";

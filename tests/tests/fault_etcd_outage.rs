@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::background::Background;
-use kolach_tests::steady_ping::{gaps, parse_replies};
-use kolach_tests::{lab, run, Lab};
+use kolach_testkit::background::Background;
+use kolach_testkit::steady_ping::{gaps, parse_replies};
+use kolach_testkit::{lab, run, Lab};
 
 const OUTAGE: Duration = Duration::from_secs(60);
 /// ping's own timer is coarse on these machines: asking for 200 a second
@@ -40,9 +40,9 @@ fn ping_result(text: &str, secs: u64) -> (u32, u32, f64) {
 }
 
 struct State {
-    leases: Vec<kolach_tests::etcd::Kv>,
+    leases: Vec<kolach_testkit::etcd::Kv>,
     envs: Vec<String>,
-    routes: Vec<Vec<kolach_tests::query::RouteEntry>>,
+    routes: Vec<Vec<kolach_testkit::query::RouteEntry>>,
 }
 
 fn state(lab: &Lab) -> Result<State> {

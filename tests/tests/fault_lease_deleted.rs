@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::etcd::Kv;
-use kolach_tests::{lab, run, subnet_env::lease_key, Lab};
+use kolach_testkit::etcd::Kv;
+use kolach_testkit::{lab, run, subnet_env::lease_key, Lab};
 
 fn own_key(lab: &Lab, n: u8) -> Result<String> {
     let env = lab.host(n).subnet_env().context("no subnet.env")?;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use ipnet::Ipv4Net;
-use kolach_tests::kmesh::diff;
-use kolach_tests::{lab, run, subnet_env::lease_key, Backend, Lab};
+use kolach_testkit::kmesh::diff;
+use kolach_testkit::{lab, run, subnet_env::lease_key, Backend, Lab};
 
 #[test]
 fn leases_of_another_backend_are_ignored_and_reported() {

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::{etcd, lab, names::Names, netns, topology, traffic, Lab};
+use kolach_testkit::{etcd, lab, names::Names, netns, topology, traffic, Lab};
 
 #[test]
 fn lab_without_kolach_builds_connects_and_tears_down() {
@@ -31,7 +31,7 @@ fn lab_without_kolach_builds_connects_and_tears_down() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     if let Some(pid) = etcd_pid {
         assert!(
-            !kolach_tests::names::pid_alive(pid),
+            !kolach_testkit::names::pid_alive(pid),
             "etcd {pid} still running"
         );
     }
@@ -115,8 +115,8 @@ fn exercise(lab: &mut Lab) -> Result<()> {
 
 #[test]
 fn processes_start_stop_restart_inside_a_namespace() {
-    use kolach_tests::process::{read_pid_file, Proc, Stopped};
-    let ns = format!("{}-u", kolach_tests::names::test_stem("proc"));
+    use kolach_testkit::process::{read_pid_file, Proc, Stopped};
+    let ns = format!("{}-u", kolach_testkit::names::test_stem("proc"));
     netns::create(&ns).unwrap();
     let dir = std::env::temp_dir().join(&ns);
     std::fs::create_dir_all(&dir).unwrap();
@@ -153,10 +153,10 @@ fn processes_start_stop_restart_inside_a_namespace() {
         d.forget();
         drop(d);
         ensure!(
-            kolach_tests::names::pid_alive(pid as u32),
+            kolach_testkit::names::pid_alive(pid as u32),
             "detached process died"
         );
-        kolach_tests::lab::destroy_namespaces(std::slice::from_ref(&ns))?;
+        kolach_testkit::lab::destroy_namespaces(std::slice::from_ref(&ns))?;
         // Reaped by whoever inherits it; at least it must be gone or a zombie.
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         ensure!(

@@ -13,12 +13,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use kolach_tests::iperf::Iperf;
-use kolach_tests::lab::NETWORK_CONFIG;
-use kolach_tests::monitor::KernelMonitor;
-use kolach_tests::steady_ping::SteadyPing;
-use kolach_tests::upgrade::{install_binary, Trigger, Upgraded};
-use kolach_tests::{bins, run, Lab};
+use kolach_testkit::iperf::Iperf;
+use kolach_testkit::lab::NETWORK_CONFIG;
+use kolach_testkit::monitor::KernelMonitor;
+use kolach_testkit::steady_ping::SteadyPing;
+use kolach_testkit::upgrade::{install_binary, Trigger, Upgraded};
+use kolach_testkit::{bins, run, Lab};
 
 /// 500 pps.
 const INTERVAL: Duration = Duration::from_millis(2);
@@ -135,7 +135,7 @@ fn upgrades_under_ping(lab: &mut Lab) -> Result<()> {
             "host{n}: {} upgrades, not {UPGRADES_PER_HOST}",
             st.upgrades
         );
-        let io_errors = kolach_tests::query::dropped(&st, "io-error");
+        let io_errors = kolach_testkit::query::dropped(&st, "io-error");
         ensure!(io_errors == 0, "host{n}: {io_errors} io-error drops");
         let after = lab.kernel_objects(n)?;
         ensure!(
@@ -188,7 +188,7 @@ fn iperf_across_upgrades(lab: &mut Lab) -> Result<()> {
 fn kolachctl_text(lab: &Lab, n: u8) -> Result<String> {
     let prog = bins::require(bins::KOLACHCTL);
     let dir = lab.host(n).dir.display().to_string();
-    let out = kolach_tests::cmd::run(
+    let out = kolach_testkit::cmd::run(
         &prog.to_string_lossy(),
         &["--run-dir", &dir, "status"],
         Duration::from_secs(10),

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use kolach_tests::{etcd_tls, lab, run, Lab};
+use kolach_testkit::{etcd_tls, lab, run, Lab};
 
 fn log(lab: &Lab, n: u8) -> String {
     std::fs::read_to_string(&lab.host(n).controld.log).unwrap_or_default()
@@ -115,7 +115,7 @@ fn etcd_over_tls_with_client_certificates() {
 
         // 4. Plaintext to a remote endpoint: warned about, in log and status.
         let n = lab.add_host()?;
-        kolach_tests::etcd_cluster::set_flag(
+        kolach_testkit::etcd_cluster::set_flag(
             &mut lab.host_mut(n).controld.args,
             "--etcd-endpoints",
             "http://198.18.0.254:2379,http://127.0.0.1:2379",

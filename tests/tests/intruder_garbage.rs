@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_tests::etcd_cluster::Ctl;
-use kolach_tests::{lab, run, Lab};
+use kolach_testkit::etcd_cluster::Ctl;
+use kolach_testkit::{lab, run, Lab};
 
 /// Longest log line a garbage value may produce.
 const MAX_LINE: usize = 1000;
@@ -54,9 +54,9 @@ fn marks(lab: &Lab) -> Vec<usize> {
 }
 
 struct Seen {
-    routes: Vec<Vec<kolach_tests::query::RouteEntry>>,
+    routes: Vec<Vec<kolach_testkit::query::RouteEntry>>,
     envs: Vec<String>,
-    own: Vec<kolach_tests::etcd::Kv>,
+    own: Vec<kolach_testkit::etcd::Kv>,
 }
 
 /// (etcd read with a decoder that takes values that are not UTF-8.)

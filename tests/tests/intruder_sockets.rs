@@ -21,9 +21,11 @@ use kolach_proto::control::ControlStatus;
 use kolach_proto::dataplane::dataplane_client::DataplaneClient;
 use kolach_proto::dataplane::{Route, Snapshot};
 use kolach_proto::uds;
-use kolach_tests::intruder::{at_most_0660, mode_and_owner, parse_idle, run_as_nobody, with_mode};
-use kolach_tests::subnet_env::lease_key;
-use kolach_tests::{lab, run, Lab};
+use kolach_testkit::intruder::{
+    at_most_0660, mode_and_owner, parse_idle, run_as_nobody, with_mode,
+};
+use kolach_testkit::subnet_env::lease_key;
+use kolach_testkit::{lab, run, Lab};
 
 const T: Duration = Duration::from_secs(20);
 

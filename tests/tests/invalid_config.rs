@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use kolach_tests::{lab, run, Lab};
+use kolach_testkit::{lab, run, Lab};
 
 #[test]
 fn invalid_config_changes_nothing() {
@@ -13,8 +13,8 @@ fn invalid_config_changes_nothing() {
 }
 
 struct Seen {
-    routes: Vec<Vec<kolach_tests::query::RouteEntry>>,
-    leases: Vec<kolach_tests::etcd::Kv>,
+    routes: Vec<Vec<kolach_testkit::query::RouteEntry>>,
+    leases: Vec<kolach_testkit::etcd::Kv>,
     envs: Vec<String>,
 }
 

@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::{ensure, Context};
 use ipnet::Ipv4Net;
-use kolach_tests::backend::vtep_mac;
-use kolach_tests::kmesh::{diff, expected};
-use kolach_tests::{kernel, kobjects, netns, run, Backend};
+use kolach_testkit::backend::vtep_mac;
+use kolach_testkit::kmesh::{diff, expected};
+use kolach_testkit::{kernel, kobjects, netns, run, Backend};
 
 #[test]
 fn hand_made_objects_read_back_as_the_backend_expectations() {
@@ -94,7 +94,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
                     "permanent",
                 ],
             )?;
-            let out = kolach_tests::cmd::run_ok(
+            let out = kolach_testkit::cmd::run_ok(
                 "bridge",
                 &[
                     "-n",
@@ -131,7 +131,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
         );
 
         // The monitor sees a change to a kolach object, and nothing else.
-        let mon = kolach_tests::monitor::KernelMonitor::start(&ns, &lab.dir, "reader")?;
+        let mon = kolach_testkit::monitor::KernelMonitor::start(&ns, &lab.dir, "reader")?;
         netns::ip(&ns, &["route", "del", &subnet.to_string(), "proto", "107"])?;
         netns::ip(&ns, &["route", "add", "10.60.0.0/24", "via", "198.18.0.9"])?;
         let events = mon.stop()?;

@@ -8,11 +8,11 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Result};
-use kolach_tests::kmesh::diff;
-use kolach_tests::monitor::KernelMonitor;
-use kolach_tests::process::Stopped;
-use kolach_tests::steady_ping::SteadyPing;
-use kolach_tests::{query, run, Backend, Lab};
+use kolach_testkit::kmesh::diff;
+use kolach_testkit::monitor::KernelMonitor;
+use kolach_testkit::process::Stopped;
+use kolach_testkit::steady_ping::SteadyPing;
+use kolach_testkit::{query, run, Backend, Lab};
 
 #[test]
 fn vxlan_daemon_restarts_lose_no_packet() {

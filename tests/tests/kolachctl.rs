@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::{bins, cmd, run, Lab};
+use kolach_testkit::{bins, cmd, run, Lab};
 
 fn kolachctl(lab: &Lab, n: u8, args: &[&str]) -> Result<cmd::Output> {
     let bin = bins::require(bins::KOLACHCTL);

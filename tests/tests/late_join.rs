@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use kolach_tests::{lab, run, traffic, Lab};
+use kolach_testkit::{lab, run, traffic, Lab};
 
 #[test]
 fn late_host_is_reachable_within_two_seconds() {

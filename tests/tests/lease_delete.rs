@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_tests::{lab, run, subnet_env::lease_key, Lab};
+use kolach_testkit::{lab, run, subnet_env::lease_key, Lab};
 
 #[test]
 fn deleted_lease_leaves_every_route_table_within_two_seconds() {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::{kernel, lab, run, subnet_env::lease_key, Lab};
+use kolach_testkit::{kernel, lab, run, subnet_env::lease_key, Lab};
 
 #[test]
 fn three_hosts_reach_each_other_pod_to_pod() {
@@ -16,7 +16,7 @@ fn three_hosts_reach_each_other_pod_to_pod() {
         // into them (no router solicitation, no MLD report).
         for n in lab.host_ids() {
             let st = lab.dp_status(n)?;
-            let not_ipv4 = kolach_tests::query::dropped(&st, "not-ipv4");
+            let not_ipv4 = kolach_testkit::query::dropped(&st, "not-ipv4");
             ensure!(
                 not_ipv4 == 0,
                 "host{n}: {not_ipv4} packets dropped as not-ipv4"
@@ -39,7 +39,7 @@ fn check_host_state(lab: &Lab) -> Result<()> {
         ensure!(env.subnet.prefix_len() == 24, "host{n}: {env:?}");
         ensure!(env.network.contains(&env.lease()), "host{n}: {env:?}");
         ensure!(
-            env.subnet.addr() == kolach_tests::subnet_env::nth(env.lease(), 1),
+            env.subnet.addr() == kolach_testkit::subnet_env::nth(env.lease(), 1),
             "host{n}: KOLACH_SUBNET must be the subnet's first address: {env:?}"
         );
         ensure!(
@@ -99,7 +99,7 @@ fn check_host_state(lab: &Lab) -> Result<()> {
         );
         let cs = lab.cd_status(n)?;
         ensure!(
-            kolach_tests::query::control_subnet(&cs) == Some(env.lease()),
+            kolach_testkit::query::control_subnet(&cs) == Some(env.lease()),
             "host{n}: controld subnet {:?}",
             cs.subnet
         );

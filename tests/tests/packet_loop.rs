@@ -26,12 +26,12 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_tests::iperf::Iperf;
-use kolach_tests::lab::{cpus, default_udp_mode, NETWORK_CONFIG};
-use kolach_tests::mesh::CONVERGE_WITHIN;
-use kolach_tests::steady_ping::SteadyPing;
-use kolach_tests::upgrade::{Trigger, Upgraded};
-use kolach_tests::{run, traffic, Lab};
+use kolach_testkit::iperf::Iperf;
+use kolach_testkit::lab::{cpus, default_udp_mode, NETWORK_CONFIG};
+use kolach_testkit::mesh::CONVERGE_WITHIN;
+use kolach_testkit::steady_ping::SteadyPing;
+use kolach_testkit::upgrade::{Trigger, Upgraded};
+use kolach_testkit::{run, traffic, Lab};
 
 const WINDOW: &str = "30ms";
 const OFFLOAD: &str = "offload (tun-tso, tun-uso, udp-gso, udp-gro)";
@@ -241,7 +241,7 @@ fn a_queue_per_cpu_by_default_and_one_on_request_interoperate() {
         // hosts, and wakes no other loop thread.
         for c in 0..n_queues.min(cpus()) {
             let before = [switches(lab, 1)?, switches(lab, 2)?];
-            let out = kolach_tests::netns::exec(
+            let out = kolach_testkit::netns::exec(
                 &lab.pod(1).ns,
                 "taskset",
                 &[

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::process::Stopped;
-use kolach_tests::{lab, query, run, Lab};
+use kolach_testkit::process::Stopped;
+use kolach_testkit::{lab, query, run, Lab};
 
 #[test]
 fn restarted_host_keeps_its_subnet() {
@@ -25,7 +25,7 @@ fn restart_keeps_subnet(lab: &mut Lab, crash: bool) -> Result<()> {
     let key = format!(
         "{}{}",
         lab::subnets_prefix(),
-        kolach_tests::subnet_env::lease_key(subnet)
+        kolach_testkit::subnet_env::lease_key(subnet)
     );
     let kv_before = lab.etcdctl().get_prefix(&key)?;
 

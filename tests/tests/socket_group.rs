@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_tests::intruder::{mode_and_owner, run_as_nobody, run_as_nobody_in};
-use kolach_tests::{query, run, Lab};
+use kolach_testkit::intruder::{mode_and_owner, run_as_nobody, run_as_nobody_in};
+use kolach_testkit::{query, run, Lab};
 
 const T: Duration = Duration::from_secs(20);
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use kolach_tests::{run, Lab};
+use kolach_testkit::{run, Lab};
 
 #[test]
 fn stale_snapshots_pushed_by_hand_are_refused() {

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use kolach_tests::process::Stopped;
-use kolach_tests::{query, run, Lab};
+use kolach_testkit::process::Stopped;
+use kolach_testkit::{query, run, Lab};
 
 #[test]
 fn daemons_stop_on_sigterm_despite_an_idle_client() {

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use kolach_tests::systemd::{self, allowed_syscalls, copy_units, exposure, strace_syscalls};
-use kolach_tests::upgrade::Trigger;
-use kolach_tests::{bins, run, Lab};
+use kolach_testkit::systemd::{self, allowed_syscalls, copy_units, exposure, strace_syscalls};
+use kolach_testkit::upgrade::Trigger;
+use kolach_testkit::{bins, run, Lab};
 
 const DATAPLANED_UNIT: &str = "kolach-dataplaned.service";
 const CONTROLD_UNIT: &str = "kolach-controld.service";
@@ -166,7 +166,7 @@ fn traced(lab: &mut Lab) -> Result<()> {
     };
 
     lab.start_etcd()?;
-    lab.put_config(kolach_tests::lab::NETWORK_CONFIG)?;
+    lab.put_config(kolach_testkit::lab::NETWORK_CONFIG)?;
     for _ in 0..2 {
         lab.add_host()?;
     }
@@ -212,7 +212,7 @@ fn traced(lab: &mut Lab) -> Result<()> {
     let dir = lab.host(1).dir.display().to_string();
     let kolachctl = bins::require(bins::KOLACHCTL).display().to_string();
     let before = lab.dp_status(1)?.upgrades;
-    let out = kolach_tests::cmd::run(
+    let out = kolach_testkit::cmd::run(
         &strace_s,
         &[
             "-f",

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_tests::backend::vtep_mac;
-use kolach_tests::kmesh::{diff, expected};
-use kolach_tests::process::Stopped;
-use kolach_tests::{lab, run, subnet_env::lease_key, Backend, Lab};
+use kolach_testkit::backend::vtep_mac;
+use kolach_testkit::kmesh::{diff, expected};
+use kolach_testkit::process::Stopped;
+use kolach_testkit::{lab, run, subnet_env::lease_key, Backend, Lab};
 
 const GONE_WITHIN: Duration = Duration::from_secs(2);
 

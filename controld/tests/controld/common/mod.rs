@@ -1,11 +1,9 @@
-//! Test harness: a real etcd on loopback (random ports, temp data dir, killed
-//! and removed on drop), controld instances run in-process through
+//! Test harness: a real etcd on loopback (the test kit's: random ports, temp
+//! data dir, killed and removed on drop), controld instances run in-process through
 //! `kolach_controld::run`, and a fake dataplane that acks every snapshot.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,7 @@ use kolach_proto::dataplane::{
     StatusRequest as DpStatusRequest,
 };
 use kolach_proto::uds;
+use kolach_testkit::etcd_local::LocalEtcd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -68,14 +67,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `cond` every 50 ms until it holds; panics naming `what` after `within`.

@@ -4,6 +4,7 @@
 //! output); the readers run the tools under a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
@@ -43,6 +44,59 @@ pub struct Fdb {
     pub state: String,
     /// Flags, sorted and comma-joined ("self").
     pub flags: String,
+}
+
+/// One line per object, as a test states what it expects:
+/// `10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink` (`-` for no gateway).
+impl fmt::Display for KRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via ", self.dst)?;
+        match self.gateway {
+            Some(gw) => write!(f, "{gw}")?,
+            None => write!(f, "-")?,
+        }
+        write!(
+            f,
+            " dev {}",
+            if self.dev.is_empty() { "-" } else { &self.dev }
+        )?;
+        if self.onlink {
+            write!(f, " onlink")?;
+        }
+        Ok(())
+    }
+}
+
+/// `10.50.7.0 lladdr 0e:6b:c6:12:00:02 PERMANENT`.
+impl fmt::Display for Neigh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lladdr = self.lladdr.as_deref().unwrap_or("-");
+        write!(f, "{} lladdr {lladdr} {}", self.dst, self.state)
+    }
+}
+
+/// `0e:6b:c6:12:00:02 dst 198.18.0.2 self permanent`.
+impl fmt::Display for Fdb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dst ", self.mac)?;
+        match self.dst {
+            Some(d) => write!(f, "{d}")?,
+            None => write!(f, "-")?,
+        }
+        let state = if self.state.is_empty() {
+            "-"
+        } else {
+            &self.state
+        };
+        write!(f, " {} {state}", self.flags)
+    }
+}
+
+/// Objects as their sorted [`fmt::Display`] lines.
+pub fn lines<T: fmt::Display>(objects: impl IntoIterator<Item = T>) -> Vec<String> {
+    let mut v: Vec<String> = objects.into_iter().map(|o| o.to_string()).collect();
+    v.sort();
+    v
 }
 
 /// Everything kolach may have made in one namespace.
@@ -322,6 +376,37 @@ mod tests {
                 state: "permanent".into(),
                 flags: "self".into(),
             }]
+        );
+    }
+
+    #[test]
+    fn objects_as_lines() {
+        let r = parse_routes(
+            r#"[{"dst":"10.50.9.0/24","gateway":"10.50.9.0","dev":"kolach.1","flags":["onlink"]},
+                {"dst":"10.50.7.0/24","gateway":"198.18.0.2","dev":"u0","flags":[]}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lines(r),
+            [
+                "10.50.7.0/24 via 198.18.0.2 dev u0",
+                "10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink",
+            ]
+        );
+        let n = parse_neighbours(
+            "kolach.1",
+            r#"[{"dst":"10.50.7.0","lladdr":"0e:6b:c6:12:00:02","state":["PERMANENT"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(lines(n), ["10.50.7.0 lladdr 0e:6b:c6:12:00:02 PERMANENT"]);
+        let f = parse_fdb(
+            "kolach.1",
+            r#"[{"mac":"0e:6b:c6:12:00:02","dst":"198.18.0.2","flags":["self"],"state":"permanent"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lines(f),
+            ["0e:6b:c6:12:00:02 dst 198.18.0.2 self permanent"]
         );
     }
 

@@ -15,7 +15,7 @@ use crate::cmd;
 
 /// `packaging/systemd` in the source tree.
 pub fn units_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/systemd")
 }
 
 /// The unit's text with `/usr/bin/<kolach binary>` replaced by the built one.
@@ -51,7 +51,7 @@ fn analyze(args: &[&str]) -> Result<cmd::Output> {
 
 /// `packaging/man`, a MANPATH entry holding the pages the units name.
 pub fn man_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/man")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/man")
 }
 
 /// `systemd-analyze verify <units>`: its complaints, if any. With `man`

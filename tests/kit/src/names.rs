@@ -68,8 +68,14 @@ pub fn uplink_ifname(n: u8) -> String {
 }
 
 /// Prefix of the namespaces and temp dirs of kolach-dataplaned's own kernel
-/// tests: `kdp-<tag>-<pid>`.
+/// tests, and of every single-namespace test ([`crate::netns::Netns`]):
+/// `kdp-<tag>-<pid>`.
 pub const DATAPLANED_TEST_PREFIX: &str = "kdp-";
+
+/// The name of a single test namespace: `kdp-<tag>-<pid>`.
+pub fn single_ns(tag: &str) -> String {
+    format!("{DATAPLANED_TEST_PREFIX}{tag}-{}", std::process::id())
+}
 
 /// For a test lab namespace `kt<pid>-...` (or a dataplaned test's
 /// `kdp-<tag>-<pid>`), the pid of the process that made it.
@@ -135,6 +141,7 @@ mod tests {
         assert!(stale_owner("kdp-tun-reopen-99", |p| p != 99));
         assert!(!stale_owner("kdp-tunoff-8573", |p| p == 8573));
         assert!(!stale_owner("kdp-tunoff", |_| false));
+        assert_eq!(owner_pid(&single_ns("tun-a")), Some(std::process::id()));
         assert!(pid_alive(std::process::id()));
     }
 }

@@ -1,15 +1,22 @@
 //! Network namespaces: create, delete, run `ip` and other commands inside, and
 //! run Rust code inside one (a thread that `setns`-es, so sockets it opens live
 //! in that namespace and can then be used from any thread).
+//!
+//! [`Netns`] is one namespace of a single test (`kdp-<tag>-<pid>`), deleted
+//! on drop, also when the test panics; its [`Netns::runtime`] is a tokio
+//! runtime whose threads live inside it, for code under test run in-process.
 
 use std::fs::File;
+use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, run, run_ok, Output};
+use crate::names;
 
 /// Where `ip netns` keeps its namespace handles.
 pub fn netns_path(name: &str) -> PathBuf {
@@ -109,17 +116,116 @@ where
     let handle = File::open(netns_path(ns)).with_context(|| format!("no namespace {ns}"))?;
     std::thread::scope(|s| {
         s.spawn(move || {
-            // SAFETY: setns on this thread only; the thread ends with the scope,
-            // so no other code ever runs in the namespace by accident.
-            let r = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
-            if r != 0 {
-                bail!("setns into {ns}: {}", std::io::Error::last_os_error());
-            }
+            // This thread only; it ends with the scope, so no other code ever
+            // runs in the namespace by accident.
+            enter(ns, &handle)?;
             f()
         })
         .join()
         .unwrap_or_else(|_| bail!("thread inside {ns} panicked"))
     })
+}
+
+/// Enters namespace `handle` on the calling thread.
+fn enter(ns: &str, handle: &File) -> Result<()> {
+    // SAFETY: setns(2) on a valid open namespace fd; it changes the calling
+    // thread's network namespace only.
+    let r = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r != 0 {
+        bail!("setns into {ns}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A namespace of one test, `kdp-<tag>-<pid>` (a leftover of that name is
+/// removed first), with loopback up; deleted on drop, every process still
+/// inside it killed. Its methods panic on failure: they are test steps.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = names::single_ns(tag);
+        create(&name).unwrap_or_else(|e| panic!("namespace {name}: {e:#}"));
+        Netns { name }
+    }
+
+    /// `ip -n <ns> args...`, which must succeed; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        ip(&self.name, args).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// `ip -n <ns> -j args...` parsed.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ip(&full)).expect("ip -j prints JSON")
+    }
+
+    /// Whether a link exists in the namespace.
+    pub fn has_link(&self, name: &str) -> bool {
+        run(
+            "ip",
+            &["-n", &self.name, "link", "show", "dev", name],
+            cmd::DEFAULT_TIMEOUT,
+        )
+        .is_ok_and(|o| o.success())
+    }
+
+    /// Runs a program inside the namespace (`ip netns exec`) under a 10 s
+    /// `timeout`; the exit status is the caller's business.
+    pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        let mut full = vec!["10", "ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        Command::new("timeout")
+            .args(&full)
+            .output()
+            .expect("timeout(1) runs")
+    }
+
+    /// A multi-thread tokio runtime whose worker threads (and every thread and
+    /// socket they create) live in this namespace.
+    pub fn runtime(&self) -> NsRuntime {
+        let handle = File::open(netns_path(&self.name)).expect("namespace file");
+        let ns = self.name.clone();
+        let rt = std::thread::spawn(move || {
+            // Threads inherit the namespace of the thread that spawns them.
+            enter(&ns, &handle).expect("setns");
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime")
+        })
+        .join()
+        .expect("runtime thread");
+        NsRuntime { rt }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = delete(&self.name) {
+            eprintln!("kolach-testkit: {e:#}");
+        }
+    }
+}
+
+/// A tokio runtime whose worker threads live in a [`Netns`].
+pub struct NsRuntime {
+    rt: tokio::runtime::Runtime,
+}
+
+impl NsRuntime {
+    /// Runs `f` on a worker thread (inside the namespace) and waits for it.
+    pub fn run<F>(&self, f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.block_on(self.rt.spawn(f)).expect("task panicked")
+    }
 }
 
 #[cfg(test)]
