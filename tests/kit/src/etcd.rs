@@ -133,6 +133,29 @@ struct KvJson {
     mod_revision: i64,
 }
 
+/// `etcdctl get -w json` output as decoded keys, sorted by key; `value`
+/// turns a value's bytes into text (strictly, or lossily for keys a test
+/// filled with garbage).
+pub fn parse_get_json(out: &str, value: impl Fn(Vec<u8>) -> Result<String>) -> Result<Vec<Kv>> {
+    let parsed: GetJson =
+        serde_json::from_str(out).with_context(|| format!("etcdctl json: {out}"))?;
+    let mut kvs = parsed
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            Ok(Kv {
+                key: String::from_utf8(base64_decode(&kv.key)?)?,
+                value: value(base64_decode(&kv.value)?)?,
+                lease: kv.lease,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(kvs)
+}
+
 impl Etcdctl {
     /// Runs `etcdctl <args>`; must succeed within 5 s.
     pub fn run(&self, args: &[&str]) -> Result<String> {
@@ -169,23 +192,7 @@ impl Etcdctl {
     /// Every key under `prefix`, sorted by key.
     pub fn get_prefix(&self, prefix: &str) -> Result<Vec<Kv>> {
         let out = self.run(&["get", "--prefix", "-w", "json", "--", prefix])?;
-        let parsed: GetJson =
-            serde_json::from_str(&out).with_context(|| format!("etcdctl json: {out}"))?;
-        let mut kvs = parsed
-            .kvs
-            .into_iter()
-            .map(|kv| {
-                Ok(Kv {
-                    key: String::from_utf8(base64_decode(&kv.key)?)?,
-                    value: String::from_utf8(base64_decode(&kv.value)?)?,
-                    lease: kv.lease,
-                    create_revision: kv.create_revision,
-                    mod_revision: kv.mod_revision,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        kvs.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(kvs)
+        parse_get_json(&out, |v| Ok(String::from_utf8(v)?))
     }
 
     /// The value of one key, if present.

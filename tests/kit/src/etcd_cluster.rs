@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd;
-use crate::etcd::{base64_decode, which, Kv, CLIENT_PORT};
+use crate::etcd::{parse_get_json, which, CLIENT_PORT};
 use crate::host::Host;
 use crate::netns;
 use crate::process::Proc;
@@ -119,45 +119,8 @@ impl Ctl {
     /// Every key under `prefix` with its value and lease (decoded).
     pub fn get_prefix(&self, prefix: &str) -> Result<Vec<crate::etcd::Kv>> {
         let out = self.run(&["get", "--prefix", "-w", "json", "--", prefix])?;
-        parse_get_json(&out)
+        parse_get_json(&out, |v| Ok(String::from_utf8_lossy(&v).into_owned()))
     }
-}
-
-/// `etcdctl get -w json` output as decoded keys, sorted by key.
-pub fn parse_get_json(out: &str) -> Result<Vec<Kv>> {
-    #[derive(serde::Deserialize)]
-    struct Get {
-        #[serde(default)]
-        kvs: Vec<KvJson>,
-    }
-    #[derive(serde::Deserialize)]
-    struct KvJson {
-        key: String,
-        #[serde(default)]
-        value: String,
-        #[serde(default)]
-        lease: i64,
-        #[serde(default)]
-        create_revision: i64,
-        #[serde(default)]
-        mod_revision: i64,
-    }
-    let parsed: Get = serde_json::from_str(out).with_context(|| format!("etcdctl json: {out}"))?;
-    let mut kvs = parsed
-        .kvs
-        .into_iter()
-        .map(|kv| {
-            Ok(Kv {
-                key: String::from_utf8(base64_decode(&kv.key)?)?,
-                value: String::from_utf8_lossy(&base64_decode(&kv.value)?).into_owned(),
-                lease: kv.lease,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    kvs.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(kvs)
 }
 
 /// Standard base64 with padding (etcd's JSON gateway wants keys and values so).
@@ -421,6 +384,7 @@ pub fn use_endpoints(host: &mut Host, endpoints: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::etcd::base64_decode;
 
     #[test]
     fn flags_are_replaced_or_added() {
