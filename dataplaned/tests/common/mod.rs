@@ -9,7 +9,6 @@ pub mod daemon;
 pub mod recording;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
 
 use ipnet::Ipv4Net;
@@ -19,27 +18,8 @@ use kolach_testkit::{kernel, kobjects};
 // Not every test binary runs code in-process.
 #[allow(unused_imports)]
 pub use kolach_testkit::netns::{Netns, NsRuntime};
-
-/// A fresh run dir under the temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("kdp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    /// Kept with `KDP_KEEP=1` (daemon logs to read after a failure).
-    fn drop(&mut self) {
-        if std::env::var_os("KDP_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+/// A run dir under the temp dir, removed on drop (kept with `KDP_KEEP=1`).
+pub use kolach_testkit::tempdir::TempDir;
 
 /// A udp snapshot for a host holding `local` at `public_ip`, with `peers`.
 pub fn udp_snapshot(

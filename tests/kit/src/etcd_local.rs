@@ -1,13 +1,12 @@
 //! A one-member etcd on loopback for tests that run a daemon in-process
 //! (controld's own tests): random free ports on 127.0.0.1, a data dir of its
-//! own under the temp dir, TLS with client certificates from a test CA
+//! own ([`TempDir`]), TLS with client certificates from a test CA
 //! ([`etcd_tls::make_ca`]) when asked; killed and its dir removed on drop.
 //! Stopping and starting it again keeps ports and data (an outage).
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::cmd;
 use crate::etcd::which;
 use crate::etcd_tls::{self, TestCa};
+use crate::tempdir::TempDir;
 
 /// How long one start may take before it counts as failed.
 const START_WITHIN: Duration = Duration::from_secs(30);
@@ -28,8 +28,9 @@ pub struct LocalEtcd {
     /// The client URL: `http://127.0.0.1:<port>`, https with TLS.
     pub url: String,
     peer: String,
-    dir: PathBuf,
     tls: Option<TestCa>,
+    /// Removed after the process is killed (fields drop after `drop`).
+    dir: TempDir,
 }
 
 /// A port nobody listens on right now (it may be taken before etcd binds
@@ -42,20 +43,15 @@ impl LocalEtcd {
     /// Starts etcd and waits until it answers; with `tls`, it serves https
     /// only and demands client certificates of the test CA.
     pub fn start(tls: bool) -> Result<LocalEtcd> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("kolach-etcd-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
         let mut e = LocalEtcd {
             child: None,
             url: String::new(),
             peer: String::new(),
             tls: None,
-            dir,
+            dir: TempDir::new("etcd"),
         };
         if tls {
-            e.tls = Some(etcd_tls::make_ca(&e.dir.join("ca"))?);
+            e.tls = Some(etcd_tls::make_ca(&e.dir.path().join("ca"))?);
         }
         e.pick_ports()?;
         e.spawn()?;
@@ -69,7 +65,7 @@ impl LocalEtcd {
 
     /// Its own directory (data, CA).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     fn pick_ports(&mut self) -> Result<()> {
@@ -81,7 +77,7 @@ impl LocalEtcd {
 
     fn spawn(&mut self) -> Result<()> {
         let bin = which("etcd").ok_or_else(|| anyhow!("etcd not found (`make deps`)"))?;
-        let data = self.dir.join("data");
+        let data = self.dir.path().join("data");
         for attempt in 0..START_ATTEMPTS {
             if attempt > 0 {
                 // The ports were probably taken by a neighbour test meanwhile.
@@ -176,6 +172,5 @@ impl LocalEtcd {
 impl Drop for LocalEtcd {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -12,6 +12,7 @@
 //! - [`netns`]: create/delete namespaces, run commands or Rust code inside
 //!   one; [`netns::Netns`], a namespace of its own for one test (removed on
 //!   drop) with a tokio runtime whose threads live inside it.
+//! - [`tempdir`]: a directory of one test (`kdp-<tag>-<n>-<pid>`), removed on drop.
 //! - [`topology`]: the underlay bridge, hosts' `eth0`, pods behind `kbr0`.
 //! - [`process`]: daemons and etcd as child processes with logs, stop/kill/restart.
 //! - [`etcd`]: the etcd server and `etcdctl`.
@@ -83,6 +84,7 @@ pub mod steady_ping;
 pub mod subnet_env;
 pub mod systemd;
 pub mod teardown;
+pub mod tempdir;
 pub mod topology;
 pub mod traffic;
 pub mod upgrade;

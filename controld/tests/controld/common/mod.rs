@@ -19,6 +19,8 @@ use kolach_proto::dataplane::{
 };
 use kolach_proto::uds;
 use kolach_testkit::etcd_local::LocalEtcd;
+/// A temp directory, removed on drop.
+pub use kolach_testkit::tempdir::TempDir;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -44,29 +46,6 @@ pub fn init_logs() {
             .with_test_writer()
             .init();
     });
-}
-
-/// A fresh temp directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("kolach-ctl-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Polls `cond` every 50 ms until it holds; panics naming `what` after `within`.
