@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
-use crate::lab::{self, Lab};
-use crate::names::{self, Names};
-use crate::netns;
-use crate::process::{Mode, PidStop, ProcSpec, STOP_GRACE};
-use crate::traffic::{self, PingResult};
+use kolach_testkit::backend::Backend;
+use kolach_testkit::lab::{self, Lab};
+use kolach_testkit::names::{self, Names};
+use kolach_testkit::netns;
+use kolach_testkit::process::{Mode, PidStop, ProcSpec, STOP_GRACE};
+use kolach_testkit::traffic::{self, PingResult};
 
 /// Stem of the demo's namespaces.
 pub const STEM: &str = "kdemo";
@@ -81,7 +81,7 @@ pub fn up_named(
     let state = State {
         stem: stem.to_string(),
         underlay_ns: lab.names.underlay(),
-        etcd_endpoint: crate::etcd::endpoint(),
+        etcd_endpoint: kolach_testkit::etcd::endpoint(),
         hosts: lab
             .hosts
             .iter()
@@ -199,7 +199,7 @@ pub fn restart(state: &State, n: u8, daemon: Daemon) -> Result<Restarted> {
                 "{} exited right after its start; its log: {}\n{}",
                 spec.label,
                 spec.log.display(),
-                crate::process::tail(&spec.log, 10)
+                kolach_testkit::process::tail(&spec.log, 10)
             );
         }
         if started.elapsed() > LISTEN_WITHIN {

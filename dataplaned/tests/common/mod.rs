@@ -1,141 +1,25 @@
-//! Helpers for kernel tests: network namespaces the test made (removed on drop,
-//! also when the test panics) and a tokio runtime whose threads live inside one.
+//! Helpers for kernel tests. Network namespaces the test made (removed on
+//! drop, also when the test panics), a tokio runtime whose threads live inside
+//! one, and the kernel's objects as `ip -j`/`bridge -j` show them come from the
+//! test kit; here are the snapshots, run dirs and waits of dataplaned's tests.
 
 #![allow(dead_code)]
 
 pub mod daemon;
 pub mod recording;
 
-use std::fs::File;
-use std::future::Future;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use ipnet::Ipv4Net;
 use kolach_proto::dataplane as pb;
-use nix::sched::{setns, CloneFlags};
+use kolach_testkit::{kernel, kobjects};
 
-/// A network namespace `kdp-<tag>-<pid>`, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let name = format!("kdp-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> args...`, which must succeed; returns stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
-    /// `ip -n <ns> -j args...` parsed.
-    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-j"];
-        full.extend_from_slice(args);
-        serde_json::from_str(&self.ip(&full)).expect("ip -j prints JSON")
-    }
-
-    /// Whether a link exists in the namespace.
-    pub fn has_link(&self, name: &str) -> bool {
-        Command::new("ip")
-            .args(["-n", &self.name, "link", "show", "dev", name])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    /// Runs a program inside the namespace (`ip netns exec`), with a timeout.
-    pub fn exec(&self, args: &[&str]) -> Output {
-        let mut full = vec!["10", "ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        Command::new("timeout")
-            .args(&full)
-            .output()
-            .expect("timeout(1) runs")
-    }
-
-    /// A multi-thread tokio runtime whose worker threads (and every thread and
-    /// socket they create) live in this namespace.
-    pub fn runtime(&self) -> NsRuntime {
-        let path = format!("/run/netns/{}", self.name);
-        let rt = std::thread::spawn(move || {
-            let f = File::open(&path).expect("namespace file");
-            setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime")
-        })
-        .join()
-        .expect("runtime thread");
-        NsRuntime { rt }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-pub struct NsRuntime {
-    rt: tokio::runtime::Runtime,
-}
-
-impl NsRuntime {
-    /// Runs `f` on a worker thread (inside the namespace) and waits for it.
-    pub fn run<F>(&self, f: F) -> F::Output
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.rt.block_on(self.rt.spawn(f)).expect("task panicked")
-    }
-}
-
-pub fn run(prog: &str, args: &[&str]) -> String {
-    let o = Command::new(prog).args(args).output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{prog} {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
-}
-
-/// A fresh run dir under the temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("kdp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    /// Kept with `KDP_KEEP=1` (daemon logs to read after a failure).
-    fn drop(&mut self) {
-        if std::env::var_os("KDP_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+// Not every test binary runs code in-process.
+#[allow(unused_imports)]
+pub use kolach_testkit::netns::{Netns, NsRuntime};
+/// A run dir under the temp dir, removed on drop (kept with `KDP_KEEP=1`).
+pub use kolach_testkit::tempdir::TempDir;
 
 /// A udp snapshot for a host holding `local` at `public_ip`, with `peers`.
 pub fn udp_snapshot(
@@ -176,14 +60,8 @@ pub fn udp_snapshot(
 
 /// The IPv4 addresses of `dev` as "a.b.c.d/len".
 pub fn addresses(ns: &Netns, dev: &str) -> Vec<String> {
-    let v = ns.ip_json(&["addr", "show", "dev", dev]);
-    v[0]["addr_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["family"] == "inet")
-        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
-        .collect()
+    let link = kernel::link(&ns.name, dev).unwrap().expect("link exists");
+    link.v4.iter().map(ToString::to_string).collect()
 }
 
 /// Polls `f` for up to 3 s.
@@ -238,87 +116,25 @@ pub fn snapshot(
 
 /// `ip -j route show proto 107` as "dst via gw dev d [onlink]" lines, sorted.
 pub fn kolach_routes(ns: &Netns) -> Vec<String> {
-    let v = ns.ip_json(&["route", "show", "proto", "107"]);
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let onlink = r["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "onlink"));
-            format!(
-                "{} via {} dev {}{}",
-                r["dst"].as_str().unwrap(),
-                r["gateway"].as_str().unwrap_or("-"),
-                r["dev"].as_str().unwrap_or("-"),
-                if onlink { " onlink" } else { "" }
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    kobjects::lines(kobjects::kolach_routes(&ns.name).unwrap())
 }
 
 /// `ip -j neigh show dev <dev>` as "ip lladdr mac STATE" lines, sorted.
 pub fn neighbours(ns: &Netns, dev: &str) -> Vec<String> {
-    let v = ns.ip_json(&["neigh", "show", "dev", dev]);
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let state: Vec<&str> = n["state"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
-                .unwrap_or_default();
-            format!(
-                "{} lladdr {} {}",
-                n["dst"].as_str().unwrap(),
-                n["lladdr"].as_str().unwrap_or("-"),
-                state.join(",")
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    kobjects::lines(kobjects::neighbours(&ns.name, dev).unwrap())
 }
 
 /// `bridge -j fdb show dev <dev>` as "mac dst ip flags state" lines, sorted.
 pub fn fdb(ns: &Netns, dev: &str) -> Vec<String> {
-    let text = run("bridge", &["-n", &ns.name, "-j", "fdb", "show", "dev", dev]);
-    let v: serde_json::Value = serde_json::from_str(&text).expect("bridge -j prints JSON");
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let flags: Vec<&str> = e["flags"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
-                .unwrap_or_default();
-            format!(
-                "{} dst {} {} {}",
-                e["mac"].as_str().unwrap(),
-                e["dst"].as_str().unwrap_or("-"),
-                flags.join(","),
-                e["state"].as_str().unwrap_or("-")
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    kobjects::lines(kobjects::fdb(&ns.name, dev).unwrap())
 }
 
 /// Names of the `kolach.*` links in the namespace.
 pub fn vxlan_devices(ns: &Netns) -> Vec<String> {
-    ns.ip_json(&["link", "show"])
-        .as_array()
+    kobjects::links(&ns.name)
         .unwrap()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str())
+        .into_keys()
         .filter(|n| n.starts_with("kolach."))
-        .map(str::to_string)
         .collect()
 }
 

@@ -13,8 +13,8 @@ use crate::bench::parse::{self, TcpReport, UdpReport};
 use crate::bench::procfs;
 use crate::bench::stats::percentile;
 use crate::bench::target::Target;
-use crate::traffic::parse_ping;
-use crate::{iperf, netns};
+use kolach_testkit::traffic::parse_ping;
+use kolach_testkit::{iperf, netns};
 
 /// UDP payload of the small-packet run.
 pub const UDP_PAYLOAD: &str = "64";

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::bench::procfs;
 use crate::bench::signal;
-use crate::cmd;
-use crate::lab::{self, Lab};
-use crate::subnet_env::lease_key;
+use kolach_testkit::cmd;
+use kolach_testkit::lab::{self, Lab};
+use kolach_testkit::subnet_env::lease_key;
 
 /// Puts per etcd transaction.
 pub const TXN_OPS: usize = 128;

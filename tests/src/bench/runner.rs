@@ -16,7 +16,7 @@ use crate::bench::report::{self, Sample, Summary};
 use crate::bench::routes::{self, RouteLoad};
 use crate::bench::signal;
 use crate::bench::target::Target;
-use crate::cmd;
+use kolach_testkit::cmd;
 
 /// A timestamped copy of the JSON is kept only below this size.
 const COPY_MAX_BYTES: usize = 256 * 1024;

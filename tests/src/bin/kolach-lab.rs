@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kolach_testkit::process::PidStop;
 use kolach_tests::demo;
-use kolach_tests::process::PidStop;
 
 #[derive(Parser)]
 #[command(about = "kolach demo lab: hosts as network namespaces running the real daemons")]
@@ -29,7 +29,7 @@ enum Cmd {
         hosts: u8,
         /// Backend.Type of the network config: udp, vxlan, host-gw or alloc.
         #[arg(long, default_value = "udp")]
-        backend: kolach_tests::Backend,
+        backend: kolach_testkit::Backend,
         /// Set on every host's kolach-dataplaned, e.g. KOLACH_QUEUES=auto
         /// (repeatable; the lab otherwise clears KOLACH_* variables).
         #[arg(long = "dataplaned-env", value_name = "NAME=VALUE", value_parser = name_value)]

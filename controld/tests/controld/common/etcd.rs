@@ -1,103 +1,27 @@
-//! A real etcd on loopback: random ports, temp data dir, killed on drop.
+//! A real etcd on loopback (the test kit's), and the etcd reads and writes
+//! the tests make.
 #![allow(dead_code)]
 
 use super::*;
 
-/// A one-member etcd on 127.0.0.1.
+/// A one-member etcd on 127.0.0.1: the test kit's [`LocalEtcd`] (random
+/// ports, its own temp dir, TLS optional, killed on drop) and an etcd client
+/// to read and write what controld reads and writes.
 pub struct Etcd {
-    child: Option<Child>,
-    pub url: String,
-    peer: String,
-    dir: TempDir,
-    /// Extra etcd flags (TLS); with TLS the client URL is https.
-    extra: Vec<String>,
-    tls: Option<Tls>,
+    local: LocalEtcd,
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
-/// with the openssl command.
-#[derive(Clone)]
-pub struct Tls {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
+/// Lets `etcd.url`, `etcd.tls()` and `etcd.stop()` reach the kit's etcd.
+impl std::ops::Deref for Etcd {
+    type Target = LocalEtcd;
+    fn deref(&self) -> &LocalEtcd {
+        &self.local
+    }
 }
 
-impl Tls {
-    pub fn make(dir: &Path) -> Tls {
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=kolach-test-ca",
-        ]);
-        for who in ["server", "client"] {
-            run(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{who}.key"),
-                "-out",
-                &format!("{who}.csr"),
-                "-subj",
-                &format!("/CN={who}"),
-            ]);
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{who}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{who}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{who}.ext"),
-            ]);
-        }
-        Tls {
-            ca: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
-        }
+impl std::ops::DerefMut for Etcd {
+    fn deref_mut(&mut self) -> &mut LocalEtcd {
+        &mut self.local
     }
 }
 
@@ -108,39 +32,13 @@ impl Etcd {
 
     /// With `tls`, etcd serves https only and demands client certificates.
     pub async fn start_with(tls: bool) -> Etcd {
-        let dir = TempDir::new("etcd");
-        let (scheme, extra, tls) = if tls {
-            let t = Tls::make(dir.path());
-            let extra = vec![
-                format!("--cert-file={}", t.server_cert.display()),
-                format!("--key-file={}", t.server_key.display()),
-                format!("--trusted-ca-file={}", t.ca.display()),
-                "--client-cert-auth".to_string(),
-            ];
-            ("https", extra, Some(t))
-        } else {
-            ("http", vec![], None)
-        };
-        let url = format!("{scheme}://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let mut e = Etcd {
-            child: None,
-            url,
-            peer,
-            dir,
-            extra,
-            tls,
-        };
-        e.spawn().await;
-        e
-    }
-
-    pub fn tls(&self) -> Option<&Tls> {
-        self.tls.as_ref()
+        // Starting blocks this worker only; the test runtimes have two.
+        let local = tokio::task::block_in_place(|| LocalEtcd::start(tls)).expect("etcd starts");
+        Etcd { local }
     }
 
     fn connect_options(&self) -> Option<etcd_client::ConnectOptions> {
-        self.tls.as_ref().map(|t| {
+        self.tls().map(|t| {
             let tls = etcd_client::TlsOptions::new()
                 .ca_certificate(etcd_client::Certificate::from_pem(
                     std::fs::read(&t.ca).unwrap(),
@@ -153,67 +51,9 @@ impl Etcd {
         })
     }
 
-    async fn spawn(&mut self) {
-        let data = self.dir.path().join("data");
-        for attempt in 0..5 {
-            if attempt > 0 {
-                // The ports were probably taken by a neighbour test meanwhile.
-                let scheme = if self.tls.is_some() { "https" } else { "http" };
-                self.url = format!("{scheme}://127.0.0.1:{}", free_port());
-                self.peer = format!("http://127.0.0.1:{}", free_port());
-                let _ = std::fs::remove_dir_all(&data);
-            }
-            let mut child = Command::new("/usr/bin/etcd")
-                .args([
-                    "--name=t",
-                    &format!("--data-dir={}", data.display()),
-                    &format!("--listen-client-urls={}", self.url),
-                    &format!("--advertise-client-urls={}", self.url),
-                    &format!("--listen-peer-urls={}", self.peer),
-                    &format!("--initial-advertise-peer-urls={}", self.peer),
-                    &format!("--initial-cluster=t={}", self.peer),
-                    "--logger=zap",
-                    "--log-level=error",
-                ])
-                .args(&self.extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start /usr/bin/etcd");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if let Ok(mut c) = Client::connect([&self.url], self.connect_options()).await {
-                    if c.get("health-probe", None).await.is_ok() {
-                        self.child = Some(child);
-                        return;
-                    }
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("etcd did not come up at {}", self.url);
-    }
-
-    /// Kills etcd (data kept) to simulate an outage.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     /// Starts it again on the same ports and data.
     pub async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
+        tokio::task::block_in_place(|| self.local.restart()).expect("etcd restarts");
     }
 
     pub async fn client(&self) -> Client {
@@ -286,11 +126,5 @@ impl Etcd {
             subnet.prefix_len()
         );
         self.client().await.delete(key, None).await.unwrap();
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -1,11 +1,9 @@
-//! Test harness: a real etcd on loopback (random ports, temp data dir, killed
-//! and removed on drop), controld instances run in-process through
+//! Test harness: a real etcd on loopback (the test kit's: random ports, temp
+//! data dir, killed and removed on drop), controld instances run in-process through
 //! `kolach_controld::run`, and a fake dataplane that acks every snapshot.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,9 @@ use kolach_proto::dataplane::{
     StatusRequest as DpStatusRequest,
 };
 use kolach_proto::uds;
+use kolach_testkit::etcd_local::LocalEtcd;
+/// A temp directory, removed on drop.
+pub use kolach_testkit::tempdir::TempDir;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -45,37 +46,6 @@ pub fn init_logs() {
             .with_test_writer()
             .init();
     });
-}
-
-/// A fresh temp directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("kolach-ctl-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `cond` every 50 ms until it holds; panics naming `what` after `within`.
