@@ -21,7 +21,7 @@ use crate::handover::monotonic_us;
 use crate::handover::notify;
 use crate::handover::upgrade::{Plan, Upgrader};
 use crate::kernel::{Kernel, RtNetlink};
-use crate::Config;
+use crate::config::Config;
 
 pub mod api;
 pub mod caps;
