@@ -13,6 +13,7 @@ use anyhow::Context;
 use kolach_proto::uds::{self, PeerGate};
 use tokio::sync::watch;
 
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::handover::binary::BinaryId;
 use crate::handover::handoff::Handoff;
@@ -21,7 +22,6 @@ use crate::handover::monotonic_us;
 use crate::handover::notify;
 use crate::handover::upgrade::{Plan, Upgrader};
 use crate::kernel::{Kernel, RtNetlink};
-use crate::config::Config;
 
 pub mod api;
 pub mod caps;
