@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use kolach_testkit::backend::Backend;
+use kolach_testkit::lab::backend::Backend;
 use kolach_testkit::lab::{self, Lab};
 use kolach_testkit::names::{self, Names};
 use kolach_testkit::netns;

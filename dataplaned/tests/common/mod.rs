@@ -13,7 +13,7 @@ use std::process::Command;
 
 use ipnet::Ipv4Net;
 use kolach_proto::dataplane as pb;
-use kolach_testkit::{kernel, kobjects};
+use kolach_testkit::{kernel, kernel::objects};
 
 // Not every test binary runs code in-process.
 #[allow(unused_imports)]
@@ -116,22 +116,22 @@ pub fn snapshot(
 
 /// `ip -j route show proto 107` as "dst via gw dev d [onlink]" lines, sorted.
 pub fn kolach_routes(ns: &Netns) -> Vec<String> {
-    kobjects::lines(kobjects::kolach_routes(&ns.name).unwrap())
+    objects::lines(objects::kolach_routes(&ns.name).unwrap())
 }
 
 /// `ip -j neigh show dev <dev>` as "ip lladdr mac STATE" lines, sorted.
 pub fn neighbours(ns: &Netns, dev: &str) -> Vec<String> {
-    kobjects::lines(kobjects::neighbours(&ns.name, dev).unwrap())
+    objects::lines(objects::neighbours(&ns.name, dev).unwrap())
 }
 
 /// `bridge -j fdb show dev <dev>` as "mac dst ip flags state" lines, sorted.
 pub fn fdb(ns: &Netns, dev: &str) -> Vec<String> {
-    kobjects::lines(kobjects::fdb(&ns.name, dev).unwrap())
+    objects::lines(objects::fdb(&ns.name, dev).unwrap())
 }
 
 /// Names of the `kolach.*` links in the namespace.
 pub fn vxlan_devices(ns: &Netns) -> Vec<String> {
-    kobjects::links(&ns.name)
+    objects::links(&ns.name)
         .unwrap()
         .into_keys()
         .filter(|n| n.starts_with("kolach."))

@@ -81,7 +81,7 @@ pub enum PidStop {
 
 impl ProcSpec {
     /// The pid in the pid file, if that process still runs this program
-    /// (its argv[0] is the spec's program: a pid reused by anything else is
+    /// (its `argv[0]` is the spec's program: a pid reused by anything else is
     /// left alone).
     pub fn running_pid(&self) -> Option<i32> {
         let pid = read_pid_file(&self.pid_file)?;
@@ -362,9 +362,29 @@ pub fn fresh_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Sets `flag value` in a daemon's command line (replacing the value if the
+/// flag is there), e.g. to point controld at other etcd endpoints.
+pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value.to_string(),
+        _ => args.extend([flag.to_string(), value.to_string()]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_replaced_or_added() {
+        let mut a: Vec<String> = ["--etcd-endpoints", "http://x", "--iface", "eth0"]
+            .map(String::from)
+            .to_vec();
+        set_flag(&mut a, "--etcd-endpoints", "http://a,http://b");
+        assert_eq!(a[1], "http://a,http://b");
+        set_flag(&mut a, "--etcd-cafile", "/ca.pem");
+        assert_eq!(a[4..], ["--etcd-cafile", "/ca.pem"]);
+    }
 
     #[test]
     fn tail_takes_last_lines() {

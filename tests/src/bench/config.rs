@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use kolach_testkit::backend::Backend;
+use kolach_testkit::lab::backend::Backend;
 
 /// One way pods (or hosts, for the bare underlay) reach each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

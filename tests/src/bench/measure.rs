@@ -14,7 +14,7 @@ use crate::bench::procfs;
 use crate::bench::stats::percentile;
 use crate::bench::target::Target;
 use kolach_testkit::traffic::parse_ping;
-use kolach_testkit::{iperf, netns};
+use kolach_testkit::{netns, traffic::iperf};
 
 /// UDP payload of the small-packet run.
 pub const UDP_PAYLOAD: &str = "64";

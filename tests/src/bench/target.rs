@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bench::config::{network_config, Mode};
-use kolach_testkit::backend::Backend;
+use kolach_testkit::lab::backend::Backend;
+use kolach_testkit::lab::topology;
 use kolach_testkit::lab::Lab;
-use kolach_testkit::topology;
 use kolach_testkit::traffic;
 
 /// How long a lab's kernel may take to hold its backend's objects.
@@ -125,5 +125,10 @@ fn bare(lab: &mut Lab) -> Result<Endpoints> {
     if !r.lossless() {
         bail!("host{a} cannot ping host{b} on the underlay:\n{}", r.output);
     }
-    Ok((client, server, ip, kolach_testkit::backend::UNDERLAY_MTU))
+    Ok((
+        client,
+        server,
+        ip,
+        kolach_testkit::lab::backend::UNDERLAY_MTU,
+    ))
 }

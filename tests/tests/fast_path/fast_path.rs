@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kolach_proto::dataplane::{Counters, DataplaneStatus};
-use kolach_testkit::background::Background;
-use kolach_testkit::iperf::{Iperf, IperfResult};
+use kolach_testkit::lab::mesh::CONVERGE_WITHIN;
 use kolach_testkit::lab::{default_udp_mode, NETWORK_CONFIG};
-use kolach_testkit::mesh::CONVERGE_WITHIN;
-use kolach_testkit::{netns, packet, pcap, run, topology, traffic, Lab};
+use kolach_testkit::traffic::background::Background;
+use kolach_testkit::traffic::iperf::{Iperf, IperfResult};
+use kolach_testkit::{lab::topology, netns, run, traffic, traffic::packet, traffic::pcap, Lab};
 
 const UDP_PORT: u16 = 8285;
 /// The packet I/O of the status mode (the default queues follow it).

@@ -26,11 +26,11 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_testkit::iperf::Iperf;
+use kolach_testkit::lab::mesh::CONVERGE_WITHIN;
+use kolach_testkit::lab::upgrade::{Trigger, Upgraded};
 use kolach_testkit::lab::{cpus, default_udp_mode, NETWORK_CONFIG};
-use kolach_testkit::mesh::CONVERGE_WITHIN;
-use kolach_testkit::steady_ping::SteadyPing;
-use kolach_testkit::upgrade::{Trigger, Upgraded};
+use kolach_testkit::traffic::iperf::Iperf;
+use kolach_testkit::traffic::steady_ping::SteadyPing;
 use kolach_testkit::{run, traffic, Lab};
 
 const WINDOW: &str = "30ms";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_testkit::etcd_cluster::{gateway_puts, Ctl, TxnOp};
+use kolach_testkit::etcd::cluster::{gateway_puts, Ctl, TxnOp};
 use kolach_testkit::query::RouteEntry;
 use kolach_testkit::subnet_env::lease_key;
 use kolach_testkit::{lab, run, Lab};

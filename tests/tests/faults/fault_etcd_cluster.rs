@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_testkit::etcd_cluster::{use_endpoints, EtcdCluster};
+use kolach_testkit::etcd::cluster::EtcdCluster;
 use kolach_testkit::subnet_env::lease_key;
 use kolach_testkit::{lab, run, Lab};
 
@@ -43,7 +43,7 @@ fn cluster(lab: &mut Lab) -> Result<()> {
     let endpoints = c.endpoints();
     for _ in 0..3 {
         let n = lab.add_host()?;
-        use_endpoints(lab.host_mut(n), &endpoints);
+        lab.host_mut(n).use_etcd_endpoints(&endpoints);
         lab.start_host(n)?;
     }
     for n in lab.host_ids() {

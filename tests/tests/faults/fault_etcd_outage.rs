@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use kolach_testkit::background::Background;
-use kolach_testkit::steady_ping::{gaps, parse_replies};
+use kolach_testkit::traffic::background::Background;
+use kolach_testkit::traffic::steady_ping::{gaps, parse_replies};
 use kolach_testkit::{lab, run, Lab};
 
 const OUTAGE: Duration = Duration::from_secs(60);

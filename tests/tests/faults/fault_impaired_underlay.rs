@@ -6,15 +6,15 @@
 //! malformed (and corrupted payloads by the pod's TCP checksum), and once
 //! the impairment ends pods ping without loss.
 //!
-//! This kernel has no sch_netem, so `kolach_testkit::impair` does netem's work
+//! This kernel has no sch_netem, so `kolach_testkit::traffic::impair` does netem's work
 //! in userspace on the hosts' overlay datagrams.
 
 use std::time::Duration;
 
 use anyhow::ensure;
-use kolach_testkit::impair::{Impairer, Impairment};
-use kolach_testkit::iperf::Iperf;
-use kolach_testkit::{query, run, topology};
+use kolach_testkit::traffic::impair::{Impairer, Impairment};
+use kolach_testkit::traffic::iperf::Iperf;
+use kolach_testkit::{lab::topology, query, run};
 
 const UDP_PORT: u16 = 8285;
 const SECONDS: u32 = 8;

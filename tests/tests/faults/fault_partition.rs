@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_testkit::lease_watch::{LeaseWatch, Watched};
+use kolach_testkit::etcd::lease_watch::{LeaseWatch, Watched};
 use kolach_testkit::subnet_env::lease_key;
-use kolach_testkit::{cutoff, etcd, lab, query, run, topology, Lab};
+use kolach_testkit::{etcd, lab, lab::topology, query, run, traffic::cutoff, Lab};
 
 const TTL: Duration = Duration::from_secs(6);
 /// Three subnets: two hosts, and one a phantom holds until the end.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use ipnet::Ipv4Net;
-use kolach_testkit::kmesh::diff;
+use kolach_testkit::kernel::expected::diff;
 use kolach_testkit::{lab, run, subnet_env::lease_key, Backend, Lab};
 
 #[test]

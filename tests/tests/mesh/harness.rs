@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kolach_testkit::{etcd, lab, names::Names, netns, topology, traffic, Lab};
+use kolach_testkit::{etcd, lab, lab::topology, names::Names, netns, traffic, Lab};
 
 #[test]
 fn lab_without_kolach_builds_connects_and_tears_down() {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_testkit::kmesh::diff;
+use kolach_testkit::kernel::expected::diff;
 use kolach_testkit::{bins, cmd, lab, query, run, subnet_env::lease_key, Backend, Lab};
 
 #[test]
@@ -161,7 +161,7 @@ fn check_host(lab: &Lab, n: u8, backend: Backend) -> Result<()> {
     for r in &reply.routes {
         let ip = std::net::Ipv4Addr::try_from(r.public_ip.as_ref().context("public_ip")?)?;
         let want: Vec<u8> = match backend {
-            Backend::Vxlan => kolach_testkit::backend::vtep_mac(ip)
+            Backend::Vxlan => kolach_testkit::lab::backend::vtep_mac(ip)
                 .split(':')
                 .map(|b| u8::from_str_radix(b, 16))
                 .collect::<Result<_, _>>()?,

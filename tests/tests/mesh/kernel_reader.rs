@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::{ensure, Context};
 use ipnet::Ipv4Net;
-use kolach_testkit::backend::vtep_mac;
-use kolach_testkit::kmesh::{diff, expected};
-use kolach_testkit::{kernel, kobjects, netns, run, Backend};
+use kolach_testkit::kernel::expected::{diff, expected};
+use kolach_testkit::lab::backend::vtep_mac;
+use kolach_testkit::{kernel, kernel::objects, netns, run, Backend};
 
 #[test]
 fn hand_made_objects_read_back_as_the_backend_expectations() {
@@ -20,7 +20,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
             ("10.50.7.0/24".parse()?, Ipv4Addr::new(198, 18, 0, 2)),
             ("10.50.9.0/24".parse()?, Ipv4Addr::new(198, 18, 0, 3)),
         ];
-        let empty = kobjects::read(&ns)?;
+        let empty = objects::read(&ns)?;
         ensure!(
             empty.same_as(&expected(Backend::Alloc, &peers)),
             "{empty:#?}"
@@ -34,7 +34,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
                 &["route", "add", &s, "via", &i, "dev", "eth0", "proto", "107"],
             )?;
         }
-        let got = kobjects::read(&ns)?;
+        let got = objects::read(&ns)?;
         let want = expected(Backend::HostGw, &peers);
         ensure!(got.same_as(&want), "host-gw:\n{}", diff(&got, &want));
         for (subnet, _) in &peers {
@@ -112,7 +112,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
             )?;
             ensure!(out.trim().is_empty(), "bridge fdb: {out}");
         }
-        let got = kobjects::read(&ns)?;
+        let got = objects::read(&ns)?;
         let want = expected(Backend::Vxlan, &peers);
         ensure!(got.same_as(&want), "vxlan:\n{}", diff(&got, &want));
         let (subnet, ip) = peers[0];
@@ -131,7 +131,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
         );
 
         // The monitor sees a change to a kolach object, and nothing else.
-        let mon = kolach_testkit::monitor::KernelMonitor::start(&ns, &lab.dir, "reader")?;
+        let mon = kolach_testkit::kernel::monitor::KernelMonitor::start(&ns, &lab.dir, "reader")?;
         netns::ip(&ns, &["route", "del", &subnet.to_string(), "proto", "107"])?;
         netns::ip(&ns, &["route", "add", "10.60.0.0/24", "via", "198.18.0.9"])?;
         let events = mon.stop()?;
@@ -143,7 +143,7 @@ fn hand_made_objects_read_back_as_the_backend_expectations() {
         // A TUN is the udp backend's only object.
         netns::ip(&ns, &["link", "del", "kolach.1"])?;
         netns::ip(&ns, &["tuntap", "add", "dev", "kolach0", "mode", "tun"])?;
-        let got = kobjects::read(&ns)?;
+        let got = objects::read(&ns)?;
         let want = expected(Backend::Udp, &peers);
         ensure!(got.same_as(&want), "udp:\n{}", diff(&got, &want));
         Ok(())

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use ipnet::Ipv4Net;
-use kolach_testkit::backend::vtep_mac;
-use kolach_testkit::kmesh::{diff, expected};
+use kolach_testkit::kernel::expected::{diff, expected};
+use kolach_testkit::lab::backend::vtep_mac;
 use kolach_testkit::process::Stopped;
 use kolach_testkit::{lab, run, subnet_env::lease_key, Backend, Lab};
 

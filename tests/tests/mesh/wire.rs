@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_testkit::packet::UdpPacket;
-use kolach_testkit::{query, run, topology, traffic, Lab};
+use kolach_testkit::traffic::packet::UdpPacket;
+use kolach_testkit::{lab::topology, query, run, traffic, Lab};
 
 /// flannel's udp port (Backend.Port default).
 const UDP_PORT: u16 = 8285;

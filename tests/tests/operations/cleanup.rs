@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use kolach_testkit::backend::is_kolach_link;
+use kolach_testkit::lab::backend::is_kolach_link;
 use kolach_testkit::process::Stopped;
-use kolach_testkit::{bins, kobjects, netns, run, Backend, Lab};
+use kolach_testkit::{bins, kernel::objects, netns, run, Backend, Lab};
 
 #[test]
 fn cleanup_leaves_no_kolach_object_behind() {
@@ -111,7 +111,7 @@ fn cleanup(lab: &mut Lab) -> Result<()> {
     ] {
         netns::ip(&ns, args)?;
     }
-    let before = kobjects::read(&ns)?;
+    let before = objects::read(&ns)?;
     eprintln!(
         "host1 before cleanup: links {:?}, {} proto-107 routes (main), {} neighbours, {} fdb entries",
         before.link_names(),
@@ -127,10 +127,10 @@ fn cleanup(lab: &mut Lab) -> Result<()> {
     let out = run_cleanup(lab, 1)?;
     eprintln!("--cleanup said:\n{}", out.trim_end());
 
-    let links = kobjects::links(&ns)?;
+    let links = objects::links(&ns)?;
     let left: Vec<&String> = links.keys().filter(|l| is_kolach_link(l)).collect();
     ensure!(left.is_empty(), "kolach links left behind: {left:?}");
-    let routes = kobjects::kolach_routes_all_tables(&ns)?;
+    let routes = objects::kolach_routes_all_tables(&ns)?;
     ensure!(
         routes.is_empty(),
         "proto-107 routes left behind: {routes:?}"

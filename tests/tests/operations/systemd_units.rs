@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use kolach_testkit::lab::upgrade::Trigger;
 use kolach_testkit::systemd::{self, allowed_syscalls, copy_units, exposure, strace_syscalls};
-use kolach_testkit::upgrade::Trigger;
 use kolach_testkit::{bins, run, Lab};
 
 const DATAPLANED_UNIT: &str = "kolach-dataplaned.service";

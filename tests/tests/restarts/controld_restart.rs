@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use ipnet::Ipv4Net;
 use kolach_proto::dataplane::SnapshotVersion;
-use kolach_testkit::steady_ping::SteadyPing;
+use kolach_testkit::traffic::steady_ping::SteadyPing;
 use kolach_testkit::{query, run, Lab};
 
 #[test]

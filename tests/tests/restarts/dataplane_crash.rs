@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
-use kolach_testkit::steady_ping::{parse_replies, SteadyPing};
+use kolach_testkit::traffic::steady_ping::{parse_replies, SteadyPing};
 use kolach_testkit::{run, Lab};
 
 #[test]

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use kolach_testkit::iperf::Iperf;
+use kolach_testkit::kernel::monitor::KernelMonitor;
+use kolach_testkit::lab::upgrade::{install_binary, Trigger, Upgraded};
 use kolach_testkit::lab::NETWORK_CONFIG;
-use kolach_testkit::monitor::KernelMonitor;
-use kolach_testkit::steady_ping::SteadyPing;
-use kolach_testkit::upgrade::{install_binary, Trigger, Upgraded};
+use kolach_testkit::traffic::iperf::Iperf;
+use kolach_testkit::traffic::steady_ping::SteadyPing;
 use kolach_testkit::{bins, run, Lab};
 
 /// 500 pps.

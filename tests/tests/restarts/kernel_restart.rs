@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Result};
-use kolach_testkit::kmesh::diff;
-use kolach_testkit::monitor::KernelMonitor;
+use kolach_testkit::kernel::expected::diff;
+use kolach_testkit::kernel::monitor::KernelMonitor;
 use kolach_testkit::process::Stopped;
-use kolach_testkit::steady_ping::SteadyPing;
+use kolach_testkit::traffic::steady_ping::SteadyPing;
 use kolach_testkit::{query, run, Backend, Lab};
 
 #[test]

@@ -9,9 +9,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_testkit::flood::{flood, udp_counters, UdpCounters};
-use kolach_testkit::packet::UdpPacket;
-use kolach_testkit::{query, run, topology, traffic, Lab};
+use kolach_testkit::traffic::flood::{flood, udp_counters, UdpCounters};
+use kolach_testkit::traffic::packet::UdpPacket;
+use kolach_testkit::{lab::topology, query, run, traffic, Lab};
 
 const COUNT: u64 = 100_000;
 const UDP_PORT: u16 = 8285;

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use kolach_testkit::{etcd_tls, lab, run, Lab};
+use kolach_testkit::{etcd::tls, lab, run, Lab};
 
 fn log(lab: &Lab, n: u8) -> String {
     std::fs::read_to_string(&lab.host(n).controld.log).unwrap_or_default()
@@ -18,19 +18,15 @@ fn log(lab: &Lab, n: u8) -> String {
 #[test]
 fn etcd_over_tls_with_client_certificates() {
     run("etcdtls", |lab| {
-        let ca = etcd_tls::make_ca(&lab.dir.join("tls"))?;
-        etcd_tls::start_etcd(lab, &ca)?;
+        let ca = tls::make_ca(&lab.dir.join("tls"))?;
+        lab.start_tls_etcd(&ca)?;
         lab.put_config(lab::NETWORK_CONFIG)?;
 
         // 1. The mesh over TLS.
         for _ in 0..2 {
             let n = lab.add_host()?;
-            etcd_tls::use_tls(
-                lab.host_mut(n),
-                Some(&ca.ca),
-                Some(&ca.client_cert),
-                Some(&ca.client_key),
-            );
+            lab.host_mut(n)
+                .use_etcd_tls(Some(&ca.ca), Some(&ca.client_cert), Some(&ca.client_key));
             lab.start_host(n)?;
         }
         for n in [1, 2] {
@@ -48,7 +44,7 @@ fn etcd_over_tls_with_client_certificates() {
         }
         eprintln!(
             "2 hosts over {} with client certificates: leases {:?}",
-            etcd_tls::tls_endpoint(),
+            tls::tls_endpoint(),
             lab.etcdctl()
                 .get_prefix(&lab::subnets_prefix())?
                 .iter()
@@ -61,12 +57,8 @@ fn etcd_over_tls_with_client_certificates() {
         std::fs::copy(&ca.client_key, &open_key)?;
         std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644))?;
         let n = lab.add_host()?;
-        etcd_tls::use_tls(
-            lab.host_mut(n),
-            Some(&ca.ca),
-            Some(&ca.client_cert),
-            Some(&open_key),
-        );
+        lab.host_mut(n)
+            .use_etcd_tls(Some(&ca.ca), Some(&ca.client_cert), Some(&open_key));
         lab.host_mut(n).controld.start()?;
         let t = Instant::now();
         let status = loop {
@@ -96,7 +88,7 @@ fn etcd_over_tls_with_client_certificates() {
 
         // 3. No client certificate: etcd refuses the handshake; controld waits.
         let n = lab.add_host()?;
-        etcd_tls::use_tls(lab.host_mut(n), Some(&ca.ca), None, None);
+        lab.host_mut(n).use_etcd_tls(Some(&ca.ca), None, None);
         lab.host_mut(n).controld.start()?;
         std::thread::sleep(Duration::from_secs(3));
         let st = lab.cd_status(n)?;
@@ -115,7 +107,7 @@ fn etcd_over_tls_with_client_certificates() {
 
         // 4. Plaintext to a remote endpoint: warned about, in log and status.
         let n = lab.add_host()?;
-        kolach_testkit::etcd_cluster::set_flag(
+        kolach_testkit::process::set_flag(
             &mut lab.host_mut(n).controld.args,
             "--etcd-endpoints",
             "http://198.18.0.254:2379,http://127.0.0.1:2379",

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kolach_testkit::etcd_cluster::Ctl;
+use kolach_testkit::etcd::cluster::Ctl;
 use kolach_testkit::{lab, run, Lab};
 
 /// Longest log line a garbage value may produce.

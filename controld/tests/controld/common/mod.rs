@@ -18,7 +18,7 @@ use kolach_proto::dataplane::{
     StatusRequest as DpStatusRequest,
 };
 use kolach_proto::uds;
-use kolach_testkit::etcd_local::LocalEtcd;
+use kolach_testkit::etcd::local::LocalEtcd;
 /// A temp directory, removed on drop.
 pub use kolach_testkit::tempdir::TempDir;
 use tokio::sync::{mpsc, oneshot};

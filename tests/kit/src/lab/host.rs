@@ -9,9 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::bins;
 use crate::etcd;
-use crate::process::{Mode, Proc, Stopped};
+use crate::etcd::tls;
+use crate::lab::topology::{self, Pod};
+use crate::process::{set_flag, Mode, Proc, Stopped};
 use crate::subnet_env::SubnetEnv;
-use crate::topology::{self, Pod};
 
 /// Options for a host's daemons.
 #[derive(Clone, Debug, Default)]
@@ -27,7 +28,7 @@ pub struct DaemonOpts {
 
 #[derive(Debug)]
 pub struct Host {
-    /// 1-based index; the underlay address is 198.18.0.<n>.
+    /// 1-based index; the underlay address is `198.18.0.<n>`.
     pub n: u8,
     pub ns: String,
     pub ip: Ipv4Addr,
@@ -39,6 +40,33 @@ pub struct Host {
 }
 
 impl Host {
+    /// Points this host's controld (not started yet, or restarted after) at
+    /// other etcd `endpoints`, e.g. a cluster's.
+    pub fn use_etcd_endpoints(&mut self, endpoints: &[String]) {
+        set_flag(
+            &mut self.controld.args,
+            "--etcd-endpoints",
+            &endpoints.join(","),
+        );
+    }
+
+    /// Points this host's controld (before it starts) at the lab's TLS etcd
+    /// ([`Lab::start_tls_etcd`](crate::lab::Lab::start_tls_etcd)) with the
+    /// given files; `None` leaves a flag out.
+    pub fn use_etcd_tls(&mut self, ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) {
+        let args = &mut self.controld.args;
+        set_flag(args, "--etcd-endpoints", &tls::tls_endpoint());
+        for (flag, file) in [
+            ("--etcd-cafile", ca),
+            ("--etcd-certfile", cert),
+            ("--etcd-keyfile", key),
+        ] {
+            if let Some(f) = file {
+                set_flag(args, flag, &f.display().to_string());
+            }
+        }
+    }
+
     /// Describes host `n` (nothing is started).
     pub fn new(n: u8, ns: &str, dir: &Path, opts: &DaemonOpts, mode: Mode) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -22,7 +22,7 @@ impl Lab {
         self.mesh_with(hosts, NETWORK_CONFIG)
     }
 
-    /// [`Lab::mesh`] with another network config (e.g. [`Backend::config`](crate::backend::Backend::config)).
+    /// [`Lab::mesh`] with another network config (e.g. [`Backend::config`](crate::lab::backend::Backend::config)).
     pub fn mesh_with(&mut self, hosts: u8, config: &str) -> Result<()> {
         self.mesh_with_dataplaned_env(hosts, config, &[])
     }

@@ -1,20 +1,18 @@
-//! etcd over TLS with client certificates: a throwaway CA, server and client
-//! certificates made with the `openssl` command, and an etcd in the underlay
-//! that serves TLS to the hosts (198.18.0.254) while plain loopback stays
-//! for the harness's own `etcdctl`.
+//! The test CA for etcd over TLS with client certificates: a throwaway CA,
+//! server and client certificates made with the `openssl` command, and the
+//! endpoint a lab's TLS etcd serves the hosts on (198.18.0.254; plain
+//! loopback stays for the harness's own `etcdctl`). The lab starts that
+//! etcd ([`Lab::start_tls_etcd`](crate::lab::Lab::start_tls_etcd)) and points hosts at it
+//! ([`Host::use_etcd_tls`](crate::lab::host::Host::use_etcd_tls)).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::cmd;
-use crate::etcd::{which, Etcd, CLIENT_PORT, ETCD_IP};
-use crate::etcd_cluster::set_flag;
-use crate::host::Host;
-use crate::lab::Lab;
-use crate::process::Proc;
+use crate::etcd::{CLIENT_PORT, ETCD_IP};
 
 /// The files of a test CA.
 #[derive(Clone, Debug)]
@@ -107,58 +105,4 @@ pub fn make_ca(dir: &Path) -> Result<TestCa> {
         std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(ca)
-}
-
-/// Starts the lab's etcd serving TLS with client certificate authentication
-/// on the underlay address, plain HTTP on loopback only.
-pub fn start_etcd(lab: &mut Lab, ca: &TestCa) -> Result<()> {
-    let bin = which("etcd").ok_or_else(|| anyhow!("etcd not found (`make deps`)"))?;
-    let data = lab.dir.join("etcd-tls-data");
-    let _ = std::fs::remove_dir_all(&data);
-    let args = vec![
-        "--name=kolach-lab".to_string(),
-        format!("--data-dir={}", data.display()),
-        format!(
-            "--listen-client-urls={},http://127.0.0.1:{CLIENT_PORT}",
-            tls_endpoint()
-        ),
-        format!("--advertise-client-urls={}", tls_endpoint()),
-        "--listen-peer-urls=http://127.0.0.1:2380".to_string(),
-        "--initial-advertise-peer-urls=http://127.0.0.1:2380".to_string(),
-        "--initial-cluster=kolach-lab=http://127.0.0.1:2380".to_string(),
-        "--initial-cluster-state=new".to_string(),
-        format!("--cert-file={}", ca.server_cert.display()),
-        format!("--key-file={}", ca.server_key.display()),
-        format!("--trusted-ca-file={}", ca.ca.display()),
-        "--client-cert-auth".to_string(),
-        "--logger=zap".to_string(),
-        "--log-outputs=stderr".to_string(),
-        "--log-level=warn".to_string(),
-    ];
-    let ns = lab.names.underlay();
-    let mut etcd = Etcd {
-        proc: Proc::new("etcd", &ns, &bin, args, lab.dir.join("etcd.log")),
-        ns,
-        data_dir: data,
-    };
-    etcd.start(Duration::from_secs(20))
-        .context("etcd with TLS")?;
-    lab.etcd = Some(etcd);
-    Ok(())
-}
-
-/// Points a host's controld (before it starts) at the TLS endpoint with
-/// the given files; `None` leaves a flag out.
-pub fn use_tls(host: &mut Host, ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) {
-    let args = &mut host.controld.args;
-    set_flag(args, "--etcd-endpoints", &tls_endpoint());
-    for (flag, file) in [
-        ("--etcd-cafile", ca),
-        ("--etcd-certfile", cert),
-        ("--etcd-keyfile", key),
-    ] {
-        if let Some(f) = file {
-            set_flag(args, flag, &f.display().to_string());
-        }
-    }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::background::Background;
 use crate::netns;
+use crate::traffic::background::Background;
 
 pub const PORT: &str = "5201";
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::background::Background;
+use crate::traffic::background::Background;
 
 /// How long the monitors get to subscribe before anything is done.
 const SUBSCRIBE: Duration = Duration::from_millis(300);

@@ -1,5 +1,21 @@
 //! Traffic between namespaces: ping, and UDP sockets opened inside a namespace
 //! to send hand-made datagrams or to prove that something arrived.
+//!
+//! Beside it: [`background`] (helper commands beside a test), [`steady_ping`]
+//! (a fast ping with every lost probe), [`iperf`] (an iperf3 flow and its
+//! report), [`packet`] and [`pcap`] (hand-built IPv4/UDP packets, reading
+//! `tcpdump -w` captures), [`flood`] (crafted datagrams at full rate),
+//! [`impair`] (a userspace netem on a host's overlay datagrams), [`cutoff`]
+//! (nftables cutting a host off from etcd).
+
+pub mod background;
+pub mod cutoff;
+pub mod flood;
+pub mod impair;
+pub mod iperf;
+pub mod packet;
+pub mod pcap;
+pub mod steady_ping;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};

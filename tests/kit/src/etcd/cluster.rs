@@ -10,7 +10,6 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd;
 use crate::etcd::{parse_get_json, which, CLIENT_PORT};
-use crate::host::Host;
 use crate::netns;
 use crate::process::Proc;
 
@@ -363,39 +362,10 @@ fn data_dir(stem: &str, i: usize, fallback: &Path) -> PathBuf {
     }
 }
 
-/// Sets `flag value` in a daemon's command line (replacing the value if the
-/// flag is there), e.g. to point controld at other etcd endpoints.
-pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
-    match args.iter().position(|a| a == flag) {
-        Some(i) if i + 1 < args.len() => args[i + 1] = value.to_string(),
-        _ => args.extend([flag.to_string(), value.to_string()]),
-    }
-}
-
-/// Points a host's controld (not started yet, or restarted after) at `endpoints`.
-pub fn use_endpoints(host: &mut Host, endpoints: &[String]) {
-    set_flag(
-        &mut host.controld.args,
-        "--etcd-endpoints",
-        &endpoints.join(","),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::etcd::base64_decode;
-
-    #[test]
-    fn flags_are_replaced_or_added() {
-        let mut a: Vec<String> = ["--etcd-endpoints", "http://x", "--iface", "eth0"]
-            .map(String::from)
-            .to_vec();
-        set_flag(&mut a, "--etcd-endpoints", "http://a,http://b");
-        assert_eq!(a[1], "http://a,http://b");
-        set_flag(&mut a, "--etcd-cafile", "/ca.pem");
-        assert_eq!(a[4..], ["--etcd-cafile", "/ca.pem"]);
-    }
 
     #[test]
     fn base64_roundtrip() {

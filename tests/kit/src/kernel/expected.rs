@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
 
-use crate::backend::{self, vtep_mac, vxlan_dev, Backend, TUN, VXLAN_PORT, VXLAN_VNI};
 use crate::kernel;
-use crate::kobjects::{self, Fdb, KRoute, Neigh, Objects};
+use crate::kernel::objects::{self, Fdb, KRoute, Neigh, Objects};
+use crate::lab::backend::{self, vtep_mac, vxlan_dev, Backend, TUN, VXLAN_PORT, VXLAN_VNI};
+use crate::lab::topology::ETH;
 use crate::lab::{self, Lab};
 use crate::subnet_env::lease_key;
-use crate::topology::ETH;
 
 /// What a host should hold under `backend` with these peers (subnet, PublicIP).
 /// Link ifindexes are 0: compare with [`Objects::same_as`].
@@ -99,7 +99,7 @@ pub fn diff(got: &Objects, want: &Objects) -> String {
 impl Lab {
     /// kolach's objects in host `n`'s kernel.
     pub fn kernel_objects(&self, n: u8) -> Result<Objects> {
-        kobjects::read(&self.host(n).ns).with_context(|| format!("reading host{n}'s kernel"))
+        objects::read(&self.host(n).ns).with_context(|| format!("reading host{n}'s kernel"))
     }
 
     /// What host `n` should hold under `backend`: the other hosts as peers.
@@ -139,7 +139,7 @@ impl Lab {
         what: &str,
         pred: impl Fn(u8, &Objects) -> bool,
     ) -> Result<Vec<Duration>> {
-        crate::mesh::poll_hosts(hosts, within, "kernel", what, "\n", |n| {
+        crate::lab::mesh::poll_hosts(hosts, within, "kernel", what, "\n", |n| {
             match self.kernel_objects(n) {
                 Ok(o) if pred(n, &o) => Ok(()),
                 Ok(o) => Err(format!("{o:#?}")),

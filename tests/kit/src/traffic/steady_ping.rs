@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::background::Background;
+use crate::traffic::background::Background;
 use crate::traffic::{parse_ping, PingResult};
 
 pub struct SteadyPing {

@@ -1,6 +1,20 @@
 //! A lab: an underlay namespace with etcd, hosts with their daemons, pods,
 //! outsiders; everything it made is torn down when it is dropped (also while a
 //! test panics), unless it was [detached](Lab::detach) for the demo.
+//!
+//! Its parts: [`topology`] (the underlay bridge, hosts' `eth0`, pods behind
+//! `kbr0`), [`host`] (one host: run dir, both daemons, subnet.env, pod),
+//! [`teardown`] (graceful stop with a deadline, namespace and dir removal),
+//! [`backend`] (the backends' configs, MTUs, device names, VTEP MACs),
+//! [`mesh`] (bring up a mesh, wait for convergence, ping), [`upgrade`] (hot
+//! upgrades, controld restarts, snapshots pushed by hand).
+
+pub mod backend;
+pub mod host;
+pub mod mesh;
+pub mod teardown;
+pub mod topology;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -9,15 +23,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::etcd::{Etcd, Etcdctl};
-use crate::host::{DaemonOpts, Host};
+use crate::etcd::tls::{self, TestCa};
+use crate::etcd::{which, Etcd, Etcdctl, CLIENT_PORT};
+use crate::lab::host::{DaemonOpts, Host};
+use crate::lab::teardown::stop_all;
+pub use crate::lab::teardown::{destroy_leftovers, destroy_namespaces};
+use crate::lab::topology::Pod;
 use crate::names::{self, Names};
 use crate::netns;
 use crate::process::{Mode, Proc};
 use crate::subnet_env::SubnetEnv;
-use crate::teardown::stop_all;
-pub use crate::teardown::{destroy_leftovers, destroy_namespaces};
-use crate::topology::{self, Pod};
 
 /// The etcd prefix (DESIGN §3 default).
 pub const PREFIX: &str = "/coreos.com/network";
@@ -119,6 +134,44 @@ impl Lab {
         let ctl = etcd.ctl();
         self.etcd = Some(etcd);
         Ok(ctl)
+    }
+
+    /// Starts the lab's etcd serving TLS with client certificate authentication
+    /// on the underlay address, plain HTTP on loopback only.
+    pub fn start_tls_etcd(&mut self, ca: &TestCa) -> Result<()> {
+        let bin = which("etcd").ok_or_else(|| anyhow!("etcd not found (`make deps`)"))?;
+        let data = self.dir.join("etcd-tls-data");
+        let _ = std::fs::remove_dir_all(&data);
+        let args = vec![
+            "--name=kolach-lab".to_string(),
+            format!("--data-dir={}", data.display()),
+            format!(
+                "--listen-client-urls={},http://127.0.0.1:{CLIENT_PORT}",
+                tls::tls_endpoint()
+            ),
+            format!("--advertise-client-urls={}", tls::tls_endpoint()),
+            "--listen-peer-urls=http://127.0.0.1:2380".to_string(),
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380".to_string(),
+            "--initial-cluster=kolach-lab=http://127.0.0.1:2380".to_string(),
+            "--initial-cluster-state=new".to_string(),
+            format!("--cert-file={}", ca.server_cert.display()),
+            format!("--key-file={}", ca.server_key.display()),
+            format!("--trusted-ca-file={}", ca.ca.display()),
+            "--client-cert-auth".to_string(),
+            "--logger=zap".to_string(),
+            "--log-outputs=stderr".to_string(),
+            "--log-level=warn".to_string(),
+        ];
+        let ns = self.names.underlay();
+        let mut etcd = Etcd {
+            proc: Proc::new("etcd", &ns, &bin, args, self.dir.join("etcd.log")),
+            ns,
+            data_dir: data,
+        };
+        etcd.start(Duration::from_secs(20))
+            .context("etcd with TLS")?;
+        self.etcd = Some(etcd);
+        Ok(())
     }
 
     pub fn etcdctl(&self) -> Etcdctl {

@@ -175,7 +175,7 @@ pub fn udp_in_ipv4(ip: &[u8]) -> Option<UdpDatagram<'_>> {
         dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
         src_port: u16::from_be_bytes([udp[0], udp[1]]),
         dst_port: u16::from_be_bytes([udp[2], udp[3]]),
-        ip_header_ok: crate::packet::ipv4_header_ok(ip),
+        ip_header_ok: crate::traffic::packet::ipv4_header_ok(ip),
         payload: &udp[8..udp_len],
     })
 }
@@ -183,7 +183,7 @@ pub fn udp_in_ipv4(ip: &[u8]) -> Option<UdpDatagram<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::UdpPacket;
+    use crate::traffic::packet::UdpPacket;
 
     fn file(big: bool, nanos: bool, linktype: u32, frames: &[&[u8]]) -> Vec<u8> {
         let w32 = |v: u32| {

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
-use crate::backend::{is_kolach_link, ROUTE_PROTO};
 use crate::cmd::{self, run};
+use crate::lab::backend::{is_kolach_link, ROUTE_PROTO};
 
 /// A route as `ip -j route show` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

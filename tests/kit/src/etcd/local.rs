@@ -1,7 +1,7 @@
 //! A one-member etcd on loopback for tests that run a daemon in-process
 //! (controld's own tests): random free ports on 127.0.0.1, a data dir of its
 //! own ([`TempDir`]), TLS with client certificates from a test CA
-//! ([`etcd_tls::make_ca`]) when asked; killed and its dir removed on drop.
+//! ([`tls::make_ca`]) when asked; killed and its dir removed on drop.
 //! Stopping and starting it again keeps ports and data (an outage).
 
 use std::net::TcpListener;
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd;
+use crate::etcd::tls::{self, TestCa};
 use crate::etcd::which;
-use crate::etcd_tls::{self, TestCa};
 use crate::tempdir::TempDir;
 
 /// How long one start may take before it counts as failed.
@@ -51,7 +51,7 @@ impl LocalEtcd {
             dir: TempDir::new("etcd"),
         };
         if tls {
-            e.tls = Some(etcd_tls::make_ca(&e.dir.path().join("ca"))?);
+            e.tls = Some(tls::make_ca(&e.dir.path().join("ca"))?);
         }
         e.pick_ports()?;
         e.spawn()?;

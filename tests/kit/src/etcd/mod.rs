@@ -1,5 +1,16 @@
 //! A real etcd (Debian's 3.4 `/usr/bin/etcd`) inside the underlay namespace,
 //! and `etcdctl` (API v3) to read and write keys the way an operator would.
+//!
+//! Beside it: [`local`], a one-member etcd on loopback for tests that run a
+//! daemon in-process; [`cluster`], a 3-member cluster (kill the leader, bring
+//! it back) and `etcdctl` with stdin (big values, transactions); [`tls`], the
+//! test CA for etcd over TLS; [`lease_watch`], sampling etcd and every
+//! controld for two live leases of one subnet.
+
+pub mod cluster;
+pub mod lease_watch;
+pub mod local;
+pub mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,15 @@
 //! What the kernel shows inside a namespace (`ip -j`), so tests assert on
 //! kernel state rather than on what a daemon believes: links with their
 //! addresses, and a vxlan device's details.
+//!
+//! Beside it: [`objects`], kolach's routes, neighbours, FDB entries and links
+//! (`ip -j`, `bridge -j`); [`expected`], what each host's kernel should hold
+//! under a backend, and waiting for it; [`monitor`], `ip monitor`/`bridge
+//! monitor`: any change to kolach's objects.
+
+pub mod expected;
+pub mod monitor;
+pub mod objects;
 
 use std::net::Ipv4Addr;
 
@@ -84,7 +93,7 @@ pub struct Vxlan {
 }
 
 pub fn parse_vxlan(text: &str) -> Result<Option<Vxlan>> {
-    let Some(v) = crate::kobjects::json_array(text, "ip -d addr")?
+    let Some(v) = crate::kernel::objects::json_array(text, "ip -d addr")?
         .into_iter()
         .next()
     else {
