@@ -71,6 +71,7 @@ pub fn fill_ipv4_header(hdr: &mut [u8]) {
 /// loop into vector adds (about twice the end-around-carry u64 loop). Folded,
 /// it is the ones'-complement sum of the 16-bit words, byte-swapped on little
 /// endian, which is undone at the end (RFC 1071 §2(B)).
+#[inline]
 fn native_sum(data: &[u8]) -> u64 {
     let mut acc: u64 = 0;
     let mut words = data.chunks_exact(4);

@@ -65,6 +65,7 @@ pub(super) struct Seg {
     pub(super) psh: bool,
 }
 
+#[inline]
 pub(super) fn classify(pkt: &[u8], udp: bool) -> Kind {
     if pkt.len() < IP_HDR || pkt[0] >> 4 != 4 {
         return Kind::Other;

@@ -314,6 +314,7 @@ impl Coalescer {
     }
 
     /// Emits every held flow (end of a receive batch), oldest first.
+    #[inline]
     pub fn flush(&mut self, emit: &mut dyn FnMut(Write<'_>)) {
         self.emit_where(|_| true, emit);
     }
