@@ -123,14 +123,24 @@ fn restarts(stem: &str, dir: &Path) -> Result<()> {
     let env_before = subnet_env(2)?;
     let r = demo::restart(&state, 2, Daemon::Controld)?;
     ensure!(r.stopped == PidStop::Terminated, "{:?}", r.stopped);
-    let c = rt.block_on(query::control_status(
-        &state.hosts[1].run_dir.join(kolach_proto::CONTROLD_SOCKET),
-    ))?;
+    // It serves its control API before it has looked for its lease in etcd
+    // (tens of ms later): wait for the first subnet it holds, then compare.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        let c = rt.block_on(query::control_status(
+            &state.hosts[1].run_dir.join(kolach_proto::CONTROLD_SOCKET),
+        ))?;
+        if let Some(s) = query::control_subnet(&c) {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     ensure!(
-        query::control_subnet(&c).map(|s| s.to_string()).as_deref()
-            == Some(state.hosts[1].subnet.as_str()),
-        "controld of host2 holds {:?} after its restart, not {}",
-        query::control_subnet(&c),
+        held.map(|s| s.to_string()).as_deref() == Some(state.hosts[1].subnet.as_str()),
+        "controld of host2 holds {held:?} 10 s after its restart, not {}",
         state.hosts[1].subnet
     );
     ensure!(
