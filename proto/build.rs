@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "proto/kolach/dataplane/v1/dataplane.proto",
             "proto/kolach/control/v1/control.proto",
+            "proto/kolach/ipam/v1/ipam.proto",
         ],
         &["proto"],
     )?;

@@ -1,7 +1,8 @@
 //! kolach's wire contracts and the plumbing both daemons share.
 //!
-//! - [`dataplane`] and [`control`]: the generated gRPC packages `kolach.dataplane.v1`
-//!   (served by kolach-dataplaned) and `kolach.control.v1` (served by kolach-controld).
+//! - [`dataplane`], [`control`] and [`ipam`]: the generated gRPC packages
+//!   `kolach.dataplane.v1` (served by kolach-dataplaned), `kolach.control.v1` and
+//!   `kolach.ipam.v1` (both served by kolach-controld).
 //! - [`backend`]: the backend kinds, their names and overheads.
 //! - [`net`]: typed address messages and their conversion to `std::net` / `ipnet`.
 //! - [`mac`]: the Ethernet address type (vxlan VTEPs) both daemons use.
@@ -43,6 +44,11 @@ mod pb {
                 tonic::include_proto!("kolach.control.v1");
             }
         }
+        pub mod ipam {
+            pub mod v1 {
+                tonic::include_proto!("kolach.ipam.v1");
+            }
+        }
     }
 }
 
@@ -54,6 +60,9 @@ pub use pb::kolach::dataplane::v1 as dataplane;
 
 /// `kolach.control.v1`: controld's status and the lease table.
 pub use pb::kolach::control::v1 as control;
+
+/// `kolach.ipam.v1`: pod addresses, pools and blocks (controld, root only).
+pub use pb::kolach::ipam::v1 as ipam;
 
 /// Socket file names inside the run dir (DESIGN §7).
 pub const CONTROLD_SOCKET: &str = "controld.sock";

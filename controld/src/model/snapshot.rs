@@ -40,6 +40,7 @@ pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
             subnet: Some(p.lease.subnet.into()),
             public_ip: Some(p.lease.attrs.public_ip.into()),
             vtep_mac: p.vtep_mac.map(Mac::to_vec).unwrap_or_default(),
+            blocks: vec![],
         })
         .collect();
     let local_vtep_mac = match kind {
@@ -60,6 +61,7 @@ pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
         mtu: overlay_mtu(cfg, local.underlay_mtu),
         routes,
         local_vtep_mac,
+        local_blocks: vec![],
     }
 }
 

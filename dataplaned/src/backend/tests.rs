@@ -44,12 +44,14 @@ fn snap(kind: BackendType, vni: u32, peers: &[(&str, &str, u8)]) -> ValidSnapsho
         iface: "eth0".into(),
         mtu: 1450,
         local_vtep_mac: if vxlan { mac(1) } else { vec![] },
+        local_blocks: vec![],
         routes: peers
             .iter()
             .map(|(s, p, m)| pb::Route {
                 subnet: net(s),
                 public_ip: ip(p),
                 vtep_mac: if vxlan { mac(*m) } else { vec![] },
+                blocks: vec![],
             })
             .collect(),
     };

@@ -26,10 +26,12 @@ pub fn good() -> pb::Snapshot {
         iface: "eth0".into(),
         mtu: 1472,
         local_vtep_mac: vec![],
+        local_blocks: vec![],
         routes: vec![pb::Route {
             subnet: net("10.50.7.0/24"),
             public_ip: ip("198.18.0.2"),
             vtep_mac: vec![],
+            blocks: vec![],
         }],
     }
 }

@@ -47,12 +47,14 @@ pub fn udp_snapshot(
         iface: "u0".into(),
         mtu: 1472,
         local_vtep_mac: vec![],
+        local_blocks: vec![],
         routes: peers
             .iter()
             .map(|(subnet, pip)| pb::Route {
                 subnet: net(subnet),
                 public_ip: ip(pip),
                 vtep_mac: vec![],
+                blocks: vec![],
             })
             .collect(),
     }

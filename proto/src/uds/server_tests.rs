@@ -128,6 +128,7 @@ fn big_snapshot(bytes: usize) -> Snapshot {
             subnet: None,
             public_ip: None,
             vtep_mac: vec![0xab; bytes],
+            blocks: vec![],
         }],
         ..Default::default()
     }

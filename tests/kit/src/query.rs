@@ -110,6 +110,7 @@ mod tests {
                 subnet: Some(net.into()),
                 public_ip: Some(Ipv4Addr::new(198, 18, 0, 2).into()),
                 vtep_mac: vec![],
+                blocks: vec![],
             }],
         };
         assert_eq!(

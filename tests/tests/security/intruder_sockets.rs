@@ -35,6 +35,7 @@ fn big_snapshot(bytes: usize) -> Snapshot {
             subnet: None,
             public_ip: None,
             vtep_mac: vec![0xab; bytes],
+            blocks: vec![],
         }],
         ..Default::default()
     }
