@@ -31,6 +31,9 @@ pub enum Event {
         reason: String,
     },
     Dataplane(DataplaneEvent),
+    /// Every host's pool blocks, after the IPAM task's first listing and on
+    /// every change: the snapshot routes them.
+    Blocks(std::sync::Arc<crate::ipam::block::BlockSet>),
 }
 
 #[derive(Debug)]

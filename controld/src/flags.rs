@@ -77,6 +77,16 @@ pub struct Flags {
     #[arg(long, env = "KOLACH_RUN_DIR", default_value = "/run/kolach")]
     pub run_dir: PathBuf,
 
+    /// Where this host's pod address allocations are kept (`<dir>/ipam/`);
+    /// they survive restarts of either daemon and of the host.
+    #[arg(long, env = "KOLACH_STATE_DIR", default_value = "/var/lib/kolach")]
+    pub state_dir: PathBuf,
+
+    /// How long a pool block stays empty before this host gives it back:
+    /// seconds or with a unit (`600`, `90s`, `10m`).
+    #[arg(long, env = "KOLACH_BLOCK_GRACE", default_value = "10m", value_parser = parse_grace)]
+    pub block_grace: Duration,
+
     /// TTL of this host's etcd lease: seconds (`86400`) or with a unit (`90s`, `10m`, `24h`).
     #[arg(long, env = "KOLACH_SUBNET_LEASE_TTL", default_value = "24h", value_parser = parse_ttl)]
     pub subnet_lease_ttl: Duration,
@@ -114,6 +124,22 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Like [`parse_ttl`] but from 1 s (tests give blocks back quickly).
+pub fn parse_grace(s: &str) -> Result<Duration, String> {
+    match parse_ttl(s) {
+        Ok(d) => Ok(d),
+        Err(e) if e.ends_with("at least 5s") => {
+            let n: u64 = s.trim().trim_end_matches('s').parse().map_err(|_| e.clone())?;
+            if n == 0 {
+                Err(format!("{s:?} is too short: the block grace must be at least 1s"))
+            } else {
+                Ok(Duration::from_secs(n))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +164,10 @@ mod tests {
         assert_eq!(f.subnet_file, PathBuf::from("/run/kolach/subnet.env"));
         assert_eq!(f.run_dir, PathBuf::from("/run/kolach"));
         assert_eq!(f.subnet_lease_ttl, Duration::from_secs(86400));
+        assert_eq!(f.state_dir, PathBuf::from("/var/lib/kolach"));
+        assert_eq!(f.block_grace, Duration::from_secs(600));
+        assert_eq!(parse_grace("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_grace("0").is_err());
         let f = Flags::try_parse_from([
             "kolach-controld",
             "--etcd-endpoints",

@@ -12,7 +12,10 @@
 //!   keeps its subnet, loses it, and what it sends out (snapshots,
 //!   subnet.env, READY=1, the status view).
 //! - [`api`]: `kolach.control.v1.Control` on `<run-dir>/controld.sock`,
-//!   serving the view the state task publishes.
+//!   serving the view the state task publishes, and `kolach.ipam.v1.Ipam`
+//!   (root only) in front of the IPAM task.
+//! - [`ipam`]: pod addresses (DESIGN §10): the task that owns this host's
+//!   allocations, the pools and every host's blocks.
 //!
 //! Beside them:
 //! - [`dataplane`]: the `Dataplane.Sync` stream client, with reconnect.
@@ -32,6 +35,7 @@ pub mod dataplane;
 pub mod etcd;
 pub mod event;
 pub mod flags;
+pub mod ipam;
 pub mod model;
 pub mod state;
 pub mod underlay;
@@ -42,6 +46,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use kolach_proto::control::control_server::ControlServer;
+use kolach_proto::ipam::ipam_server::IpamServer;
 use kolach_proto::{uds, CONTROLD_SOCKET, DATAPLANED_SOCKET};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -50,12 +55,13 @@ pub use flags::Flags;
 
 use crate::api::view::View;
 use crate::backoff::Backoff;
-use crate::etcd::{security, watcher, EtcdOptions, Registry};
+use crate::etcd::{ipam_watch, security, watcher, EtcdOptions, Registry};
 use crate::event::{sleep_or_stop, Shutdown};
 use crate::state::{Controller, Settings};
 
-/// The control API's requests are empty messages.
-const CONTROL_MAX_MESSAGE: usize = 64 * 1024;
+/// The control API's requests are empty messages; the largest IPAM request
+/// is a GC's list of live attachments (about 100 bytes each).
+const CONTROL_MAX_MESSAGE: usize = 1024 * 1024;
 
 /// How long open control API connections get after a stop signal.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -93,27 +99,50 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
             etcd_endpoints: flags.etcd_endpoints.clone(),
             subnet_file: flags.subnet_file.clone(),
         },
-        view: view_rx,
+        view: view_rx.clone(),
         registry: registry_cell.clone(),
     };
+    let view_rx_for_ipam = view_rx;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ipam, ipam_watch, ipam_task) = ipam::spawn(
+        registry_cell.clone(),
+        ipam::IpamSettings {
+            state_dir: flags.state_dir.clone(),
+            block_grace: flags.block_grace,
+        },
+        view_rx_for_ipam,
+        tx.clone(),
+        stop.clone(),
+    );
     let mut api_stop = stop.clone();
-    // The API is read-only: root's own pool of connections is all the gate does.
+    // Control is read-only; every Ipam method is root's only.
     let limits = uds::Limits {
         max_message_bytes: CONTROL_MAX_MESSAGE,
         ..uds::Limits::default()
     };
-    let incoming = uds::Incoming::new(listener, limits, uds::PeerGate::new(None));
+    let gate = uds::PeerGate::new(None);
+    let incoming = uds::Incoming::new(listener, limits, gate.clone());
     let server = tokio::spawn(
         uds::server_builder(&limits)
+            .layer(uds::GateLayer::new(gate, uds::IPAM_PRIVILEGED))
             .add_service(
                 ControlServer::new(api).max_decoding_message_size(limits.max_message_bytes),
+            )
+            .add_service(
+                IpamServer::new(api::ipam::IpamApi { ipam })
+                    .max_decoding_message_size(limits.max_message_bytes),
             )
             .serve_with_incoming_shutdown(incoming, async move { api_stop.wait().await }),
     );
     info!(socket = %sock_path.display(), "serving the control API");
 
     let result = tokio::select! {
-        r = run_core(&flags, underlay, now.as_nanos() as u64, stop.clone(), view_tx, registry_cell) => r,
+        r = run_core(&flags, underlay, now.as_nanos() as u64, stop.clone(), Wiring {
+            view_tx,
+            registry_cell,
+            events: (tx, rx),
+            ipam_watch,
+        }) => r,
         _ = shutdown => Ok(()),
     };
     info!("shutting down (the lease stays; the dataplane keeps its routes)");
@@ -129,8 +158,17 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
             "control API clients still connected; stopping anyway"
         ),
     }
+    let _ = ipam_task.await;
     let _ = std::fs::remove_file(&sock_path);
     result
+}
+
+/// The channels [`run`] made before etcd was reached, for [`run_core`].
+struct Wiring {
+    view_tx: watch::Sender<Arc<View>>,
+    registry_cell: Arc<OnceLock<Registry>>,
+    events: (event::EventTx, mpsc::UnboundedReceiver<event::Event>),
+    ipam_watch: etcd::ipam_watch::WatchedTx,
 }
 
 /// Connects to etcd and runs the tasks; returns only on a fatal error or
@@ -140,9 +178,14 @@ async fn run_core(
     underlay: underlay::Underlay,
     epoch: u64,
     mut stop: Shutdown,
-    view_tx: watch::Sender<Arc<View>>,
-    registry_cell: Arc<OnceLock<Registry>>,
+    wiring: Wiring,
 ) -> anyhow::Result<()> {
+    let Wiring {
+        view_tx,
+        registry_cell,
+        events: (tx, rx),
+        ipam_watch,
+    } = wiring;
     let opts = EtcdOptions {
         endpoints: flags.etcd_endpoints.clone(),
         prefix: flags.etcd_prefix.clone(),
@@ -171,7 +214,6 @@ async fn run_core(
     };
     let _ = registry_cell.set(reg.clone());
 
-    let (tx, rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(None);
     let settings = Settings {
         lease_ttl: flags.subnet_lease_ttl,
@@ -183,6 +225,20 @@ async fn run_core(
     let tasks = vec![
         tokio::spawn(watcher::config(reg.clone(), tx.clone(), stop.clone())),
         tokio::spawn(watcher::subnets(reg.clone(), tx.clone(), stop.clone())),
+        tokio::spawn(ipam_watch::run(
+            ipam_watch::Kind::Pools,
+            reg.clone(),
+            ipam_watch.clone(),
+            tx.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(ipam_watch::run(
+            ipam_watch::Kind::Blocks,
+            reg.clone(),
+            ipam_watch,
+            tx.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(dataplane::sync(
             flags.run_dir.join(DATAPLANED_SOCKET),
             snap_rx,

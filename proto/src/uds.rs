@@ -25,7 +25,7 @@ pub mod limits;
 #[cfg(test)]
 mod server_tests;
 
-pub use gate::{GateLayer, DATAPLANE_PRIVILEGED};
+pub use gate::{GateLayer, DATAPLANE_PRIVILEGED, IPAM_PRIVILEGED};
 pub use limits::{server_builder, Incoming, Limits};
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ impl PeerGate {
         match uid {
             Some(uid) if self.allows(uid) => Ok(()),
             Some(uid) => Err(Status::permission_denied(format!(
-                "uid {uid} may not change the dataplane (root or the controld user only)"
+                "uid {uid} may not call this method (root or the controld user only)"
             ))),
             None => Err(Status::permission_denied("caller credentials unavailable")),
         }

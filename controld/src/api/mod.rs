@@ -3,7 +3,10 @@
 //! Read-only, so any local user the socket mode lets in may call it.
 //!
 //! - [`view`]: what the state task publishes for the API to serve.
+//! - [`ipam`]: `kolach.ipam.v1.Ipam`, pod addresses, on the same socket,
+//!   root only.
 
+pub mod ipam;
 pub mod view;
 
 use std::collections::BTreeMap;

@@ -7,11 +7,15 @@
 //! - [`registry`]: every call to etcd; every subnet write is a txn.
 //! - [`endpoints`]: one etcd client per endpoint, used in turn: failover.
 //! - [`watcher`]: list + watch of `<prefix>/subnets/`, and the config watch.
+//! - [`kv`]: listings, watches and conditional writes of other keys.
+//! - [`ipam_watch`]: list + watch of `<prefix>/pools/` and `<prefix>/blocks/`.
 //! - [`keeper`]: etcd lease keepalive.
 //! - [`security`]: the client key's file mode, plaintext endpoints off this host.
 
 pub mod endpoints;
+pub mod ipam_watch;
 pub mod keeper;
+pub mod kv;
 pub mod registry;
 pub mod security;
 pub mod watcher;

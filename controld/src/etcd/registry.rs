@@ -117,12 +117,20 @@ impl Registry {
         format!("{}/subnets/", self.prefix)
     }
 
+    pub fn pools_prefix(&self) -> String {
+        format!("{}/pools/", self.prefix)
+    }
+
+    pub fn blocks_prefix(&self) -> String {
+        format!("{}/blocks/", self.prefix)
+    }
+
     pub fn subnet_key(&self, subnet: Ipv4Net) -> String {
         format!("{}{}", self.subnets_prefix(), subnet::key_name(subnet))
     }
 
     /// The endpoint to use now and its client.
-    async fn pick(&self) -> Result<(usize, Client), EtcdError> {
+    pub(super) async fn pick(&self) -> Result<(usize, Client), EtcdError> {
         self.pool
             .pick()
             .await
@@ -149,7 +157,7 @@ impl Registry {
 
     /// Runs a call on endpoint `idx` with a deadline; a failure moves on to
     /// the next endpoint (but not an answer such as "no such lease").
-    async fn call<T, F>(&self, idx: usize, f: F) -> Result<T, EtcdError>
+    pub(super) async fn call<T, F>(&self, idx: usize, f: F) -> Result<T, EtcdError>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -389,7 +397,7 @@ impl Registry {
 
     /// Opens a watch on the current endpoint; the stream's failures are
     /// reported back with [`Registry::stream_broke`] and its index.
-    async fn watch(
+    pub(super) async fn watch(
         &self,
         key: String,
         opts: WatchOptions,

@@ -5,7 +5,8 @@
 //! Both are one loop, `follow`: read the key(s) whole, watch from the
 //! read's revision + 1, resume after the last event seen, read again when
 //! etcd ends the watch in a way that may have skipped events; with backoff
-//! between tries. What differs per key is a `Followed`.
+//! between tries. What differs per key is a `Followed` (the pool and block
+//! prefixes' are in `ipam_watch`).
 
 use etcd_client::{EventType, WatchResponse, WatchStream};
 use tracing::{debug, info, warn};
@@ -33,7 +34,7 @@ pub async fn config(reg: Registry, tx: EventTx, shutdown: Shutdown) {
 }
 
 /// What [`follow`] does with one key or prefix.
-trait Followed {
+pub(super) trait Followed {
     /// What one read of the key(s) returns.
     type Read;
     /// Names the watch in the message for a broken stream.
@@ -58,7 +59,7 @@ trait Followed {
 
 /// The list + watch + resume loop, until shutdown. `resume`: a revision to
 /// watch from instead of reading first.
-async fn follow<F: Followed>(
+pub(super) async fn follow<F: Followed>(
     f: F,
     reg: Registry,
     tx: EventTx,

@@ -31,16 +31,30 @@ pub fn overlay_mtu(cfg: &NetConfig, underlay_mtu: u32) -> u32 {
 }
 
 /// The snapshot content, without a version. `peers` are the routed ones,
-/// already sorted by subnet.
-pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
+/// already sorted by subnet; `blocks` are every host's routable pool blocks
+/// with their holder's PublicIP, sorted: each goes with the peer (or this
+/// host) of that address.
+pub fn build(
+    cfg: &NetConfig,
+    local: &Local,
+    peers: &[Peer<'_>],
+    blocks: &[(Ipv4Net, Ipv4Addr)],
+) -> Snapshot {
     let kind = cfg.backend.kind;
+    let held_by = |ip: Ipv4Addr| -> Vec<kolach_proto::netpb::IpNetwork> {
+        blocks
+            .iter()
+            .filter(|(_, holder)| *holder == ip)
+            .map(|(b, _)| (*b).into())
+            .collect()
+    };
     let routes = peers
         .iter()
         .map(|p| Route {
             subnet: Some(p.lease.subnet.into()),
             public_ip: Some(p.lease.attrs.public_ip.into()),
             vtep_mac: p.vtep_mac.map(Mac::to_vec).unwrap_or_default(),
-            blocks: vec![],
+            blocks: held_by(p.lease.attrs.public_ip),
         })
         .collect();
     let local_vtep_mac = match kind {
@@ -61,7 +75,7 @@ pub fn build(cfg: &NetConfig, local: &Local, peers: &[Peer<'_>]) -> Snapshot {
         mtu: overlay_mtu(cfg, local.underlay_mtu),
         routes,
         local_vtep_mac,
-        local_blocks: vec![],
+        local_blocks: held_by(local.public_ip),
     }
 }
 
@@ -150,7 +164,7 @@ mod tests {
     fn snap(c: &NetConfig, leases: &[Lease]) -> Snapshot {
         let l = local();
         let peers = classify(c.backend.kind, c.network, l.subnet, l.public_ip, leases);
-        build(c, &l, &peers.routed)
+        build(c, &l, &peers.routed, &[])
     }
 
     fn subnets(s: &Snapshot) -> Vec<String> {
@@ -162,6 +176,33 @@ mod tests {
                     .to_string()
             })
             .collect()
+    }
+
+    #[test]
+    fn blocks_go_with_their_holder() {
+        let c = cfg("host-gw");
+        let l = local();
+        let leases = [
+            lease("10.50.7.0/24", "198.18.0.2", BackendKind::HostGw),
+            lease("10.50.8.0/24", "198.18.0.3", BackendKind::HostGw),
+        ];
+        let peers = classify(c.backend.kind, c.network, l.subnet, l.public_ip, &leases);
+        let n = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let blocks = [
+            (n("198.51.100.0/28"), ip("198.18.0.2")),
+            (n("203.0.113.0/28"), ip("198.18.0.1")),
+            (n("203.0.113.16/28"), ip("198.18.0.2")),
+            // Held by a host with no lease routed here: not carried.
+            (n("203.0.113.32/28"), ip("198.18.0.9")),
+        ];
+        let s = build(&c, &l, &peers.routed, &blocks);
+        let nets = |v: &[kolach_proto::netpb::IpNetwork]| -> Vec<String> {
+            v.iter().map(|b| Ipv4Net::try_from(b).unwrap().to_string()).collect()
+        };
+        assert_eq!(nets(&s.routes[0].blocks), ["198.51.100.0/28", "203.0.113.16/28"]);
+        assert!(s.routes[1].blocks.is_empty());
+        assert_eq!(nets(&s.local_blocks), ["203.0.113.0/28"]);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::backoff::Backoff;
 use crate::etcd::keeper;
 use crate::etcd::Registry;
 use crate::event::{Event, EventTx, Shutdown};
+use crate::ipam::block::BlockSet;
 use crate::model::config::NetConfig;
 use crate::model::lease::{Lease, LeaseAttrs};
 use crate::model::loss::Loss;
@@ -70,6 +71,9 @@ pub struct Controller {
     config_error: Option<String>,
     table: LeaseTable,
     listed: bool,
+    /// Every host's pool blocks, once the IPAM task has listed them (no
+    /// snapshot before: it would drop the routes to them).
+    blocks: Option<Arc<BlockSet>>,
     /// This host's lease or reservation, once held.
     mine: Option<Lease>,
     /// The subnet held before (subnet.env, or the lease just lost).
@@ -135,6 +139,7 @@ impl Controller {
             config_error: None,
             table: LeaseTable::new(),
             listed: false,
+            blocks: None,
             mine: None,
             previous,
             keeper: None,
@@ -240,6 +245,7 @@ impl Controller {
                 }
             }
             Event::Dataplane(d) => self.on_dataplane(d),
+            Event::Blocks(b) => self.blocks = Some(b),
         }
     }
 

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use kolach_proto::systemd::Notifier;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Controller;
 use crate::api::view::View;
 use crate::event::DataplaneEvent;
+use crate::ipam::block;
 use crate::model::lease::Lease;
 use crate::model::peers::{self, Note, SkipReason, Skipped};
 use crate::model::snapshot::{self, Local};
@@ -97,7 +98,7 @@ impl Controller {
     /// Pushes a new snapshot if the content changed. Never before the initial
     /// list, and only while this host holds a lease.
     pub(super) fn push_snapshot(&mut self) {
-        let (Some(cfg), Some(m)) = (&self.cfg, &self.mine) else {
+        let (Some(cfg), Some(m), Some(blocks)) = (&self.cfg, &self.mine, &self.blocks) else {
             return;
         };
         if !self.listed {
@@ -119,7 +120,11 @@ impl Controller {
         for note in self.skipped.update(&peers) {
             log_note(&note);
         }
-        let content = snapshot::build(cfg, &local, &peers.routed);
+        let (blocks, dropped) = block::routable(blocks, cfg.network);
+        for (net, why) in dropped {
+            debug!(block = %net, why = %why, "not routing a block");
+        }
+        let content = snapshot::build(cfg, &local, &peers.routed, &blocks);
         let env = SubnetEnv {
             network: cfg.network,
             subnet: m.subnet,
@@ -127,12 +132,15 @@ impl Controller {
             ipmasq: false,
         };
         let routes = content.routes.len();
+        let block_count = content.routes.iter().map(|r| r.blocks.len()).sum::<usize>()
+            + content.local_blocks.len();
         if let Some(s) = self.versioner.stamp(content, self.table.revision()) {
             let generation = self.versioner.generation();
             info!(
                 generation,
                 backend = %cfg.backend.kind,
                 routes,
+                blocks = block_count,
                 revision = self.table.revision(),
                 "new snapshot"
             );

@@ -21,6 +21,22 @@ pub const DATAPLANE_PRIVILEGED: &[&str] = &[
     "/kolach.dataplane.v1.DataplaneAdmin/Upgrade",
 ];
 
+/// controld's pod-address service: every method, reads included (addresses
+/// name containers), is root's only (DESIGN §10).
+pub const IPAM_PRIVILEGED: &[&str] = &[
+    "/kolach.ipam.v1.Ipam/Allocate",
+    "/kolach.ipam.v1.Ipam/Release",
+    "/kolach.ipam.v1.Ipam/Check",
+    "/kolach.ipam.v1.Ipam/Gc",
+    "/kolach.ipam.v1.Ipam/Status",
+    "/kolach.ipam.v1.Ipam/Addresses",
+    "/kolach.ipam.v1.Ipam/Pools",
+    "/kolach.ipam.v1.Ipam/Blocks",
+    "/kolach.ipam.v1.Ipam/CreatePool",
+    "/kolach.ipam.v1.Ipam/AddPoolSubnet",
+    "/kolach.ipam.v1.Ipam/DeletePool",
+];
+
 /// `Server::builder().layer(GateLayer::new(gate, DATAPLANE_PRIVILEGED))`.
 #[derive(Clone, Debug)]
 pub struct GateLayer {

@@ -32,6 +32,8 @@ impl Host {
             dir.display().to_string(),
             "--subnet-file".into(),
             dir.join("subnet.env").display().to_string(),
+            "--state-dir".into(),
+            dir.join("state").display().to_string(),
             "--subnet-lease-ttl".into(),
             "30s".into(),
         ];

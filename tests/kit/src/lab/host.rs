@@ -81,6 +81,8 @@ impl Host {
             d.clone(),
             "--subnet-file".to_string(),
             dir.join("subnet.env").display().to_string(),
+            "--state-dir".to_string(),
+            dir.join("state").display().to_string(),
         ];
         if let Some(ttl) = &opts.lease_ttl {
             cd_args.extend(["--subnet-lease-ttl".to_string(), ttl.clone()]);

@@ -1,0 +1,118 @@
+//! Pool writes from kolachctl: checked by the same rules the watch applies,
+//! then written by transaction (create-if-absent, or compare the mod
+//! revision read), so two edits never silently overwrite each other.
+
+use tracing::info;
+
+use super::pool::{PoolSpec, DEFAULT_MAX_BLOCKS_PER_HOST};
+use super::report::PoolReport;
+use super::task::Task;
+use super::{IpamError, PoolEdit};
+use crate::etcd::kv::Written;
+
+impl Task {
+    pub(super) async fn edit(&mut self, e: PoolEdit) -> Result<Option<PoolReport>, IpamError> {
+        if !self.pools_listed {
+            return Err(IpamError::NoLease {
+                phase: "reading pools and blocks",
+            });
+        }
+        let reg = self.reg()?;
+        let prefix = reg.pools_prefix();
+        match e {
+            PoolEdit::Create {
+                name,
+                subnets,
+                block_len,
+                max_blocks_per_host,
+            } => {
+                let spec = PoolSpec::new(
+                    &name,
+                    subnets,
+                    block_len,
+                    max_blocks_per_host.unwrap_or(DEFAULT_MAX_BLOCKS_PER_HOST),
+                )?;
+                spec.check_against(self.pools.network(), self.pools.specs())?;
+                if self.pools.raw(&name).is_some() {
+                    return Err(IpamError::PoolExists { pool: name });
+                }
+                let json = spec.to_json();
+                let w = reg
+                    .create_if_absent(format!("{prefix}{name}"), json.clone(), 0)
+                    .await
+                    .map_err(|source| IpamError::PoolWrite {
+                        pool: name.clone(),
+                        source,
+                    })?;
+                match w {
+                    Written::At(rev) => {
+                        info!(pool = %name, value = %json, "pool created");
+                        self.pools.put(name.clone(), json.into_bytes(), rev);
+                        Ok(self.pool_report(&name))
+                    }
+                    Written::Conflict => Err(IpamError::PoolExists { pool: name }),
+                }
+            }
+            PoolEdit::AddSubnet { name, subnet } => {
+                let (raw, rev) = self.pools.raw(&name).cloned().ok_or(IpamError::UnknownPool {
+                    pool: name.clone(),
+                    by: "the request",
+                })?;
+                let old = PoolSpec::parse(&name, &raw).map_err(|e| IpamError::BrokenPool {
+                    pool: name.clone(),
+                    why: e.to_string(),
+                })?;
+                let mut subnets = old.subnets.clone();
+                subnets.push(subnet);
+                let spec = PoolSpec::new(&name, subnets, Some(old.block_len), old.max_blocks_per_host)?;
+                spec.check_against(self.pools.network(), self.pools.specs())?;
+                let json = spec.to_json();
+                let w = reg
+                    .put_if_unchanged(format!("{prefix}{name}"), json.clone(), rev)
+                    .await
+                    .map_err(|source| IpamError::PoolWrite {
+                        pool: name.clone(),
+                        source,
+                    })?;
+                match w {
+                    Written::At(rev) => {
+                        info!(pool = %name, subnet = %subnet, "subnet added to pool");
+                        self.pools.put(name.clone(), json.into_bytes(), rev);
+                        Ok(self.pool_report(&name))
+                    }
+                    Written::Conflict => Err(IpamError::Conflict { pool: name }),
+                }
+            }
+            PoolEdit::Delete { name } => {
+                let (_, rev) = self.pools.raw(&name).cloned().ok_or(IpamError::UnknownPool {
+                    pool: name.clone(),
+                    by: "the request",
+                })?;
+                let held: Vec<_> = self.blocks.of_pool(&name).collect();
+                if let Some(first) = held.first() {
+                    return Err(IpamError::PoolInUse {
+                        pool: name.clone(),
+                        held: held.len(),
+                        first: first.net,
+                        holder: first.public_ip,
+                    });
+                }
+                let w = reg
+                    .delete_if_unchanged(format!("{prefix}{name}"), rev)
+                    .await
+                    .map_err(|source| IpamError::PoolWrite {
+                        pool: name.clone(),
+                        source,
+                    })?;
+                match w {
+                    Written::At(_) => {
+                        info!(pool = %name, "pool deleted");
+                        self.pools.delete(&name);
+                        Ok(None)
+                    }
+                    Written::Conflict => Err(IpamError::Conflict { pool: name }),
+                }
+            }
+        }
+    }
+}
