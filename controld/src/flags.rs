@@ -129,9 +129,15 @@ pub fn parse_grace(s: &str) -> Result<Duration, String> {
     match parse_ttl(s) {
         Ok(d) => Ok(d),
         Err(e) if e.ends_with("at least 5s") => {
-            let n: u64 = s.trim().trim_end_matches('s').parse().map_err(|_| e.clone())?;
+            let n: u64 = s
+                .trim()
+                .trim_end_matches('s')
+                .parse()
+                .map_err(|_| e.clone())?;
             if n == 0 {
-                Err(format!("{s:?} is too short: the block grace must be at least 1s"))
+                Err(format!(
+                    "{s:?} is too short: the block grace must be at least 1s"
+                ))
             } else {
                 Ok(Duration::from_secs(n))
             }

@@ -24,9 +24,9 @@ pub fn status(e: &IpamError) -> Status {
             Code::Unavailable
         }
         IpamError::Stopping => Code::Unavailable,
-        IpamError::DefaultFull { .. } | IpamError::NoFreeBlock { .. } | IpamError::MaxBlocks { .. } => {
-            Code::ResourceExhausted
-        }
+        IpamError::DefaultFull { .. }
+        | IpamError::NoFreeBlock { .. }
+        | IpamError::MaxBlocks { .. } => Code::ResourceExhausted,
         IpamError::UnknownPool { .. } | IpamError::NotFound(_) => Code::NotFound,
         IpamError::Pool(_) | IpamError::BadRequest(_) => Code::InvalidArgument,
         IpamError::BrokenPool { .. } | IpamError::PoolInUse { .. } => Code::FailedPrecondition,
@@ -94,7 +94,10 @@ fn block_pb(b: &BlockReport) -> pb::Block {
     }
 }
 
-fn subnet(n: Option<kolach_proto::netpb::IpNetwork>, field: &str) -> Result<ipnet::Ipv4Net, Status> {
+fn subnet(
+    n: Option<kolach_proto::netpb::IpNetwork>,
+    field: &str,
+) -> Result<ipnet::Ipv4Net, Status> {
     let n = n.ok_or_else(|| Status::invalid_argument(format!("{field} is missing")))?;
     ipnet::Ipv4Net::try_from(&n).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
@@ -206,9 +209,11 @@ impl Ipam for IpamApi {
         &self,
         _: Request<pb::BlocksRequest>,
     ) -> Result<Response<pb::BlocksReply>, Status> {
-        answer(self.ipam.blocks().await, |(revision, all)| pb::BlocksReply {
-            revision,
-            blocks: all.iter().map(block_pb).collect(),
+        answer(self.ipam.blocks().await, |(revision, all)| {
+            pb::BlocksReply {
+                revision,
+                blocks: all.iter().map(block_pb).collect(),
+            }
         })
     }
 

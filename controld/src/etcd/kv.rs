@@ -3,7 +3,9 @@
 //! transactions on the key's create or mod revision, never blind puts.
 //! Pools (`<prefix>/pools/`) and blocks (`<prefix>/blocks/`) use these.
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
 
 use super::{EtcdError, Registry};
 
@@ -75,7 +77,9 @@ impl Registry {
     pub async fn get_raw(&self, prefix: &str, name: &str) -> Result<Option<RawKv>, EtcdError> {
         let (idx, client) = self.pick().await?;
         let mut kv = client.kv_client();
-        let resp = self.call(idx, kv.get(format!("{prefix}{name}"), None)).await?;
+        let resp = self
+            .call(idx, kv.get(format!("{prefix}{name}"), None))
+            .await?;
         Ok(resp.kvs().first().map(|kv| raw(prefix, kv)))
     }
 
@@ -127,7 +131,11 @@ impl Registry {
         mod_revision: i64,
     ) -> Result<Written, EtcdError> {
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_revision)])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
             .and_then([TxnOp::put(key, value, None)]);
         self.txn(txn, 0).await
     }
@@ -139,7 +147,11 @@ impl Registry {
         mod_revision: i64,
     ) -> Result<Written, EtcdError> {
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_revision)])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
             .and_then([TxnOp::delete(key, None)]);
         self.txn(txn, 0).await
     }

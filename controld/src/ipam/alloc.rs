@@ -93,7 +93,9 @@ pub struct Allocations {
 
 impl Allocations {
     pub fn get(&self, a: &Attachment) -> Option<&Allocation> {
-        self.by_attachment.get(a).and_then(|ip| self.by_address.get(ip))
+        self.by_attachment
+            .get(a)
+            .and_then(|ip| self.by_address.get(ip))
     }
 
     pub fn by_address(&self, ip: Ipv4Addr) -> Option<&Allocation> {
@@ -222,10 +224,19 @@ mod tests {
     fn addresses_go_out_in_order_and_a_freed_one_comes_back_last() {
         let r = Range::host_subnet(net("10.50.18.0/29")); // .2 ..= .6
         let mut t = Allocations::default();
-        let got: Vec<_> = ["a", "b", "c"].iter().map(|c| alloc(&mut t, &r, c)).collect();
-        assert_eq!(got, ["10.50.18.2", "10.50.18.3", "10.50.18.4"].map(|s| s.parse::<Ipv4Addr>().unwrap()));
+        let got: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|c| alloc(&mut t, &r, c))
+            .collect();
+        assert_eq!(
+            got,
+            ["10.50.18.2", "10.50.18.3", "10.50.18.4"].map(|s| s.parse::<Ipv4Addr>().unwrap())
+        );
         // b leaves: its .3 is not handed out while .5 and .6 are free.
-        assert_eq!(t.remove(&att("b", "eth0")).unwrap().address.to_string(), "10.50.18.3");
+        assert_eq!(
+            t.remove(&att("b", "eth0")).unwrap().address.to_string(),
+            "10.50.18.3"
+        );
         assert_eq!(alloc(&mut t, &r, "d").to_string(), "10.50.18.5");
         assert_eq!(alloc(&mut t, &r, "e").to_string(), "10.50.18.6");
         // Wrapped: now .3 is the only free one.

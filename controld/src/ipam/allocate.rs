@@ -63,7 +63,10 @@ impl Task {
             }
             Source::Named(spec) => {
                 let r = self.range_in(&spec, view.lease_id).await?;
-                let a = self.allocs.next_free(&r).expect("range_in returns a range with room");
+                let a = self
+                    .allocs
+                    .next_free(&r)
+                    .expect("range_in returns a range with room");
                 ((spec.name.clone(), a), r)
             }
         };
@@ -120,7 +123,9 @@ impl Task {
     /// A block of `spec` this host holds with a free address; claims one
     /// when none has room.
     async fn range_in(&mut self, spec: &PoolSpec, lease_id: i64) -> Result<Range, IpamError> {
-        let me = self.my_ip().ok_or(IpamError::NoLease { phase: "starting" })?;
+        let me = self
+            .my_ip()
+            .ok_or(IpamError::NoLease { phase: "starting" })?;
         let held: Vec<Ipv4Net> = self.blocks.held(&spec.name, me).map(|b| b.net).collect();
         for net in &held {
             let r = Range::block(*net);
@@ -185,7 +190,13 @@ impl Task {
                     warn!(block = %net, pool = %spec.name, "another host claimed the block first; trying the next");
                     tried.push(net);
                     if let Ok(Some(kv)) = reg.get_raw(&prefix, &name).await {
-                        if let Ok(b) = block::decode(&kv.name, &kv.value, kv.lease, kv.mod_revision, kv.create_revision) {
+                        if let Ok(b) = block::decode(
+                            &kv.name,
+                            &kv.value,
+                            kv.lease,
+                            kv.mod_revision,
+                            kv.create_revision,
+                        ) {
                             self.blocks.put(b);
                         }
                     }
@@ -195,7 +206,12 @@ impl Task {
         Err(IpamError::NoFreeBlock {
             pool: spec.name.clone(),
             total: spec.block_count(),
-            subnets: spec.subnets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            subnets: spec
+                .subnets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 }

@@ -119,7 +119,11 @@ impl BlockSet {
     }
 
     /// Blocks of `pool` held by `public_ip`, in address order.
-    pub fn held<'a>(&'a self, pool: &'a str, public_ip: Ipv4Addr) -> impl Iterator<Item = &'a Block> {
+    pub fn held<'a>(
+        &'a self,
+        pool: &'a str,
+        public_ip: Ipv4Addr,
+    ) -> impl Iterator<Item = &'a Block> {
         self.blocks
             .values()
             .filter(move |b| b.pool == pool && b.public_ip == public_ip)
@@ -127,7 +131,9 @@ impl BlockSet {
 
     /// Blocks held by `public_ip`, any pool.
     pub fn of_host(&self, public_ip: Ipv4Addr) -> impl Iterator<Item = &Block> {
-        self.blocks.values().filter(move |b| b.public_ip == public_ip)
+        self.blocks
+            .values()
+            .filter(move |b| b.public_ip == public_ip)
     }
 
     /// Blocks of `pool` held by anyone.
@@ -217,7 +223,9 @@ mod tests {
             r#"{"Pool":"blue","PublicIP":"198.18.0.1"}"#
         );
         assert_eq!(
-            decode("203.0.113.17-28", b"{}", 0, 1, 1).unwrap_err().to_string(),
+            decode("203.0.113.17-28", b"{}", 0, 1, 1)
+                .unwrap_err()
+                .to_string(),
             "block key 203.0.113.17-28 is not of the form a.b.c.d-len"
         );
         assert!(decode("203.0.113.16-28", b"{}", 0, 1, 1)
@@ -272,7 +280,10 @@ mod tests {
             ]
         );
         assert_eq!(dropped.len(), 2);
-        assert_eq!(dropped[0].1, "overlaps block 203.0.113.0/28, held before it");
+        assert_eq!(
+            dropped[0].1,
+            "overlaps block 203.0.113.0/28, held before it"
+        );
         assert_eq!(dropped[1].1, "lies in the overlay Network 10.50.0.0/16");
     }
 }

@@ -54,17 +54,22 @@ impl Task {
                 }
             }
             PoolEdit::AddSubnet { name, subnet } => {
-                let (raw, rev) = self.pools.raw(&name).cloned().ok_or(IpamError::UnknownPool {
-                    pool: name.clone(),
-                    by: "the request",
-                })?;
+                let (raw, rev) = self
+                    .pools
+                    .raw(&name)
+                    .cloned()
+                    .ok_or(IpamError::UnknownPool {
+                        pool: name.clone(),
+                        by: "the request",
+                    })?;
                 let old = PoolSpec::parse(&name, &raw).map_err(|e| IpamError::BrokenPool {
                     pool: name.clone(),
                     why: e.to_string(),
                 })?;
                 let mut subnets = old.subnets.clone();
                 subnets.push(subnet);
-                let spec = PoolSpec::new(&name, subnets, Some(old.block_len), old.max_blocks_per_host)?;
+                let spec =
+                    PoolSpec::new(&name, subnets, Some(old.block_len), old.max_blocks_per_host)?;
                 spec.check_against(self.pools.network(), self.pools.specs())?;
                 let json = spec.to_json();
                 let w = reg
@@ -84,10 +89,14 @@ impl Task {
                 }
             }
             PoolEdit::Delete { name } => {
-                let (_, rev) = self.pools.raw(&name).cloned().ok_or(IpamError::UnknownPool {
-                    pool: name.clone(),
-                    by: "the request",
-                })?;
+                let (_, rev) = self
+                    .pools
+                    .raw(&name)
+                    .cloned()
+                    .ok_or(IpamError::UnknownPool {
+                        pool: name.clone(),
+                        by: "the request",
+                    })?;
                 let held: Vec<_> = self.blocks.of_pool(&name).collect();
                 if let Some(first) = held.first() {
                     return Err(IpamError::PoolInUse {

@@ -156,10 +156,11 @@ impl Journal {
         };
         let mut buf = Vec::new();
         let mut n = 0;
-        for r in live
-            .map(Record::add)
-            .chain(cursors.iter().map(|(b, ip)| Record::Cursor { block: *b, ip: *ip }))
-        {
+        for r in live.map(Record::add).chain(
+            cursors
+                .iter()
+                .map(|(b, ip)| Record::Cursor { block: *b, ip: *ip }),
+        ) {
             serde_json::to_writer(&mut buf, &r).expect("records serialize");
             buf.push(b'\n');
             n += 1;
@@ -289,12 +290,19 @@ mod tests {
             .unwrap();
         }
         // A crash in the middle of a write.
-        let mut f = OpenOptions::new().append(true).open(dir.join(FILE_NAME)).unwrap();
-        f.write_all(br#"{"op":"add","ip":"10.50.18.4","cont"#).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE_NAME))
+            .unwrap();
+        f.write_all(br#"{"op":"add","ip":"10.50.18.4","cont"#)
+            .unwrap();
         drop(f);
         let (_j, r) = Journal::open(&dir).unwrap();
         assert_eq!(r.allocations.len(), 1);
-        assert_eq!(r.allocations.values().next().unwrap(), &allocation("10.50.18.3", "b"));
+        assert_eq!(
+            r.allocations.values().next().unwrap(),
+            &allocation("10.50.18.3", "b")
+        );
         // The cursor is where the last ADD left it, even though .2 is free.
         assert_eq!(
             r.cursors[&"10.50.18.0/24".parse::<Ipv4Net>().unwrap()].to_string(),
@@ -309,13 +317,15 @@ mod tests {
         let (mut j, _) = Journal::open(&dir).unwrap();
         for i in 2..200u8 {
             let a = allocation(&format!("10.50.18.{i}"), &format!("c{i}"));
-            j.append(&[Record::add(&a), Record::Del { ip: a.address }]).unwrap();
+            j.append(&[Record::add(&a), Record::Del { ip: a.address }])
+                .unwrap();
         }
         let live = [allocation("10.50.18.7", "keep")];
         let block: Ipv4Net = "10.50.18.0/24".parse().unwrap();
         let cursors = BTreeMap::from([(block, "10.50.18.199".parse().unwrap())]);
         j.compact(live.iter(), &cursors).unwrap();
-        j.append(&[Record::add(&allocation("10.50.18.200", "new"))]).unwrap();
+        j.append(&[Record::add(&allocation("10.50.18.200", "new"))])
+            .unwrap();
         drop(j);
         let (j, r) = Journal::open(&dir).unwrap();
         assert_eq!(r.allocations.len(), 2);

@@ -51,7 +51,10 @@ impl Task {
         let reason = if let Err(e) = &self.journal {
             format!("the allocation store is not usable: {e}")
         } else if v.subnet.is_none() {
-            format!("kolach-controld holds no subnet lease yet (phase {})", v.phase)
+            format!(
+                "kolach-controld holds no subnet lease yet (phase {})",
+                v.phase
+            )
         } else if !self.pools_listed || !self.blocks_listed {
             "kolach-controld is still reading pools and blocks from etcd".to_string()
         } else {

@@ -121,7 +121,8 @@ impl Task {
         mut watched: mpsc::UnboundedReceiver<Watched>,
         mut shutdown: Shutdown,
     ) {
-        let period = (self.settings.block_grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        let period = (self.settings.block_grace / 4)
+            .clamp(Duration::from_millis(200), Duration::from_secs(30));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut view = self.view.clone();
@@ -160,7 +161,8 @@ impl Task {
                     } else {
                         self.pending.push(Record::add(&a));
                         self.undo.push(Undo::Added(a.attachment.clone()));
-                        self.deferred.push(Deferred::Allocate(reply, (a, false, mtu)));
+                        self.deferred
+                            .push(Deferred::Allocate(reply, (a, false, mtu)));
                     }
                 }
                 Err(e) => {
@@ -180,7 +182,11 @@ impl Task {
                 }
             },
             Request::Check(att, reply) => {
-                let r = self.allocs.get(&att).cloned().ok_or(IpamError::NotFound(att));
+                let r = self
+                    .allocs
+                    .get(&att)
+                    .cloned()
+                    .ok_or(IpamError::NotFound(att));
                 let _ = reply.send(r);
             }
             Request::Gc(network, valid, reply) => {
@@ -269,7 +275,11 @@ impl Task {
         match w {
             Watched::Listed(Kind::Pools, l) => {
                 self.pools_listed = true;
-                let all = l.kvs.into_iter().map(|kv| (kv.name, kv.value, kv.mod_revision)).collect();
+                let all = l
+                    .kvs
+                    .into_iter()
+                    .map(|kv| (kv.name, kv.value, kv.mod_revision))
+                    .collect();
                 let changes = self.pools.replace(all);
                 self.log_pool_changes(changes);
             }
@@ -305,7 +315,13 @@ impl Task {
     }
 
     fn decode_block(&self, kv: &RawKv) -> Option<block::Block> {
-        match block::decode(&kv.name, &kv.value, kv.lease, kv.mod_revision, kv.create_revision) {
+        match block::decode(
+            &kv.name,
+            &kv.value,
+            kv.lease,
+            kv.mod_revision,
+            kv.create_revision,
+        ) {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(key = %kv.name, error = %e, "ignoring a broken block key");
@@ -318,8 +334,10 @@ impl Task {
         for (name, error) in changes {
             match (error, self.pools.spec(&name)) {
                 (Some(e), _) => warn!(pool = %name, "{e}"),
-                (None, Some(s)) => info!(pool = %name, subnets = ?s.subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    block_len = s.block_len, max_blocks_per_host = s.max_blocks_per_host, "pool in use"),
+                (None, Some(s)) => {
+                    info!(pool = %name, subnets = ?s.subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    block_len = s.block_len, max_blocks_per_host = s.max_blocks_per_host, "pool in use")
+                }
                 (None, None) => info!(pool = %name, "pool deleted"),
             }
         }
@@ -328,7 +346,9 @@ impl Task {
     /// Tells the state task (it routes every host's blocks).
     pub(super) fn blocks_changed(&self) {
         if self.blocks_listed {
-            let _ = self.events.send(Event::Blocks(Arc::new(self.blocks.clone())));
+            let _ = self
+                .events
+                .send(Event::Blocks(Arc::new(self.blocks.clone())));
         }
     }
 
@@ -353,7 +373,8 @@ impl Task {
         };
         let now = Instant::now();
         let mine: Vec<block::Block> = self.blocks.of_host(me).cloned().collect();
-        self.empty_since.retain(|net, _| mine.iter().any(|b| b.net == *net));
+        self.empty_since
+            .retain(|net, _| mine.iter().any(|b| b.net == *net));
         for b in mine {
             if self.allocs.in_use(b.net) > 0 {
                 self.empty_since.remove(&b.net);
@@ -372,7 +393,9 @@ impl Task {
                     self.empty_since.remove(&b.net);
                     self.blocks_changed();
                 }
-                Ok(Written::Conflict) => debug!(block = %b.net, "block changed in etcd; not giving it back now"),
+                Ok(Written::Conflict) => {
+                    debug!(block = %b.net, "block changed in etcd; not giving it back now")
+                }
                 Err(e) => debug!(block = %b.net, error = %e, "cannot give back a block now"),
             }
         }

@@ -198,9 +198,14 @@ mod tests {
         ];
         let s = build(&c, &l, &peers.routed, &blocks);
         let nets = |v: &[kolach_proto::netpb::IpNetwork]| -> Vec<String> {
-            v.iter().map(|b| Ipv4Net::try_from(b).unwrap().to_string()).collect()
+            v.iter()
+                .map(|b| Ipv4Net::try_from(b).unwrap().to_string())
+                .collect()
         };
-        assert_eq!(nets(&s.routes[0].blocks), ["198.51.100.0/28", "203.0.113.16/28"]);
+        assert_eq!(
+            nets(&s.routes[0].blocks),
+            ["198.51.100.0/28", "203.0.113.16/28"]
+        );
         assert!(s.routes[1].blocks.is_empty());
         assert_eq!(nets(&s.local_blocks), ["203.0.113.0/28"]);
     }

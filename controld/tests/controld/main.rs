@@ -6,6 +6,7 @@ mod backends;
 mod binary;
 mod common;
 mod config;
+mod ipam;
 mod leases;
 mod outage;
 mod skipped;

@@ -60,9 +60,8 @@ struct PoolJson {
 pub fn check_name(name: &str) -> Result<(), PoolError> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = chars.all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.' || c == '-'
-    });
+    let rest_ok = chars
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.' || c == '-');
     if !first_ok || !rest_ok || name.len() > 63 {
         return Err(err(
             name,
@@ -106,24 +105,35 @@ impl PoolSpec {
     ) -> Result<PoolSpec, PoolError> {
         check_name(name)?;
         if subnets.is_empty() {
-            return Err(err(name, "Subnets is empty: a pool needs at least one subnet"));
+            return Err(err(
+                name,
+                "Subnets is empty: a pool needs at least one subnet",
+            ));
         }
         for (i, a) in subnets.iter().enumerate() {
             if a.network() != a.addr() {
                 return Err(err(
                     name,
-                    format!("Subnets {a} has host bits set (did you mean {}?)", a.trunc()),
+                    format!(
+                        "Subnets {a} has host bits set (did you mean {}?)",
+                        a.trunc()
+                    ),
                 ));
             }
             if let Some(b) = subnets[..i].iter().find(|b| overlaps(*a, **b)) {
-                return Err(err(name, format!("Subnets {a} overlaps {b} of the same pool")));
+                return Err(err(
+                    name,
+                    format!("Subnets {a} overlaps {b} of the same pool"),
+                ));
             }
         }
         let narrowest = subnets.iter().map(|s| s.prefix_len()).max().unwrap_or(0);
         let block_len = block_len.unwrap_or(DEFAULT_BLOCK_LEN.max(narrowest));
         if block_len < narrowest || block_len > MAX_BLOCK_LEN {
             let range = if narrowest > MAX_BLOCK_LEN {
-                format!("Subnets /{narrowest} is smaller than the smallest block (/{MAX_BLOCK_LEN})")
+                format!(
+                    "Subnets /{narrowest} is smaller than the smallest block (/{MAX_BLOCK_LEN})"
+                )
             } else {
                 format!(
                     "BlockLen {block_len} is not in {narrowest}..={MAX_BLOCK_LEN} (from the prefix length of the pool's narrowest subnet to 30)"

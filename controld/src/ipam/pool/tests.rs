@@ -58,7 +58,9 @@ fn validation_table() {
          "pool blue: value is not a pool definition: invalid type: string \"203.0.113.0/24\", expected a sequence at line 1 column 27"),
     ];
     for (name, value, want) in cases {
-        let got = PoolSpec::parse(name, value.as_bytes()).unwrap_err().to_string();
+        let got = PoolSpec::parse(name, value.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert_eq!(&got, want, "{name} {value}");
     }
 }
@@ -68,7 +70,9 @@ fn pools_stay_out_of_the_network_and_of_each_other() {
     let red = PoolSpec::parse("red", br#"{"Subnets":["203.0.113.0/25"]}"#).unwrap();
     let blue = PoolSpec::parse("blue", br#"{"Subnets":["203.0.113.64/26"]}"#).unwrap();
     assert_eq!(
-        blue.check_against(network(), [&red]).unwrap_err().to_string(),
+        blue.check_against(network(), [&red])
+            .unwrap_err()
+            .to_string(),
         "pool blue: Subnets 203.0.113.64/26 overlaps 203.0.113.0/25 of pool red"
     );
     let inside = PoolSpec::parse("inside", br#"{"Subnets":["10.50.200.0/24"]}"#).unwrap();
@@ -84,21 +88,39 @@ fn pools_stay_out_of_the_network_and_of_each_other() {
 fn a_broken_edit_keeps_the_last_good_spec() {
     let mut set = PoolSet::default();
     set.set_network(network());
-    let ch = set.put("blue".into(), br#"{"Subnets":["203.0.113.0/24"]}"#.to_vec(), 5);
+    let ch = set.put(
+        "blue".into(),
+        br#"{"Subnets":["203.0.113.0/24"]}"#.to_vec(),
+        5,
+    );
     assert_eq!(ch, vec![("blue".to_string(), None)]);
-    let ch = set.put("blue".into(), br#"{"Subnets":["10.50.1.0/24"]}"#.to_vec(), 6);
+    let ch = set.put(
+        "blue".into(),
+        br#"{"Subnets":["10.50.1.0/24"]}"#.to_vec(),
+        6,
+    );
     assert_eq!(ch.len(), 1);
     let e = set.get("blue").unwrap();
-    assert_eq!(e.spec.as_ref().unwrap().subnets, vec![net("203.0.113.0/24")]);
+    assert_eq!(
+        e.spec.as_ref().unwrap().subnets,
+        vec![net("203.0.113.0/24")]
+    );
     assert_eq!(
         e.error.as_deref(),
         Some("pool blue: Subnets 10.50.1.0/24 overlaps the overlay Network 10.50.0.0/16; keeping its last good definition")
     );
     assert_eq!(e.mod_revision, 6);
     // Fixed again: the new spec is in use and the error is gone.
-    set.put("blue".into(), br#"{"Subnets":["198.51.100.0/24"]}"#.to_vec(), 7);
+    set.put(
+        "blue".into(),
+        br#"{"Subnets":["198.51.100.0/24"]}"#.to_vec(),
+        7,
+    );
     let e = set.get("blue").unwrap();
-    assert_eq!(e.spec.as_ref().unwrap().subnets, vec![net("198.51.100.0/24")]);
+    assert_eq!(
+        e.spec.as_ref().unwrap().subnets,
+        vec![net("198.51.100.0/24")]
+    );
     assert!(e.error.is_none());
     // A new broken pool is known (its error shows) but not usable.
     set.put("bad".into(), b"{".to_vec(), 8);

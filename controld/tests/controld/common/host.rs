@@ -124,6 +124,19 @@ impl Host {
         ControlClient::new(ch)
     }
 
+    /// A `kolach.ipam.v1` client on this host's controld.sock.
+    pub async fn ipam(
+        &self,
+    ) -> kolach_proto::ipam::ipam_client::IpamClient<tonic::transport::Channel> {
+        let ch = uds::connect(
+            &self.dir.path().join(kolach_proto::CONTROLD_SOCKET),
+            "kolach-controld",
+        )
+        .await
+        .unwrap();
+        kolach_proto::ipam::ipam_client::IpamClient::new(ch)
+    }
+
     pub async fn status(&self) -> ControlStatus {
         self.control()
             .await
