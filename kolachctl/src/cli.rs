@@ -5,6 +5,7 @@ use clap_complete::Shell;
 use kolach_proto::control::control_client::ControlClient;
 use kolach_proto::dataplane::dataplane_admin_client::DataplaneAdminClient;
 use kolach_proto::dataplane::dataplane_client::DataplaneClient;
+use kolach_proto::ipam::ipam_client::IpamClient;
 use kolach_proto::uds::{self, UdsError};
 use tonic::transport::Channel;
 
@@ -40,6 +41,17 @@ pub enum Command {
     Leases,
     /// The route table the dataplane forwards with.
     Routes,
+    /// Address pools: the default one (this host's subnet) and those in etcd.
+    Pools,
+    /// Create, extend or delete an address pool (written to etcd by controld).
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Every host's pool blocks, as etcd holds them.
+    Blocks,
+    /// The pod addresses this host has given out.
+    Addresses,
     /// Operate kolach-dataplaned.
     Dataplane {
         #[command(subcommand)]
@@ -61,6 +73,30 @@ pub enum DataplaneCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum PoolCommand {
+    /// A new pool: pods of the Kubernetes namespace NAME get addresses from it.
+    Create {
+        name: String,
+        /// One or more IPv4 subnets outside the overlay Network.
+        #[arg(required = true)]
+        subnets: Vec<ipnet::Ipv4Net>,
+        /// Prefix length of the blocks hosts claim (default 28).
+        #[arg(long)]
+        block_len: Option<u8>,
+        /// Blocks one host may hold (default 20).
+        #[arg(long)]
+        max_blocks_per_host: Option<u32>,
+    },
+    /// Adds a subnet to a pool.
+    AddSubnet {
+        name: String,
+        subnet: ipnet::Ipv4Net,
+    },
+    /// Deletes a pool; refused while any host holds a block of it.
+    Delete { name: String },
+}
+
 pub fn completions(shell: Shell) {
     clap_complete::generate(
         shell,
@@ -78,6 +114,13 @@ impl Cli {
     pub async fn controld(&self) -> Result<ControlClient<Channel>, UdsError> {
         let path = self.socket(kolach_proto::CONTROLD_SOCKET);
         Ok(ControlClient::new(
+            uds::connect(&path, "kolach-controld").await?,
+        ))
+    }
+
+    pub async fn ipam(&self) -> Result<IpamClient<Channel>, UdsError> {
+        let path = self.socket(kolach_proto::CONTROLD_SOCKET);
+        Ok(IpamClient::new(
             uds::connect(&path, "kolach-controld").await?,
         ))
     }

@@ -2,14 +2,19 @@
 //!
 //! - `cli`: flags and subcommands.
 //! - `view`: the proto replies turned into plain records, for tables and `--json`.
-//! - `status`, `leases`, `routes`, `upgrade` (`dataplane upgrade`): one file
-//!   per subcommand.
+//! - `status`, `leases`, `routes`, `upgrade` (`dataplane upgrade`), `pools`
+//!   (`pools`, `pool ...`), `blocks`, `addresses`: one file per subcommand.
+//! - `ipam_view`: the pool, block and address records.
 //! - `table`: aligned text columns.
 
 #![forbid(unsafe_code)]
 
+mod addresses;
+mod blocks;
 mod cli;
+mod ipam_view;
 mod leases;
+mod pools;
 mod routes;
 mod status;
 mod table;
@@ -27,6 +32,10 @@ async fn main() -> ExitCode {
         cli::Command::Status => status::run(&cli).await,
         cli::Command::Leases => leases::run(&cli).await,
         cli::Command::Routes => routes::run(&cli).await,
+        cli::Command::Pools => pools::list(&cli).await,
+        cli::Command::Pool { command } => pools::edit(&cli, command).await,
+        cli::Command::Blocks => blocks::run(&cli).await,
+        cli::Command::Addresses => addresses::run(&cli).await,
         cli::Command::Dataplane {
             command: cli::DataplaneCommand::Upgrade { wait },
         } => upgrade::run(&cli, std::time::Duration::from_secs(*wait)).await,

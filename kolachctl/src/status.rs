@@ -6,9 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use kolach_proto::control::StatusRequest as ControlStatusRequest;
 use kolach_proto::dataplane::StatusRequest as DataplaneStatusRequest;
+use kolach_proto::ipam::StatusRequest as IpamStatusRequest;
 use serde::Serialize;
 
 use crate::cli::{print_json, Cli};
+use crate::ipam_view::IpamLine;
 use crate::view::{duration, size, Controld, Dataplane};
 
 /// One daemon's answer, or why there is none.
@@ -22,14 +24,17 @@ enum Answer<T> {
 #[derive(Serialize)]
 struct Report {
     controld: Answer<Controld>,
+    /// Pod addresses (root only; its absence does not fail the status).
+    ipam: Answer<IpamLine>,
     dataplane: Answer<Dataplane>,
 }
 
 pub async fn run(cli: &Cli) -> Result<bool> {
-    let (controld, dataplane) = tokio::join!(controld(cli), dataplane(cli));
+    let (controld, ipam, dataplane) = tokio::join!(controld(cli), ipam(cli), dataplane(cli));
     let ok = matches!((&controld, &dataplane), (Answer::Ok(_), Answer::Ok(_)));
     let report = Report {
         controld,
+        ipam,
         dataplane,
     };
     if cli.json {
@@ -44,6 +49,17 @@ async fn controld(cli: &Cli) -> Answer<Controld> {
     let reply = async {
         let mut client = cli.controld().await?;
         anyhow::Ok(client.status(ControlStatusRequest {}).await?.into_inner())
+    };
+    match reply.await {
+        Ok(s) => Answer::Ok(s.into()),
+        Err(e) => Answer::Down { error: describe(e) },
+    }
+}
+
+async fn ipam(cli: &Cli) -> Answer<IpamLine> {
+    let reply = async {
+        let mut client = cli.ipam().await?;
+        anyhow::Ok(client.status(IpamStatusRequest {}).await?.into_inner())
     };
     match reply.await {
         Ok(s) => Answer::Ok(s.into()),
@@ -142,6 +158,10 @@ fn render(r: &Report, now: i64) -> String {
                     c.peer_count
                 ),
             );
+            match &r.ipam {
+                Answer::Ok(i) => kv("ipam", i.render()),
+                Answer::Down { error } => kv("ipam", error.clone()),
+            }
             if let Some(e) = &c.config_error {
                 kv("config", format!("INVALID, keeping the last good one: {e}"));
             }
@@ -254,6 +274,9 @@ mod tests {
             controld: Answer::Down {
                 error: "kolach-controld is not running (no socket at /x/controld.sock)".into(),
             },
+            ipam: Answer::Down {
+                error: "kolach-controld is not running (no socket at /x/controld.sock)".into(),
+            },
             dataplane: Answer::Down {
                 error: "kolach-dataplaned is not running (no socket at /x/dataplaned.sock)".into(),
             },
@@ -291,6 +314,9 @@ mod tests {
         };
         let r = Report {
             controld: Answer::Down {
+                error: "down".into(),
+            },
+            ipam: Answer::Down {
                 error: "down".into(),
             },
             dataplane: Answer::Ok(st.into()),

@@ -11,13 +11,13 @@ use kolach_proto::netpb::{IpAddress, IpNetwork};
 use kolach_proto::BackendKind;
 use serde::Serialize;
 
-fn addr(a: &Option<IpAddress>) -> Option<String> {
+pub fn addr(a: &Option<IpAddress>) -> Option<String> {
     a.as_ref()
         .and_then(|a| IpAddr::try_from(a).ok())
         .map(|ip| ip.to_string())
 }
 
-fn net(n: &Option<IpNetwork>) -> Option<String> {
+pub fn net(n: &Option<IpNetwork>) -> Option<String> {
     n.as_ref()
         .and_then(|n| IpNet::try_from(n).ok())
         .map(|n| n.to_string())

@@ -1,0 +1,38 @@
+//! `kolachctl blocks`: every host's pool blocks.
+
+use anyhow::Result;
+use kolach_proto::ipam::BlocksRequest;
+
+use crate::cli::{print_json, Cli};
+use crate::ipam_view::BlockRow;
+use crate::table;
+
+pub async fn run(cli: &Cli) -> Result<bool> {
+    let mut client = cli.ipam().await?;
+    let blocks = client.blocks(BlocksRequest {}).await?.into_inner().blocks;
+    let rows: Vec<BlockRow> = blocks.into_iter().map(BlockRow::from).collect();
+    if cli.json {
+        print_json(&rows);
+        return Ok(true);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|b| {
+            vec![
+                b.block.clone().unwrap_or_else(|| "?".into()),
+                b.pool.clone(),
+                b.public_ip.clone().unwrap_or_else(|| "?".into()),
+                match b.in_use {
+                    Some(n) => format!("{n}/{}", b.size),
+                    None => "-".into(),
+                },
+                if b.is_self { "*".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table::render(&["BLOCK", "POOL", "HOST", "IN USE", "SELF"], &cells)
+    );
+    Ok(true)
+}
