@@ -37,6 +37,7 @@
 
 pub mod bins;
 pub mod cmd;
+pub mod cni;
 pub mod etcd;
 pub mod intruder;
 pub mod kernel;

@@ -6,12 +6,14 @@
 //! `kbr0`), [`host`] (one host: run dir, both daemons, subnet.env, pod),
 //! [`teardown`] (graceful stop with a deadline, namespace and dir removal),
 //! [`backend`] (the backends' configs, MTUs, device names, VTEP MACs),
-//! [`mesh`] (bring up a mesh, wait for convergence, ping), [`upgrade`] (hot
+//! [`mesh`] (bring up a mesh, wait for convergence, ping), [`pods`] (pods
+//! wired by the `kolach` CNI plugin), [`upgrade`] (hot
 //! upgrades, controld restarts, snapshots pushed by hand).
 
 pub mod backend;
 pub mod host;
 pub mod mesh;
+pub mod pods;
 pub mod teardown;
 pub mod topology;
 pub mod upgrade;

@@ -1,0 +1,134 @@
+//! Pods wired by the `kolach` CNI plugin: each pod is a namespace of the lab,
+//! added and deleted through the plugin as a runtime would.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+use super::Lab;
+use crate::cni::{self, Answer, Call};
+use crate::netns;
+
+/// A pod the plugin wired on host `host`.
+#[derive(Debug, Clone)]
+pub struct CniPod {
+    pub host: u8,
+    pub ns: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    /// The host end of its veth.
+    pub host_end: String,
+    pub result: Value,
+}
+
+impl CniPod {
+    /// The pod's namespace as CNI_NETNS.
+    pub fn netns_path(&self) -> String {
+        netns::netns_path(&self.ns).display().to_string()
+    }
+}
+
+impl Lab {
+    /// [`Lab::mesh_with`] without the bridge pods: hosts whose pods the
+    /// plugin will wire (a bridge holding `.1/24` would shadow their /32s).
+    pub fn mesh_for_pods(&mut self, hosts: u8, config: &str) -> Result<()> {
+        self.start_etcd()?;
+        self.put_config(config)?;
+        for _ in 0..hosts {
+            let n = self.add_host()?;
+            self.start_host(n)?;
+        }
+        for n in self.host_ids() {
+            self.wait_ready(n)?;
+        }
+        self.wait_converged(super::mesh::CONVERGE_WITHIN)
+    }
+
+    /// `kolachctl --run-dir <host n> args...`.
+    pub fn kolachctl(&self, n: u8, args: &[&str]) -> Result<crate::cmd::Output> {
+        let bin = crate::bins::require(crate::bins::KOLACHCTL);
+        let dir = self.host(n).dir.display().to_string();
+        let mut full = vec!["--run-dir", &dir];
+        full.extend_from_slice(args);
+        crate::cmd::run(&bin.to_string_lossy(), &full, std::time::Duration::from_secs(10))
+    }
+
+    /// Host `n`'s network config (cniVersion 1.0.0, its run dir).
+    pub fn cni_config(&self, n: u8) -> Value {
+        cni::config("1.0.0", &self.host(n).dir)
+    }
+
+    /// The namespace name of pod `tag` on host `n` (made by [`Lab::cni_add`]).
+    pub fn cni_pod_ns(&self, n: u8, tag: &str) -> String {
+        format!("{}-c{n}{tag}", self.names.stem)
+    }
+
+    /// Makes a namespace for pod `tag` on host `n` and runs ADD for it;
+    /// `pod_namespace` goes into CNI_ARGS as K8S_POD_NAMESPACE.
+    pub fn cni_add(&mut self, n: u8, tag: &str, pod_namespace: Option<&str>) -> Result<CniPod> {
+        let ns = self.cni_pod_ns(n, tag);
+        if !self.namespaces.contains(&ns) {
+            self.namespaces.push(ns.clone());
+            netns::create(&ns)?;
+        }
+        let container_id = format!("{}-{n}-{tag}", self.names.stem);
+        let args = match pod_namespace {
+            Some(p) => format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={p};K8S_POD_NAME={tag}"),
+            None => String::new(),
+        };
+        let config = self.cni_config(n);
+        let path = netns::netns_path(&ns).display().to_string();
+        let answer = self
+            .cni(n, &Call {
+                command: "ADD",
+                container_id: &container_id,
+                netns: &path,
+                ifname: "eth0",
+                args: &args,
+                config: &config,
+            })?
+            .require(&format!("ADD of pod {tag} on host{n}"))?;
+        let result = answer.json.clone().ok_or_else(|| anyhow!("ADD printed no JSON"))?;
+        Ok(CniPod {
+            host: n,
+            ns,
+            container_id,
+            ifname: "eth0".into(),
+            ip: answer.ip().ok_or_else(|| anyhow!("ADD result has no address: {result}"))?,
+            host_end: cni::host_end(&result).unwrap_or_default(),
+            result,
+        })
+    }
+
+    /// DEL of `pod`, which must succeed; its namespace stays (the runtime's).
+    pub fn cni_del(&self, pod: &CniPod) -> Result<()> {
+        let config = self.cni_config(pod.host);
+        let path = pod.netns_path();
+        self.cni(pod.host, &Call {
+            command: "DEL",
+            container_id: &pod.container_id,
+            netns: &path,
+            ifname: &pod.ifname,
+            args: "",
+            config: &config,
+        })?
+        .require("DEL")?;
+        Ok(())
+    }
+
+    /// Any plugin call, run in host `n`'s namespace.
+    pub fn cni(&self, n: u8, call: &Call<'_>) -> Result<Answer> {
+        cni::run_plugin(Some(&self.host(n).ns), cni::PLUGIN, call)
+    }
+
+    /// Pings `to` from pod `from` (one reply within a second or three tries).
+    pub fn pod_pings(&self, from: &CniPod, to: Ipv4Addr) -> bool {
+        let to = to.to_string();
+        (0..3).any(|_| {
+            netns::exec(&from.ns, "ping", &["-c1", "-W1", &to], std::time::Duration::from_secs(3))
+                .is_ok_and(|o| o.success())
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! Many pods on one host: 100 ADDs, 10 at a time, get 100 addresses and DEL
+//! leaves nothing behind; GC frees exactly what the runtime no longer lists;
+//! controld and dataplaned restarts keep pods reachable and their addresses
+//! theirs.
+
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, ensure, Result};
+use kolach_testkit::cni::Call;
+use kolach_testkit::lab::pods::CniPod;
+use kolach_testkit::{netns, run, Backend, Lab};
+use serde_json::json;
+
+/// Links named `kol*` and routes of protocol 108 on host `n`.
+fn leftovers(lab: &Lab, n: u8) -> Result<(Vec<String>, String)> {
+    let ns = &lab.host(n).ns;
+    let links = netns::ip(ns, &["-br", "link"])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|l| l.starts_with("kol") && !l.starts_with("kolach"))
+        .map(String::from)
+        .collect();
+    let routes = netns::ip(ns, &["route", "show", "proto", "108"])?;
+    Ok((links, routes))
+}
+
+fn addresses(lab: &Lab, n: u8) -> Result<Vec<serde_json::Value>> {
+    let out = lab.kolachctl(n, &["--json", "addresses"])?;
+    ensure!(out.success(), "kolachctl addresses: {}", out.stderr);
+    Ok(serde_json::from_str::<Vec<serde_json::Value>>(&out.stdout)?)
+}
+
+#[test]
+fn a_hundred_pods_ten_at_a_time_then_gone() {
+    run("pods100", |lab| {
+        lab.mesh_for_pods(1, &Backend::Udp.config())?;
+        let mut pods: Vec<CniPod> = Vec::new();
+        for round in 0..10 {
+            // Namespaces first (the lab records them), then 10 ADDs at once.
+            let tags: Vec<String> = (0..10).map(|i| format!("{round}x{i}")).collect();
+            for t in &tags {
+                let ns = lab.cni_pod_ns(1, t);
+                netns::create(&ns)?;
+                lab.adopt_namespace(ns);
+            }
+            let lab_ref: &Lab = lab;
+            let got: Vec<Result<CniPod>> = std::thread::scope(|s| {
+                let hs: Vec<_> = tags
+                    .iter()
+                    .map(|t| s.spawn(move || lab_ref.cni_add_existing(1, t, None)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("no panic")).collect()
+            });
+            for p in got {
+                pods.push(p?);
+            }
+        }
+        let distinct: BTreeSet<_> = pods.iter().map(|p| p.ip).collect();
+        ensure!(distinct.len() == 100, "{} distinct addresses for 100 pods", distinct.len());
+        ensure!(addresses(lab, 1)?.len() == 100, "controld does not list 100 addresses");
+        // Two pods of the lot reach each other through their /32 routes.
+        ensure!(lab.pod_pings(&pods[0], pods[99].ip), "pod to pod on one host");
+
+        for p in &pods {
+            lab.cni_del(p)?;
+        }
+        let (links, routes) = leftovers(lab, 1)?;
+        ensure!(links.is_empty(), "veths left after DEL: {links:?}");
+        ensure!(routes.trim().is_empty(), "proto 108 routes left after DEL:\n{routes}");
+        ensure!(addresses(lab, 1)?.is_empty(), "allocations left after DEL");
+        // DEL again, and DEL of something never added: both succeed.
+        lab.cni_del(&pods[0])?;
+        let mut never = pods[1].clone();
+        never.container_id = "never-added".into();
+        lab.cni_del(&never)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn gc_frees_exactly_what_the_runtime_no_longer_lists() {
+    run("podsgc", |lab| {
+        lab.mesh_for_pods(1, &Backend::Udp.config())?;
+        let pods: Vec<CniPod> = (0..3)
+            .map(|i| lab.cni_add(1, &format!("g{i}"), None))
+            .collect::<Result<_>>()?;
+        let mut config = lab.cni_config(1);
+        config["cniVersion"] = json!("1.1.0");
+        config["cni.dev/valid-attachments"] =
+            json!([{"containerID": pods[0].container_id, "ifname": "eth0"}]);
+        lab.cni(1, &Call {
+            command: "GC",
+            container_id: "",
+            netns: "",
+            ifname: "",
+            args: "",
+            config: &config,
+        })?
+        .require("GC")?;
+        let left = addresses(lab, 1)?;
+        ensure!(left.len() == 1, "after GC: {left:?}");
+        ensure!(left[0]["container_id"] == pods[0].container_id.as_str(), "GC kept {left:?}");
+        let (links, _) = leftovers(lab, 1)?;
+        ensure!(links == vec![pods[0].host_end.clone()], "veths after GC: {links:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn restarts_keep_pods_reachable_and_del_still_frees() {
+    run("podsrst", |lab| {
+        lab.mesh_for_pods(2, &Backend::Udp.config())?;
+        let out = lab.kolachctl(1, &["pool", "create", "red", "198.51.100.0/24"])?;
+        ensure!(out.success(), "pool create: {}", out.stderr);
+        let a = lab.cni_add(1, "a", Some("red"))?;
+        let b = lab.cni_add(2, "b", None)?;
+        lab.wait_dp_blocks(2, 1)?;
+        ensure!(lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip), "before the restarts");
+
+        lab.restart_controld(1)?;
+        ensure!(lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip), "after controld restarted");
+        // ADD again after the restart: the same address (allocations survive).
+        let again = lab.cni_add(1, "a", Some("red"))?;
+        ensure!(again.ip == a.ip, "ADD after restart gave {} instead of {}", again.ip, a.ip);
+
+        let dp = &mut lab.host_mut(1).dataplaned;
+        dp.stop_within(std::time::Duration::from_secs(5));
+        dp.start()?;
+        lab.wait_dp_blocks(2, 1)?;
+        let mut ok = false;
+        for _ in 0..10 {
+            if lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip) {
+                ok = true;
+                break;
+            }
+        }
+        ensure!(ok, "pods do not reach each other after dataplaned restarted");
+
+        // controld restarted between ADD and DEL: DEL still frees.
+        lab.restart_controld(1)?;
+        lab.cni_del(&a)?;
+        let left = addresses(lab, 1)?;
+        ensure!(left.is_empty(), "after DEL: {left:?}");
+        let (links, _) = leftovers(lab, 1)?;
+        ensure!(links.is_empty(), "veths after DEL: {links:?}");
+        lab.cni_del(&b).map_err(|e| anyhow!("{e:#}"))
+    });
+}
