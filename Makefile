@@ -27,9 +27,13 @@ BIN := target/debug
 # segmentation offload off on a host's veth so tcpdump sees the wire (fast_path).
 # libprotobuf-dev holds the well-known types (google/protobuf/*.proto) that
 # etcd-client's build compiles; protobuf-compiler only recommends it.
+# podman, runc, containernetworking-plugins (/usr/lib/cni) and busybox-static
+# (the image) run containers on CNI networks in the hosts (tests/kit podman;
+# none of podman's recommends is needed: no crun, uidmap, fuse-overlayfs, catatonit).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
-	nftables systemd man-db strace ethtool
+	nftables systemd man-db strace ethtool \
+	podman runc containernetworking-plugins busybox-static
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench fuzz
@@ -43,10 +47,11 @@ deps-apt:
 	for p in $(DEB_PACKAGES); do \
 		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
 	done; \
-	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool; do \
+	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool podman runc busybox; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
 	[ -f /usr/include/google/protobuf/descriptor.proto ] || missing="$$missing (no descriptor.proto)"; \
+	[ -x /usr/lib/cni/ptp ] || missing="$$missing (no /usr/lib/cni/ptp)"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing:$$missing"; \
 		$(SUDO) apt-get update -q && \

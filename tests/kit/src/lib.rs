@@ -19,6 +19,10 @@
 //!   body): topology, hosts, backends, meshes, upgrades.
 //! - [`kernel`]: what the kernel shows (`ip -j`, `bridge -j`), kolach's
 //!   objects in it, what it should hold under a backend, and its changes.
+//! - [`podman`] (one file, over [`lab::topology`]): Debian's podman with its
+//!   CNI backend on the lab's hosts: a holder process per host namespace, its
+//!   own configs and storage, containers on a CNI network
+//!   ([`podman::PodmanHost`], [`podman::PodmanLab`]), the busybox image.
 //!
 //! The plain modules they stand on:
 //! - [`cmd`]: every external command under a deadline.
@@ -44,6 +48,7 @@ pub mod kernel;
 pub mod lab;
 pub mod names;
 pub mod netns;
+pub mod podman;
 pub mod process;
 pub mod query;
 pub mod subnet_env;
