@@ -6,11 +6,19 @@ use anyhow::{ensure, Result};
 use kolach_testkit::lab::pods::CniPod;
 use kolach_testkit::{query, run, Backend, Lab};
 
-const POOL: &str = r#"{"Subnets":["203.0.113.0/24"],"BlockLen":28}"#;
-
 fn pods_everywhere(lab: &mut Lab, backend: Backend) -> Result<Vec<CniPod>> {
     lab.mesh_for_pods(3, &backend.config())?;
-    let out = lab.kolachctl(1, &["pool", "create", "blue", "203.0.113.0/24", "--block-len", "28"])?;
+    let out = lab.kolachctl(
+        1,
+        &[
+            "pool",
+            "create",
+            "blue",
+            "203.0.113.0/24",
+            "--block-len",
+            "28",
+        ],
+    )?;
     ensure!(out.success(), "kolachctl pool create: {}", out.stderr);
     let mut pods = Vec::new();
     for n in lab.host_ids() {
@@ -47,7 +55,10 @@ fn all_pairs(lab: &Lab, pods: &[CniPod]) -> Result<()> {
             }
         }
     }
-    ensure!(failed.is_empty(), "pods that cannot reach each other: {failed:#?}");
+    ensure!(
+        failed.is_empty(),
+        "pods that cannot reach each other: {failed:#?}"
+    );
     Ok(())
 }
 

@@ -54,7 +54,10 @@ fn portmap_after_kolach_reaches_the_pod() {
             s.read_to_string(&mut reply)?;
             Ok(())
         })?;
-        ensure!(reply == "kolach pod\n", "through the DNAT'd port: {reply:?}");
+        ensure!(
+            reply == "kolach pod\n",
+            "through the DNAT'd port: {reply:?}"
+        );
         let peer = server.join().expect("no panic")?;
         eprintln!("pod saw the connection from {peer}");
 

@@ -49,24 +49,39 @@ fn a_hundred_pods_ten_at_a_time_then_gone() {
                     .iter()
                     .map(|t| s.spawn(move || lab_ref.cni_add_existing(1, t, None)))
                     .collect();
-                hs.into_iter().map(|h| h.join().expect("no panic")).collect()
+                hs.into_iter()
+                    .map(|h| h.join().expect("no panic"))
+                    .collect()
             });
             for p in got {
                 pods.push(p?);
             }
         }
         let distinct: BTreeSet<_> = pods.iter().map(|p| p.ip).collect();
-        ensure!(distinct.len() == 100, "{} distinct addresses for 100 pods", distinct.len());
-        ensure!(addresses(lab, 1)?.len() == 100, "controld does not list 100 addresses");
+        ensure!(
+            distinct.len() == 100,
+            "{} distinct addresses for 100 pods",
+            distinct.len()
+        );
+        ensure!(
+            addresses(lab, 1)?.len() == 100,
+            "controld does not list 100 addresses"
+        );
         // Two pods of the lot reach each other through their /32 routes.
-        ensure!(lab.pod_pings(&pods[0], pods[99].ip), "pod to pod on one host");
+        ensure!(
+            lab.pod_pings(&pods[0], pods[99].ip),
+            "pod to pod on one host"
+        );
 
         for p in &pods {
             lab.cni_del(p)?;
         }
         let (links, routes) = leftovers(lab, 1)?;
         ensure!(links.is_empty(), "veths left after DEL: {links:?}");
-        ensure!(routes.trim().is_empty(), "proto 108 routes left after DEL:\n{routes}");
+        ensure!(
+            routes.trim().is_empty(),
+            "proto 108 routes left after DEL:\n{routes}"
+        );
         ensure!(addresses(lab, 1)?.is_empty(), "allocations left after DEL");
         // DEL again, and DEL of something never added: both succeed.
         lab.cni_del(&pods[0])?;
@@ -88,20 +103,29 @@ fn gc_frees_exactly_what_the_runtime_no_longer_lists() {
         config["cniVersion"] = json!("1.1.0");
         config["cni.dev/valid-attachments"] =
             json!([{"containerID": pods[0].container_id, "ifname": "eth0"}]);
-        lab.cni(1, &Call {
-            command: "GC",
-            container_id: "",
-            netns: "",
-            ifname: "",
-            args: "",
-            config: &config,
-        })?
+        lab.cni(
+            1,
+            &Call {
+                command: "GC",
+                container_id: "",
+                netns: "",
+                ifname: "",
+                args: "",
+                config: &config,
+            },
+        )?
         .require("GC")?;
         let left = addresses(lab, 1)?;
         ensure!(left.len() == 1, "after GC: {left:?}");
-        ensure!(left[0]["container_id"] == pods[0].container_id.as_str(), "GC kept {left:?}");
+        ensure!(
+            left[0]["container_id"] == pods[0].container_id.as_str(),
+            "GC kept {left:?}"
+        );
         let (links, _) = leftovers(lab, 1)?;
-        ensure!(links == vec![pods[0].host_end.clone()], "veths after GC: {links:?}");
+        ensure!(
+            links == vec![pods[0].host_end.clone()],
+            "veths after GC: {links:?}"
+        );
         Ok(())
     });
 }
@@ -115,13 +139,24 @@ fn restarts_keep_pods_reachable_and_del_still_frees() {
         let a = lab.cni_add(1, "a", Some("red"))?;
         let b = lab.cni_add(2, "b", None)?;
         lab.wait_dp_blocks(2, 1)?;
-        ensure!(lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip), "before the restarts");
+        ensure!(
+            lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip),
+            "before the restarts"
+        );
 
         lab.restart_controld(1)?;
-        ensure!(lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip), "after controld restarted");
+        ensure!(
+            lab.pod_pings(&a, b.ip) && lab.pod_pings(&b, a.ip),
+            "after controld restarted"
+        );
         // ADD again after the restart: the same address (allocations survive).
         let again = lab.cni_add(1, "a", Some("red"))?;
-        ensure!(again.ip == a.ip, "ADD after restart gave {} instead of {}", again.ip, a.ip);
+        ensure!(
+            again.ip == a.ip,
+            "ADD after restart gave {} instead of {}",
+            again.ip,
+            a.ip
+        );
 
         let dp = &mut lab.host_mut(1).dataplaned;
         dp.stop_within(std::time::Duration::from_secs(5));
@@ -134,7 +169,10 @@ fn restarts_keep_pods_reachable_and_del_still_frees() {
                 break;
             }
         }
-        ensure!(ok, "pods do not reach each other after dataplaned restarted");
+        ensure!(
+            ok,
+            "pods do not reach each other after dataplaned restarted"
+        );
 
         // controld restarted between ADD and DEL: DEL still frees.
         lab.restart_controld(1)?;

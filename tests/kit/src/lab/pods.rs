@@ -52,7 +52,11 @@ impl Lab {
         let dir = self.host(n).dir.display().to_string();
         let mut full = vec!["--run-dir", &dir];
         full.extend_from_slice(args);
-        crate::cmd::run(&bin.to_string_lossy(), &full, std::time::Duration::from_secs(10))
+        crate::cmd::run(
+            &bin.to_string_lossy(),
+            &full,
+            std::time::Duration::from_secs(10),
+        )
     }
 
     /// Host `n`'s network config (cniVersion 1.0.0, its run dir).
@@ -70,9 +74,28 @@ impl Lab {
     pub fn cni_add(&mut self, n: u8, tag: &str, pod_namespace: Option<&str>) -> Result<CniPod> {
         let ns = self.cni_pod_ns(n, tag);
         if !self.namespaces.contains(&ns) {
-            self.namespaces.push(ns.clone());
             netns::create(&ns)?;
+            self.adopt_namespace(ns);
         }
+        self.cni_add_existing(n, tag, pod_namespace)
+    }
+
+    /// Records a namespace made outside the lab so teardown removes it.
+    pub fn adopt_namespace(&mut self, ns: String) {
+        if !self.namespaces.contains(&ns) {
+            self.namespaces.push(ns);
+        }
+    }
+
+    /// ADD for pod `tag` whose namespace ([`Lab::cni_pod_ns`]) exists; takes
+    /// `&self`, so several can run at once from threads.
+    pub fn cni_add_existing(
+        &self,
+        n: u8,
+        tag: &str,
+        pod_namespace: Option<&str>,
+    ) -> Result<CniPod> {
+        let ns = self.cni_pod_ns(n, tag);
         let container_id = format!("{}-{n}-{tag}", self.names.stem);
         let args = match pod_namespace {
             Some(p) => format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={p};K8S_POD_NAME={tag}"),
@@ -81,22 +104,30 @@ impl Lab {
         let config = self.cni_config(n);
         let path = netns::netns_path(&ns).display().to_string();
         let answer = self
-            .cni(n, &Call {
-                command: "ADD",
-                container_id: &container_id,
-                netns: &path,
-                ifname: "eth0",
-                args: &args,
-                config: &config,
-            })?
+            .cni(
+                n,
+                &Call {
+                    command: "ADD",
+                    container_id: &container_id,
+                    netns: &path,
+                    ifname: "eth0",
+                    args: &args,
+                    config: &config,
+                },
+            )?
             .require(&format!("ADD of pod {tag} on host{n}"))?;
-        let result = answer.json.clone().ok_or_else(|| anyhow!("ADD printed no JSON"))?;
+        let result = answer
+            .json
+            .clone()
+            .ok_or_else(|| anyhow!("ADD printed no JSON"))?;
         Ok(CniPod {
             host: n,
             ns,
             container_id,
             ifname: "eth0".into(),
-            ip: answer.ip().ok_or_else(|| anyhow!("ADD result has no address: {result}"))?,
+            ip: answer
+                .ip()
+                .ok_or_else(|| anyhow!("ADD result has no address: {result}"))?,
             host_end: cni::host_end(&result).unwrap_or_default(),
             result,
         })
@@ -106,14 +137,17 @@ impl Lab {
     pub fn cni_del(&self, pod: &CniPod) -> Result<()> {
         let config = self.cni_config(pod.host);
         let path = pod.netns_path();
-        self.cni(pod.host, &Call {
-            command: "DEL",
-            container_id: &pod.container_id,
-            netns: &path,
-            ifname: &pod.ifname,
-            args: "",
-            config: &config,
-        })?
+        self.cni(
+            pod.host,
+            &Call {
+                command: "DEL",
+                container_id: &pod.container_id,
+                netns: &path,
+                ifname: &pod.ifname,
+                args: "",
+                config: &config,
+            },
+        )?
         .require("DEL")?;
         Ok(())
     }
@@ -123,12 +157,63 @@ impl Lab {
         cni::run_plugin(Some(&self.host(n).ns), cni::PLUGIN, call)
     }
 
+    /// Waits until host `n`'s dataplane routes at least `count` peer blocks.
+    pub fn wait_dp_blocks(&self, n: u8, count: usize) -> Result<()> {
+        let deadline = std::time::Instant::now() + super::mesh::CONVERGE_WITHIN;
+        loop {
+            let sock = self.host(n).dataplaned_socket();
+            let routes = self.block_on(crate::query::dataplane_routes(&sock));
+            let got = routes
+                .as_ref()
+                .map_or(0, |r| r.routes.iter().map(|r| r.blocks.len()).sum());
+            if got >= count {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(anyhow!(
+                    "host{n}: dataplane routes {got} blocks, not {count}: {routes:?}"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Sends pings from pod `from` with source `spoofed` (an address it does
+    /// not hold, added to its interface for the purpose) to `to`; they must
+    /// get no answer.
+    pub fn spoof_ping(&self, from: &CniPod, spoofed: Ipv4Addr, to: Ipv4Addr) -> Result<()> {
+        let src = spoofed.to_string();
+        netns::ip(
+            &from.ns,
+            &["addr", "add", &format!("{src}/32"), "dev", &from.ifname],
+        )?;
+        let out = netns::exec(
+            &from.ns,
+            "ping",
+            &["-c3", "-i0.2", "-W1", "-I", &src, &to.to_string()],
+            std::time::Duration::from_secs(5),
+        );
+        netns::ip(
+            &from.ns,
+            &["addr", "del", &format!("{src}/32"), "dev", &from.ifname],
+        )?;
+        match out {
+            Ok(o) if o.success() => Err(anyhow!("a ping from spoofed {src} to {to} was answered")),
+            _ => Ok(()),
+        }
+    }
+
     /// Pings `to` from pod `from` (one reply within a second or three tries).
     pub fn pod_pings(&self, from: &CniPod, to: Ipv4Addr) -> bool {
         let to = to.to_string();
         (0..3).any(|_| {
-            netns::exec(&from.ns, "ping", &["-c1", "-W1", &to], std::time::Duration::from_secs(3))
-                .is_ok_and(|o| o.success())
+            netns::exec(
+                &from.ns,
+                "ping",
+                &["-c1", "-W1", &to],
+                std::time::Duration::from_secs(3),
+            )
+            .is_ok_and(|o| o.success())
         })
     }
 }
