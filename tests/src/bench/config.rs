@@ -240,6 +240,18 @@ pub struct BenchConfig {
     #[arg(long, env = "BENCH_ROUTES", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(0..=60_000))]
     pub routes: u32,
+    /// Pods ADDed then DELeted through the CNI plugin on a lab of their own (0 skips).
+    #[arg(long, env = "BENCH_PODS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(0..=250))]
+    pub pods: u32,
+    /// CNI calls at a time in the pods measurement.
+    #[arg(long, env = "BENCH_POD_PARALLEL", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pod_parallel: u32,
+    /// Addresses taken from controld (no wiring) to read its memory then.
+    #[arg(long, env = "BENCH_ALLOCATIONS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(0..=16_000))]
+    pub allocations: u32,
     /// Where the JSON report goes (a timestamped copy is kept beside it).
     #[arg(long, env = "BENCH_OUT", default_value = "bench/results.json")]
     pub out: PathBuf,

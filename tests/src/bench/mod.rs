@@ -21,6 +21,8 @@
 //!   packet work, measured every round beside the modes.
 //! - [`routes`]: 5,000 phantom udp leases in etcd, how long the dataplane
 //!   took to hold them, and its peak RSS then.
+//! - [`pods`]: pods through the CNI plugin: ADD and DEL latency and rate,
+//!   and controld's memory with many allocations.
 //! - [`stats`]: medians and percentiles.
 //! - [`report`]: per-mode medians, ratios to kernel vxlan, the table, the JSON.
 //! - [`runner`]: the whole run, from building the labs to tearing them down.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod floor;
 pub mod measure;
 pub mod parse;
+pub mod pods;
 pub mod procfs;
 pub mod report;
 pub mod routes;
