@@ -1,13 +1,15 @@
 //! Two udp backends in two namespaces joined by a veth pair: a packet sent
-//! into one TUN comes out of the other, and datagrams from a non-member or
-//! with a spoofed inner source are dropped and counted.
+//! into one TUN comes out of the other, to and from pool blocks (DESIGN §10)
+//! too, through the routes the backend gives peers' blocks; datagrams from a
+//! non-member, with a spoofed inner source (another peer's block included)
+//! or to an address this host does not hold are dropped and counted.
 
 mod common;
 
 use std::net::UdpSocket;
 use std::sync::Arc;
 
-use common::{eventually, udp_snapshot, Netns, NsRuntime, TempDir};
+use common::{eventually, kolach_routes, udp_snapshot, with_blocks, Netns, NsRuntime, TempDir};
 use kolach_dataplaned::engine::{Engine, Origin};
 use kolach_dataplaned::kernel::{Kernel, RtNetlink};
 use kolach_proto::dataplane as pb;
@@ -83,26 +85,59 @@ fn two_hosts_forward_and_drop_strangers() {
     a_ns.ip(&["link", "set", "v0", "up"]);
     b_ns.ip(&["link", "set", "v0", "up"]);
 
+    // Pool blocks: A holds 203.0.113.0/28, B 203.0.113.16/28, and C (a
+    // peer of A's with no host behind it) 203.0.113.32/28. A pod address in
+    // each of A's and B's.
     let a = Host::start(
         &a_ns,
         "e2e-a-run",
-        udp_snapshot(
-            1,
-            "10.50.18.0/24",
-            "198.18.0.1",
-            &[("10.50.7.0/24", "198.18.0.2")],
+        with_blocks(
+            udp_snapshot(
+                1,
+                "10.50.18.0/24",
+                "198.18.0.1",
+                &[
+                    ("10.50.7.0/24", "198.18.0.2"),
+                    ("10.50.9.0/24", "198.18.0.3"),
+                ],
+            ),
+            &["203.0.113.0/28"],
+            &[&["203.0.113.16/28"], &["203.0.113.32/28"]],
         ),
     );
     let b = Host::start(
         &b_ns,
         "e2e-b-run",
-        udp_snapshot(
-            1,
-            "10.50.7.0/24",
-            "198.18.0.2",
-            &[("10.50.18.0/24", "198.18.0.1")],
+        with_blocks(
+            udp_snapshot(
+                1,
+                "10.50.7.0/24",
+                "198.18.0.2",
+                &[("10.50.18.0/24", "198.18.0.1")],
+            ),
+            &["203.0.113.16/28"],
+            &[&["203.0.113.0/28"]],
         ),
     );
+    a_ns.ip(&["addr", "add", "203.0.113.1/32", "dev", "lo"]);
+    b_ns.ip(&["addr", "add", "203.0.113.17/32", "dev", "lo"]);
+
+    // Each peer block outside the Network has its route into the TUN.
+    assert_eq!(
+        kolach_routes(&a_ns),
+        [
+            "203.0.113.16/28 via - dev kolach0",
+            "203.0.113.32/28 via - dev kolach0"
+        ]
+    );
+    assert_eq!(kolach_routes(&b_ns), ["203.0.113.0/28 via - dev kolach0"]);
+    for r in a_ns
+        .ip_json(&["route", "show", "proto", "107"])
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(r["scope"], "link", "{r}");
+    }
 
     // A's kernel routes 10.50.7.0 into A's TUN; the echo request comes out of
     // B's TUN, B's kernel answers through B's TUN, and the reply out of A's.
@@ -117,6 +152,20 @@ fn two_hosts_forward_and_drop_strangers() {
     assert!(ca.tun_rx_packets >= 3 && ca.udp_tx_packets >= 3, "{ca:?}");
     assert!(cb.udp_rx_packets >= 3 && cb.tun_tx_packets >= 3, "{cb:?}");
     assert!(cb.udp_tx_packets >= 3 && ca.tun_tx_packets >= 3);
+    // To a pod in B's block (from A's TUN address), and from a pod in A's
+    // block to B: the answers come back to A's subnet and A's block.
+    for args in [
+        ["-c", "3", "-i", "0.2", "-W", "2", "203.0.113.17"],
+        ["-c", "3", "-i", "0.2", "-I", "203.0.113.1", "10.50.7.0"],
+    ] {
+        let out = a_ns.exec(&[&["ping", "-n"][..], &args[..]].concat());
+        assert!(
+            out.status.success(),
+            "ping {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Only the kernel's own IPv6 chatter on the new link (router/MLD
     // solicitations) may have been dropped.
     assert!(
@@ -127,6 +176,12 @@ fn two_hosts_forward_and_drop_strangers() {
     // Crafted datagrams sent from B's namespace to A's socket.
     let good_inner = inner_packet([10, 50, 7, 5], [10, 50, 18, 5]);
     let spoofed_inner = inner_packet([10, 50, 99, 5], [10, 50, 18, 5]);
+    // B's block to A's block is fine; C's block is not B's to use; B's
+    // block is not A's to receive for.
+    let block_to_block = inner_packet([203, 0, 113, 20], [203, 0, 113, 5]);
+    let from_cs_block = inner_packet([203, 0, 113, 33], [203, 0, 113, 5]);
+    let to_bs_block = inner_packet([10, 50, 7, 5], [203, 0, 113, 20]);
+    let before = a.counters();
     b.rt.run(async move {
         let stranger = UdpSocket::bind("198.18.0.99:0").unwrap();
         stranger.send_to(&good_inner, "198.18.0.1:8285").unwrap();
@@ -135,12 +190,17 @@ fn two_hosts_forward_and_drop_strangers() {
         member
             .send_to(b"\x45not a packet", "198.18.0.1:8285")
             .unwrap();
+        for p in [block_to_block, from_cs_block, to_bs_block] {
+            member.send_to(&p, "198.18.0.1:8285").unwrap();
+        }
     });
     eventually("drops counted on A", || {
         let c = a.counters();
         c.dropped["unknown-sender"] == 1
-            && c.dropped["spoofed-source"] == 1
+            && c.dropped["spoofed-source"] == 2
             && c.dropped["malformed"] == 1
+            && c.dropped["wrong-destination"] == 1
+            && c.tun_tx_packets > before.tun_tx_packets
     });
 
     // A route change swaps the table under the running loop: with B's lease
@@ -154,6 +214,8 @@ fn two_hosts_forward_and_drop_strangers() {
         .await
     });
     assert!(r.applied);
+    // B's block went with B's lease, C's with C's: no route of kolach's left.
+    assert!(kolach_routes(&a_ns).is_empty());
     let sent_before = a.counters().udp_tx_packets;
     let out = a_ns.exec(&["ping", "-n", "-c", "1", "-W", "2", "10.50.7.0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Destination Net Unreachable"));

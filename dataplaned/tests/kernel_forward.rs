@@ -1,14 +1,16 @@
 //! Two hosts (namespaces joined by a veth pair), each with an in-process
-//! engine and a "pod" address in its subnet: pings cross through the kernel
-//! over udp, then vxlan, then host-gw (each a backend switch), and restarting
-//! both engines under a fast ping loses no packet with vxlan or host-gw.
+//! engine, a "pod" address in its subnet and one in a pool block it holds
+//! (DESIGN §10): pings cross through the kernel, subnet to subnet and block
+//! to block, over udp, then vxlan, then host-gw (each a backend switch), and
+//! restarting both engines under a fast ping loses no packet with vxlan or
+//! host-gw.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use common::{snapshot, Netns, NsRuntime, TempDir};
+use common::{kolach_routes, snapshot, with_blocks, Netns, NsRuntime, TempDir};
 use kolach_dataplaned::engine::{Engine, Origin};
 use kolach_dataplaned::kernel::{Kernel, RtNetlink};
 use kolach_proto::dataplane::{self as pb, BackendType};
@@ -21,6 +23,8 @@ struct Host {
     local: &'static str,
     public_ip: &'static str,
     peer: (&'static str, &'static str),
+    /// (this host's pool block, the peer's).
+    blocks: (&'static str, &'static str),
 }
 
 impl Host {
@@ -30,6 +34,7 @@ impl Host {
         local: &'static str,
         public_ip: &'static str,
         peer: (&'static str, &'static str),
+        blocks: (&'static str, &'static str),
     ) -> Host {
         let rt = ns.runtime();
         let mut h = Host {
@@ -40,6 +45,7 @@ impl Host {
             local,
             public_ip,
             peer,
+            blocks,
         };
         h.start();
         h
@@ -64,7 +70,11 @@ impl Host {
     }
 
     fn apply(&self, kind: BackendType, generation: u64) {
-        let s: pb::Snapshot = snapshot(kind, generation, self.local, self.public_ip, &[self.peer]);
+        let s: pb::Snapshot = with_blocks(
+            snapshot(kind, generation, self.local, self.public_ip, &[self.peer]),
+            &[self.blocks.0],
+            &[&[self.blocks.1]],
+        );
         let e = self.engine.clone().expect("running");
         let r = self
             .rt
@@ -100,16 +110,24 @@ fn ping_args(count: &str, interval: &str) -> Vec<String> {
     .collect()
 }
 
+/// Pod to pod, subnet to subnet and block to block (A's 203.0.113.1 to B's
+/// 203.0.113.17).
 fn ping_ok(a: &Netns, what: &str) {
-    let args = ping_args("3", "0.2");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = a.exec(&args);
-    assert!(
-        out.status.success(),
-        "{what}: ping failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let subnets = ping_args("3", "0.2");
+    let mut blocks = subnets.clone();
+    let n = blocks.len();
+    blocks[n - 2] = "203.0.113.1".into();
+    blocks[n - 1] = "203.0.113.17".into();
+    for args in [subnets, blocks] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = a.exec(&args);
+        assert!(
+            out.status.success(),
+            "{what}: {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// 400 pings at 200 per second, in the background.
@@ -152,9 +170,9 @@ fn pods_talk_over_udp_vxlan_and_host_gw_and_survive_restarts() {
     a_ns.ip(&[
         "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", &b_ns.name,
     ]);
-    for (ns, underlay, pod) in [
-        (&a_ns, "198.18.0.1/24", "10.50.18.1/24"),
-        (&b_ns, "198.18.0.2/24", "10.50.7.1/24"),
+    for (ns, underlay, pod, block_pod) in [
+        (&a_ns, "198.18.0.1/24", "10.50.18.1/24", "203.0.113.1/28"),
+        (&b_ns, "198.18.0.2/24", "10.50.7.1/24", "203.0.113.17/28"),
     ] {
         ns.ip(&["addr", "add", underlay, "dev", "u0"]);
         ns.ip(&["link", "set", "u0", "up"]);
@@ -162,6 +180,7 @@ fn pods_talk_over_udp_vxlan_and_host_gw_and_survive_restarts() {
             "link", "add", "pod", "type", "veth", "peer", "name", "pod-peer",
         ]);
         ns.ip(&["addr", "add", pod, "dev", "pod"]);
+        ns.ip(&["addr", "add", block_pod, "dev", "pod"]);
         ns.ip(&["link", "set", "pod", "up"]);
         ns.ip(&["link", "set", "pod-peer", "up"]);
     }
@@ -171,6 +190,7 @@ fn pods_talk_over_udp_vxlan_and_host_gw_and_survive_restarts() {
         "10.50.18.0/24",
         "198.18.0.1",
         ("10.50.7.0/24", "198.18.0.2"),
+        ("203.0.113.0/28", "203.0.113.16/28"),
     );
     let mut b = Host::new(
         b_ns,
@@ -178,6 +198,7 @@ fn pods_talk_over_udp_vxlan_and_host_gw_and_survive_restarts() {
         "10.50.7.0/24",
         "198.18.0.2",
         ("10.50.18.0/24", "198.18.0.1"),
+        ("203.0.113.16/28", "203.0.113.0/28"),
     );
 
     let mut generation = 0;
@@ -186,6 +207,17 @@ fn pods_talk_over_udp_vxlan_and_host_gw_and_survive_restarts() {
         a.apply(kind, generation);
         b.apply(kind, generation);
         let what = format!("{kind:?}");
+        // The peer's block is routed as its backend routes the peer's subnet.
+        let block_route = match kind {
+            BackendType::Udp => "203.0.113.16/28 via - dev kolach0",
+            BackendType::Vxlan => "203.0.113.16/28 via 10.50.7.0 dev kolach.1 onlink",
+            _ => "203.0.113.16/28 via 198.18.0.2 dev u0",
+        };
+        assert!(
+            kolach_routes(&a.ns).iter().any(|r| r == block_route),
+            "{what}: {:?}",
+            kolach_routes(&a.ns)
+        );
         ping_ok(&a.ns, &what);
         let tun = a.ns.has_link("kolach0");
         let vxlan = a.ns.has_link("kolach.1");

@@ -2,7 +2,9 @@
 //! asserting with `ip -j` / `bridge -j` what the kernel shows: the vxlan
 //! device and its per-peer route, neighbour and FDB entries; a removed peer's
 //! objects gone; a restart with the saved snapshot changing nothing; a VNI
-//! change; a switch to host-gw; foreign routes untouched; --cleanup.
+//! change; a switch to host-gw; foreign routes untouched; --cleanup. And the
+//! routes each backend gives peers' pool blocks (DESIGN §10), following the
+//! snapshot, and removed by --cleanup.
 
 mod common;
 
@@ -10,8 +12,8 @@ use std::sync::Arc;
 
 use common::recording::Recording;
 use common::{
-    addresses, fdb, kolach_routes, neighbours, snapshot, vxlan_devices, Monitor, Netns, NsRuntime,
-    TempDir,
+    addresses, fdb, kolach_routes, neighbours, snapshot, vxlan_devices, with_blocks, Monitor,
+    Netns, NsRuntime, TempDir,
 };
 use kolach_dataplaned::engine::{Engine, Origin};
 use kolach_dataplaned::kernel::{Kernel, RtNetlink};
@@ -253,4 +255,141 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     assert!(!ns.has_link("kolach0"));
     assert!(!kolach_dataplaned::engine::store::path(&dir.0).exists());
     assert_eq!(ns.ip(&["route", "show", "proto", "static"]), foreign);
+}
+
+#[test]
+fn peers_blocks_are_routed_by_each_backend_and_cleaned_up() {
+    let ns = Netns::new("kblk");
+    let rt = ns.runtime();
+    let dir = TempDir::new("kblk-run");
+    ns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"]);
+    ns.ip(&["addr", "add", "198.18.0.1/24", "dev", "u0"]);
+    ns.ip(&["link", "set", "u0", "up"]);
+    ns.ip(&["link", "set", "u1", "up"]);
+    let snap = |kind, generation, b: &[&str], c: &[&str]| {
+        with_blocks(
+            snapshot(kind, generation, "10.50.18.0/24", "198.18.0.1", &[B, C]),
+            &["203.0.113.0/28"],
+            &[b, c],
+        )
+    };
+    let e = engine(&rt, &dir);
+
+    // vxlan: via the peer's gateway, on the peer's neighbour and FDB entry.
+    apply(
+        &rt,
+        &e,
+        snap(
+            BackendType::Vxlan,
+            1,
+            &["203.0.113.16/28", "198.51.100.0/26"],
+            &["203.0.113.32/28"],
+        ),
+    );
+    assert_eq!(
+        kolach_routes(&ns),
+        [
+            "10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink",
+            "10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink",
+            "198.51.100.0/26 via 10.50.7.0 dev kolach.1 onlink",
+            "203.0.113.16/28 via 10.50.7.0 dev kolach.1 onlink",
+            "203.0.113.32/28 via 10.50.9.0 dev kolach.1 onlink",
+        ]
+    );
+    assert_eq!(neighbours(&ns, "kolach.1").len(), 2);
+    assert_eq!(fdb(&ns, "kolach.1").len(), 2);
+    assert_eq!(e.routes().routes[0].blocks.len(), 2);
+
+    // One block given back, one moving from B to C.
+    apply(
+        &rt,
+        &e,
+        snap(
+            BackendType::Vxlan,
+            2,
+            &[],
+            &["203.0.113.32/28", "198.51.100.0/26"],
+        ),
+    );
+    assert_eq!(
+        kolach_routes(&ns),
+        [
+            "10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink",
+            "10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink",
+            "198.51.100.0/26 via 10.50.9.0 dev kolach.1 onlink",
+            "203.0.113.32/28 via 10.50.9.0 dev kolach.1 onlink",
+        ]
+    );
+
+    // host-gw: via the peer's PublicIP.
+    apply(
+        &rt,
+        &e,
+        snap(
+            BackendType::HostGw,
+            3,
+            &["203.0.113.16/28"],
+            &["203.0.113.32/28"],
+        ),
+    );
+    assert_eq!(
+        kolach_routes(&ns),
+        [
+            "10.50.7.0/24 via 198.18.0.2 dev u0",
+            "10.50.9.0/24 via 198.18.0.3 dev u0",
+            "203.0.113.16/28 via 198.18.0.2 dev u0",
+            "203.0.113.32/28 via 198.18.0.3 dev u0",
+        ]
+    );
+
+    // udp: into the TUN, scope link (the Network reaches it by its address).
+    apply(
+        &rt,
+        &e,
+        snap(
+            BackendType::Udp,
+            4,
+            &["203.0.113.16/28"],
+            &["203.0.113.32/28"],
+        ),
+    );
+    assert_eq!(
+        kolach_routes(&ns),
+        [
+            "203.0.113.16/28 via - dev kolach0",
+            "203.0.113.32/28 via - dev kolach0",
+        ]
+    );
+    for r in ns
+        .ip_json(&["route", "show", "proto", "107"])
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(r["scope"], "link", "{r}");
+    }
+    assert!(e.status().errors.is_empty(), "{:?}", e.status().errors);
+
+    // A restart restores the blocks and finds the kernel right: the routes
+    // read back as they were made.
+    stop(&rt, e);
+    let rec = rt.run(async { Arc::new(Recording::new(RtNetlink::connect().unwrap())) });
+    let k: Arc<dyn Kernel> = rec.clone();
+    let e = Arc::new(Engine::new(dir.0.clone(), "kolach0".into(), k));
+    let e2 = e.clone();
+    rt.run(async move { e2.restore().await });
+    assert_eq!(e.status().applied_version.unwrap().generation, 4);
+    assert_eq!(e.routes().routes[1].blocks.len(), 1);
+    assert!(rec.changes().is_empty(), "{:?}", rec.changes());
+
+    // --cleanup takes the block routes with everything else.
+    stop(&rt, e);
+    let d = dir.0.clone();
+    rt.run(async move {
+        let k = RtNetlink::connect().unwrap();
+        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+    })
+    .unwrap();
+    let left = ns.ip(&["route", "show", "table", "all", "proto", "107"]);
+    assert!(left.trim().is_empty(), "{left}");
+    assert!(!ns.has_link("kolach0"));
 }

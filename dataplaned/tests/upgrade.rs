@@ -1,6 +1,7 @@
 //! Hot upgrade of the real binary in a namespace: the binary now on disk
 //! takes over the same PID, the TUN fd, the UDP socket (its queued datagrams
-//! included), the listening socket, the snapshot and the counters; a binary
+//! included), the listening socket, the snapshot (pool blocks included) and
+//! the counters; a binary
 //! that fails its check is refused and the old one keeps running; a failed
 //! exec leaves the old image forwarding.
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::daemon::{log, Daemon, Launch, BIN};
-use common::{udp_snapshot, Netns, TempDir};
+use common::{kolach_routes, udp_snapshot, with_blocks, Netns, TempDir};
 use kolach_proto::dataplane::DataplaneStatus;
 use nix::sys::signal::Signal;
 
@@ -95,8 +96,20 @@ fn hot_upgrade_runs_the_new_binary_with_the_same_pid_fds_and_table() {
     let mut launch = Launch::new(&ns, &dir.0);
     launch.program = program.clone();
     let mut d = Daemon::launch(launch);
-    let r = d.apply(udp_snapshot(1, "10.50.18.0/24", "198.18.0.1", &PEERS));
+    let snapshot = with_blocks(
+        udp_snapshot(1, "10.50.18.0/24", "198.18.0.1", &PEERS),
+        &["203.0.113.0/28"],
+        &[&["203.0.113.16/28"]],
+    );
+    let r = d.apply(snapshot.clone());
     assert!(r.applied, "{}", r.reason);
+    assert_eq!(
+        d.routes().routes,
+        snapshot.routes,
+        "Routes shows the blocks"
+    );
+    let block_routes = ["203.0.113.16/28 via - dev kolach0"];
+    assert_eq!(kolach_routes(&ns), block_routes);
     let before = d.status().unwrap();
     let b0 = before.binary.clone().expect("binary in status");
     assert_eq!(
@@ -131,6 +144,8 @@ fn hot_upgrade_runs_the_new_binary_with_the_same_pid_fds_and_table() {
     assert_eq!(after.applied_version, before.applied_version);
     assert_eq!(after.route_count, 1);
     assert_eq!(unknown_sender(&after), 1, "counters carried over");
+    assert_eq!(d.routes().routes, snapshot.routes, "blocks carried over");
+    assert_eq!(kolach_routes(&ns), block_routes);
     assert_eq!(udp_socket_inode(&ns), sock_inode, "the same UDP socket");
     assert_eq!(
         ns.ip_json(&["link", "show", "kolach0"])[0]["ifindex"],

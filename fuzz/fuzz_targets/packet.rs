@@ -1,7 +1,7 @@
 //! Datagrams off the wire and packets from the TUN device, through the udp
-//! backend's checks: never a panic; what is delivered comes from a member
-//! and from inside its subnet; what is sent on still has a valid header; an
-//! ICMP answer is a valid IPv4 packet.
+//! backend's checks: never a panic; what is delivered comes from a member,
+//! from inside its subnet or block, to our subnet or block; what is sent on
+//! still has a valid header; an ICMP answer is a valid IPv4 packet.
 #![no_main]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -22,9 +22,11 @@ fn table() -> &'static ForwardTable {
         ForwardTable {
             network: "10.50.0.0/16".parse().unwrap(),
             local_subnet: local,
+            local_blocks: vec!["203.0.113.0/28".parse().unwrap()],
             tun_addr: local.network(),
             port: 8285,
-            routes: RouteTable::new([("10.50.7.0/24".parse().unwrap(), PEER)]),
+            routes: RouteTable::new([("10.50.7.0/24".parse().unwrap(), PEER)])
+                .with_blocks([("203.0.113.16/28".parse().unwrap(), PEER)]),
         }
     })
 }
@@ -41,11 +43,19 @@ fuzz_target!(|data: &[u8]| {
         if forward::from_udp(t, sender, data).is_ok() {
             let info = packet::parse(data).expect("only valid packets are delivered");
             assert_eq!(sender, PEER, "delivered from a stranger");
-            let subnet: Ipv4Net = "10.50.7.0/24".parse().unwrap();
+            let held: [Ipv4Net; 2] = [
+                "10.50.7.0/24".parse().unwrap(),
+                "203.0.113.16/28".parse().unwrap(),
+            ];
             assert!(
-                subnet.contains(&info.src),
+                held.iter().any(|n| n.contains(&info.src)),
                 "spoofed source {} delivered",
                 info.src
+            );
+            assert!(
+                t.local_subnet.contains(&info.dst) || t.local_blocks[0].contains(&info.dst),
+                "delivered to {}, not ours",
+                info.dst
             );
         }
     }

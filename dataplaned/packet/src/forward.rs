@@ -18,6 +18,9 @@ use crate::routes::RouteTable;
 pub struct ForwardTable {
     pub network: Ipv4Net,
     pub local_subnet: Ipv4Net,
+    /// This host's pool blocks (DESIGN §10): inner destinations a peer may
+    /// send to besides `local_subnet`, and sources we answer with ICMP.
+    pub local_blocks: Vec<Ipv4Net>,
     /// Source of the ICMP errors we answer with: the TUN's own address.
     pub tun_addr: Ipv4Addr,
     /// Peers listen on the same port as we do (it is the Network's config).
@@ -31,11 +34,11 @@ pub struct ForwardTable {
 pub enum DropReason {
     /// UDP source address is not a current lease's PublicIP.
     UnknownSender,
-    /// Inner source outside the sending host's subnet.
+    /// Inner source outside the sending host's subnet and blocks.
     SpoofedSource,
     /// Not a valid IPv4 packet (bad header, checksum or length).
     Malformed,
-    /// TUN packet to an address outside the Network.
+    /// TUN packet to an address outside the Network and every peer's blocks.
     NoRoute,
     /// TUN packet to an address inside the Network that no peer leases
     /// (answered with ICMP net unreachable where allowed).
@@ -46,7 +49,8 @@ pub enum DropReason {
     /// The kernel refused to send or deliver the packet.
     IoError,
     /// A member's datagram whose inner destination is outside this host's
-    /// subnet: delivering it would make this host forward for the sender.
+    /// subnet and blocks: delivering it would make this host forward for the
+    /// sender.
     WrongDestination,
 }
 
@@ -99,7 +103,7 @@ fn drop_with(
     info: &packet::Ipv4Info,
     answer_buf: &mut [u8],
 ) -> TunVerdict {
-    let answer = if icmp::may_answer(pkt, info, t.network) {
+    let answer = if icmp::may_answer(pkt, info, t.network, &t.local_blocks) {
         icmp::build_error(answer_buf, kind, t.tun_addr, pkt, info)
     } else {
         None
@@ -123,9 +127,16 @@ pub fn from_tun(t: &ForwardTable, pkt: &mut [u8], answer_buf: &mut [u8]) -> TunV
         Ok(i) => i,
         Err(_) => return drop(DropReason::Malformed),
     };
-    if !t.network.contains(&info.dst) {
-        return drop(DropReason::NoRoute);
-    }
+    // A peer's block lies outside the Network; its table is consulted only
+    // for such destinations, so an overlay destination costs what it did.
+    let peer = if t.network.contains(&info.dst) {
+        t.routes.lookup(info.dst)
+    } else {
+        match t.routes.lookup_block(info.dst) {
+            Some(p) => Some(p),
+            None => return drop(DropReason::NoRoute),
+        }
+    };
     if info.ttl <= 1 {
         return drop_with(
             DropReason::TtlExceeded,
@@ -136,7 +147,7 @@ pub fn from_tun(t: &ForwardTable, pkt: &mut [u8], answer_buf: &mut [u8]) -> TunV
             answer_buf,
         );
     }
-    let Some(peer) = t.routes.lookup(info.dst) else {
+    let Some(peer) = peer else {
         return drop_with(
             DropReason::Unleased,
             icmp::DEST_UNREACHABLE,
@@ -152,9 +163,11 @@ pub fn from_tun(t: &ForwardTable, pkt: &mut [u8], answer_buf: &mut [u8]) -> TunV
 
 /// Decides about a datagram payload received from `sender`: deliver it to the
 /// TUN device as is (`Ok`) or drop it. The sender must hold a lease, the
-/// packet be valid IPv4, its source inside the sender's subnet and its
-/// destination inside ours (a peer only ever sends to our subnet; anything
-/// else would have this host forward the sender's packets elsewhere).
+/// packet be valid IPv4, its source inside the sender's subnet or blocks and
+/// its destination inside our subnet or blocks (a peer only ever sends
+/// there; anything else would have this host forward the sender's packets
+/// elsewhere). The subnets come first: without blocks, nothing more is
+/// looked at than before.
 #[inline]
 pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), DropReason> {
     let Some(subnets) = t.routes.subnets_of(sender) else {
@@ -164,7 +177,8 @@ pub fn from_udp(t: &ForwardTable, sender: Ipv4Addr, pkt: &[u8]) -> Result<(), Dr
     if !subnets.iter().any(|n| n.contains(&info.src)) {
         return Err(DropReason::SpoofedSource);
     }
-    if !t.local_subnet.contains(&info.dst) {
+    if !t.local_subnet.contains(&info.dst) && !t.local_blocks.iter().any(|b| b.contains(&info.dst))
+    {
         return Err(DropReason::WrongDestination);
     }
     Ok(())
@@ -188,6 +202,7 @@ mod tests {
         let table = |local: Ipv4Net, peer: Ipv4Net, peer_ip: &str| ForwardTable {
             network: net,
             local_subnet: local,
+            local_blocks: Vec::new(),
             tun_addr: local.network(),
             port: 8285,
             routes: RouteTable::new([(peer, ip(peer_ip))]),
@@ -335,6 +350,167 @@ mod tests {
                 "{elsewhere}"
             );
         }
+    }
+
+    fn nets(v: &[&str]) -> Vec<Ipv4Net> {
+        v.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// Three hosts with pool blocks besides their subnets:
+    /// A = 10.50.18.0/24 + 203.0.113.0/28 @ 198.18.0.1,
+    /// B = 10.50.7.0/24 + 203.0.113.16/28, 198.51.100.0/26 @ 198.18.0.2,
+    /// C = 10.50.9.0/24 + 203.0.113.32/28 @ 198.18.0.3; A's and B's tables.
+    fn trio() -> (ForwardTable, ForwardTable) {
+        let hosts = [
+            ("10.50.18.0/24", "198.18.0.1", nets(&["203.0.113.0/28"])),
+            (
+                "10.50.7.0/24",
+                "198.18.0.2",
+                nets(&["203.0.113.16/28", "198.51.100.0/26"]),
+            ),
+            ("10.50.9.0/24", "198.18.0.3", nets(&["203.0.113.32/28"])),
+        ];
+        let table = |me: usize| {
+            let (local, _, blocks) = &hosts[me];
+            let peers = hosts.iter().enumerate().filter(|(i, _)| *i != me);
+            let local: Ipv4Net = local.parse().unwrap();
+            ForwardTable {
+                network: "10.50.0.0/16".parse().unwrap(),
+                local_subnet: local,
+                local_blocks: blocks.clone(),
+                tun_addr: local.network(),
+                port: 8285,
+                routes: RouteTable::new(
+                    peers
+                        .clone()
+                        .map(|(_, (s, pip, _))| (s.parse().unwrap(), ip(pip))),
+                )
+                .with_blocks(
+                    peers.flat_map(|(_, (_, pip, b))| b.iter().map(move |b| (*b, ip(pip)))),
+                ),
+            }
+        };
+        (table(0), table(1))
+    }
+
+    #[test]
+    fn a_packet_to_a_block_goes_to_its_holder() {
+        let (a, b) = trio();
+        let mut ans = [0u8; icmp::MAX_ANSWER_LEN];
+        for (src, dst, to) in [
+            // From A's subnet and from A's block, to B's blocks.
+            ("10.50.18.5", "203.0.113.20", "198.18.0.2"),
+            ("203.0.113.5", "198.51.100.40", "198.18.0.2"),
+            ("203.0.113.5", "203.0.113.33", "198.18.0.3"),
+            // From A's block to B's subnet.
+            ("203.0.113.5", "10.50.7.9", "198.18.0.2"),
+        ] {
+            let mut pkt = build(ip(src), ip(dst), 64, 17, &[], b"hello");
+            let v = from_tun(&a, &mut pkt, &mut ans);
+            assert_eq!(
+                v,
+                TunVerdict::Send(SocketAddrV4::new(ip(to), 8285)),
+                "{dst}"
+            );
+            assert_eq!(packet::parse(&pkt).unwrap().ttl, 63);
+            if to == "198.18.0.2" {
+                assert_eq!(
+                    from_udp(&b, ip("198.18.0.1"), &pkt),
+                    Ok(()),
+                    "{src} -> {dst}"
+                );
+            }
+        }
+        // Outside the Network and every block: not ours, not answered.
+        let mut pkt = build(ip("10.50.18.5"), ip("203.0.113.48"), 64, 17, &[], b"x");
+        assert_eq!(
+            from_tun(&a, &mut pkt, &mut ans),
+            TunVerdict::Drop {
+                reason: DropReason::NoRoute,
+                answer: None
+            }
+        );
+        // TTL runs out on the way to a block: answered like any other.
+        let mut pkt = build(ip("10.50.18.5"), ip("203.0.113.20"), 1, 17, &[], b"x");
+        assert!(matches!(
+            from_tun(&a, &mut pkt, &mut ans),
+            TunVerdict::Drop {
+                reason: DropReason::TtlExceeded,
+                answer: Some(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn a_pod_in_a_local_block_gets_icmp_answers() {
+        let (a, _) = trio();
+        let mut ans = [0u8; icmp::MAX_ANSWER_LEN];
+        let mut pkt = build(
+            ip("203.0.113.5"),
+            ip("10.50.99.1"),
+            64,
+            17,
+            &[],
+            b"12345678",
+        );
+        let TunVerdict::Drop {
+            reason: DropReason::Unleased,
+            answer: Some(n),
+        } = from_tun(&a, &mut pkt, &mut ans)
+        else {
+            panic!("expected an answered drop");
+        };
+        let info = packet::parse(&ans[..n]).unwrap();
+        assert_eq!((info.src, info.dst), (ip("10.50.18.0"), ip("203.0.113.5")));
+    }
+
+    #[test]
+    fn receive_check_with_blocks() {
+        let (_, b) = trio();
+        let from_a = |src: &str, dst: &str| {
+            let p = build(ip(src), ip(dst), 63, 17, &[], b"x");
+            from_udp(&b, ip("198.18.0.1"), &p)
+        };
+        // A's subnet or block, to B's subnet or either of B's blocks.
+        for src in ["10.50.18.5", "203.0.113.1", "203.0.113.15"] {
+            for dst in ["10.50.7.9", "203.0.113.16", "203.0.113.31", "198.51.100.63"] {
+                assert_eq!(from_a(src, dst), Ok(()), "{src} -> {dst}");
+            }
+        }
+        // A source in another peer's (C's) block, in B's own block, in a
+        // block nobody holds, or outside everything: spoofed.
+        for src in [
+            "203.0.113.33",
+            "203.0.113.20",
+            "203.0.113.48",
+            "192.0.2.1",
+            "10.50.9.1",
+        ] {
+            assert_eq!(
+                from_a(src, "203.0.113.20"),
+                Err(DropReason::SpoofedSource),
+                "{src}"
+            );
+        }
+        // To a block B does not hold (A's, C's, nobody's) or elsewhere.
+        for dst in [
+            "203.0.113.1",
+            "203.0.113.33",
+            "203.0.113.48",
+            "198.51.100.64",
+        ] {
+            assert_eq!(
+                from_a("203.0.113.1", dst),
+                Err(DropReason::WrongDestination),
+                "{dst}"
+            );
+        }
+        // A stranger is a stranger, blocks or not.
+        let p = build(ip("203.0.113.1"), ip("203.0.113.20"), 63, 17, &[], b"x");
+        assert_eq!(
+            from_udp(&b, ip("198.18.0.99"), &p),
+            Err(DropReason::UnknownSender)
+        );
     }
 
     /// Random and mutated packets through both directions: nothing panics, a

@@ -21,10 +21,14 @@ pub const MAX_ANSWER_LEN: usize = 20 + 8 + 60 + 8;
 
 /// Whether a packet may be answered with an ICMP error (RFC 1812 4.3.2.7):
 /// never for an ICMP error, a non-first fragment, a packet from outside the
-/// overlay, or one sent to a multicast or broadcast address.
+/// overlay (`network` and this host's pool blocks, `local_blocks`), or one
+/// sent to a multicast or broadcast address.
 #[inline]
-pub fn may_answer(pkt: &[u8], info: &Ipv4Info, network: Ipv4Net) -> bool {
-    if info.is_non_first_fragment() || !network.contains(&info.src) {
+pub fn may_answer(pkt: &[u8], info: &Ipv4Info, network: Ipv4Net, local_blocks: &[Ipv4Net]) -> bool {
+    if info.is_non_first_fragment() {
+        return false;
+    }
+    if !network.contains(&info.src) && !local_blocks.iter().any(|b| b.contains(&info.src)) {
         return false;
     }
     if info.dst.is_multicast() || info.dst.is_broadcast() || info.dst == network.broadcast() {
@@ -152,23 +156,38 @@ mod tests {
     fn never_answers_errors_fragments_or_outsiders() {
         let n = net();
         let udp = build(SRC, DST, 64, 17, &[], b"12345678");
-        assert!(may_answer(&udp, &parse(&udp).unwrap(), n));
+        assert!(may_answer(&udp, &parse(&udp).unwrap(), n, &[]));
 
         let echo = build(SRC, DST, 64, 1, &[], &[8, 0, 0, 0, 0, 0, 0, 0]);
-        assert!(may_answer(&echo, &parse(&echo).unwrap(), n));
+        assert!(may_answer(&echo, &parse(&echo).unwrap(), n, &[]));
 
         for t in [3u8, 11, 12, 4, 5] {
             let err = build(SRC, DST, 64, 1, &[], &[t, 0, 0, 0, 0, 0, 0, 0]);
-            assert!(!may_answer(&err, &parse(&err).unwrap(), n), "type {t}");
+            assert!(!may_answer(&err, &parse(&err).unwrap(), n, &[]), "type {t}");
         }
         let empty_icmp = build(SRC, DST, 64, 1, &[], &[]);
-        assert!(!may_answer(&empty_icmp, &parse(&empty_icmp).unwrap(), n));
+        assert!(!may_answer(
+            &empty_icmp,
+            &parse(&empty_icmp).unwrap(),
+            n,
+            &[]
+        ));
 
         let outsider = build(Ipv4Addr::new(198, 18, 0, 1), DST, 64, 17, &[], b"x");
-        assert!(!may_answer(&outsider, &parse(&outsider).unwrap(), n));
+        assert!(!may_answer(&outsider, &parse(&outsider).unwrap(), n, &[]));
+        // A pod in one of this host's pool blocks is one of ours.
+        let pod = build(Ipv4Addr::new(203, 0, 113, 5), DST, 64, 17, &[], b"x");
+        let blocks = ["203.0.113.0/28".parse().unwrap()];
+        assert!(may_answer(&pod, &parse(&pod).unwrap(), n, &blocks));
+        assert!(!may_answer(
+            &outsider,
+            &parse(&outsider).unwrap(),
+            n,
+            &blocks
+        ));
 
         let bcast = build(SRC, Ipv4Addr::new(10, 50, 255, 255), 64, 17, &[], b"x");
-        assert!(!may_answer(&bcast, &parse(&bcast).unwrap(), n));
+        assert!(!may_answer(&bcast, &parse(&bcast).unwrap(), n, &[]));
 
         let mut frag = build(SRC, DST, 64, 17, &[], b"12345678");
         frag[6] = 0x20;
@@ -177,6 +196,6 @@ mod tests {
         frag[11] = 0;
         let c = checksum(&frag[..20]);
         frag[10..12].copy_from_slice(&c.to_be_bytes());
-        assert!(!may_answer(&frag, &parse(&frag).unwrap(), n));
+        assert!(!may_answer(&frag, &parse(&frag).unwrap(), n, &[]));
     }
 }

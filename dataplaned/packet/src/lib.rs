@@ -14,7 +14,8 @@
 //! - [`gso_plan`]: which datagrams of a send batch share one `UDP_SEGMENT` send.
 //! - [`icmp`]: ICMP net-unreachable / time-exceeded answers, and when not to answer.
 //! - [`ratelimit`]: the token bucket that keeps those answers to 1000/s (burst 50).
-//! - [`routes`]: the route table: destination → peer, sender → its subnets.
+//! - [`routes`]: the route table: destination → peer (by its subnets, or
+//!   its pool blocks outside the Network), sender → the prefixes it holds.
 //! - [`forward`]: the per-packet verdicts built from those, and why a packet
 //!   is dropped ([`forward::DropReason`]).
 //! - `testing` (feature `testing`, and this crate's tests): packet builders.

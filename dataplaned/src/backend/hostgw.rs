@@ -1,5 +1,5 @@
 //! The host-gw backend: per peer a route `<subnet> via <PublicIP> dev <iface>`
-//! (proto 107). It only works when every host shares one layer-2 segment: a
+//! (proto 107), and one like it for each pool block the peer holds. It only works when every host shares one layer-2 segment: a
 //! peer whose PublicIP is not on a connected subnet of the iface is not
 //! routed, and says so once in the log and on every status.
 
@@ -25,7 +25,10 @@ pub fn connected(addrs: &[Ipv4Net]) -> Vec<Ipv4Net> {
 }
 
 /// Splits peers into (reachable on the segment, not).
-pub fn split_peers(routes: &[Route], connected: &[Ipv4Net]) -> (Vec<Route>, Vec<Route>) {
+pub fn split_peers<'a>(
+    routes: &'a [Route],
+    connected: &[Ipv4Net],
+) -> (Vec<&'a Route>, Vec<&'a Route>) {
     routes
         .iter()
         .partition(|r| connected.iter().any(|n| n.contains(&r.public_ip)))
@@ -99,11 +102,15 @@ impl HostGwBackend {
             vxlan: None,
             routes: routed
                 .iter()
-                .map(|r| KRoute {
-                    dst: r.subnet,
-                    via: r.public_ip,
-                    oif: index,
-                    onlink: false,
+                .flat_map(|r| {
+                    std::iter::once(r.subnet)
+                        .chain(r.blocks.iter().copied())
+                        .map(|dst| KRoute {
+                            dst,
+                            via: r.public_ip,
+                            oif: index,
+                            onlink: false,
+                        })
                 })
                 .collect(),
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::datapath::counters::Counters;
 use crate::datapath::offload::Features;
 use crate::kernel::sync::{sync, Desired, SyncError};
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, KernelError};
 use crate::snapshot::{BackendKind, ValidSnapshot};
 use hostgw::HostGwBackend;
 use udp::{UdpBackend, UdpError};
@@ -119,7 +119,13 @@ impl Backend {
             }
             Backend::Udp(u) => {
                 let mut warnings = u.apply(s, kernel).await?;
-                let report = sync(kernel, &Desired::only_tun(u.device(), true)).await?;
+                let tun = u.device();
+                let d = if s.routes.iter().any(|r| !r.blocks.is_empty()) {
+                    udp::desired(s, tun, device_index(kernel, tun).await?)
+                } else {
+                    Desired::only_tun(tun, true)
+                };
+                let report = sync(kernel, &d).await?;
                 warnings.extend(report.errors);
                 Ok(Outcome {
                     warnings,
@@ -160,6 +166,22 @@ impl Backend {
             Backend::Udp(u) => Ok(u.resume()?),
             _ => Ok(()),
         }
+    }
+}
+
+/// The index of the device `name`, which must exist.
+async fn device_index(kernel: &dyn Kernel, name: &str) -> Result<u32, SyncError> {
+    let what = || format!("reading {name}");
+    match kernel.link(name).await {
+        Ok(Some((index, _))) => Ok(index),
+        Ok(None) => Err(SyncError::Kernel {
+            what: what(),
+            source: KernelError::NoDevice(name.to_string()),
+        }),
+        Err(source) => Err(SyncError::Kernel {
+            what: what(),
+            source,
+        }),
     }
 }
 

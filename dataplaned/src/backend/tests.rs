@@ -391,3 +391,192 @@ async fn alloc_on_a_clean_kernel_touches_nothing() {
         .is_empty());
     assert!(k.take_calls().is_empty());
 }
+
+fn nets(v: &[&str]) -> Vec<Ipv4Net> {
+    v.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+/// `s` with pool blocks for its first peer (B) and, if any, its second (C).
+fn blocks(mut s: ValidSnapshot, b: &[&str], c: &[&str]) -> ValidSnapshot {
+    s.routes[0].blocks = nets(b);
+    if let Some(r) = s.routes.get_mut(1) {
+        r.blocks = nets(c);
+    }
+    s
+}
+
+#[tokio::test]
+async fn vxlan_routes_blocks_via_the_peers_gateway() {
+    let k = kernel();
+    let mut b = backend(BackendKind::Vxlan);
+    apply(&mut b, &k, &vx(&[B])).await;
+    k.take_calls();
+    let s = blocks(
+        vx(&[B, C]),
+        &["203.0.113.16/28", "198.51.100.0/26"],
+        &["203.0.113.32/28"],
+    );
+    apply(&mut b, &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "fdb 0e:6b:c6:12:00:03 dst 198.18.0.3 dev kolach.1 set",
+            "neigh 10.50.9.0 lladdr 0e:6b:c6:12:00:03 dev kolach.1 set",
+            "route add 203.0.113.16/28 via 10.50.7.0 dev kolach.1 onlink",
+            "route add 198.51.100.0/26 via 10.50.7.0 dev kolach.1 onlink",
+            "route add 10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink",
+            "route add 203.0.113.32/28 via 10.50.9.0 dev kolach.1 onlink",
+        ]
+    );
+    // One neighbour and one FDB entry per peer serve its subnet and blocks.
+    assert_eq!(
+        k.objects(),
+        [
+            "10.50.7.0/24 via 10.50.7.0 dev kolach.1 onlink proto 107",
+            "10.50.9.0/24 via 10.50.9.0 dev kolach.1 onlink proto 107",
+            "198.51.100.0/26 via 10.50.7.0 dev kolach.1 onlink proto 107",
+            "203.0.113.16/28 via 10.50.7.0 dev kolach.1 onlink proto 107",
+            "203.0.113.32/28 via 10.50.9.0 dev kolach.1 onlink proto 107",
+            "fdb 0e:6b:c6:12:00:02 dst 198.18.0.2 dev kolach.1",
+            "fdb 0e:6b:c6:12:00:03 dst 198.18.0.3 dev kolach.1",
+            "neigh 10.50.7.0 lladdr 0e:6b:c6:12:00:02 dev kolach.1",
+            "neigh 10.50.9.0 lladdr 0e:6b:c6:12:00:03 dev kolach.1",
+        ]
+    );
+    // Unchanged: nothing to do. A block given back: only its route goes;
+    // a block moving to another peer: its route is replaced in one step.
+    apply(&mut b, &k, &s).await;
+    assert!(k.take_calls().is_empty());
+    let s = blocks(
+        vx(&[B, C]),
+        &["203.0.113.16/28"],
+        &["203.0.113.32/28", "198.51.100.0/26"],
+    );
+    apply(&mut b, &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        ["route replace 198.51.100.0/26 via 10.50.9.0 dev kolach.1 onlink"]
+    );
+    apply(&mut b, &k, &blocks(vx(&[B, C]), &[], &["203.0.113.32/28"])).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route del 198.51.100.0/26 via 10.50.9.0 dev kolach.1 onlink",
+            "route del 203.0.113.16/28 via 10.50.7.0 dev kolach.1 onlink",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn host_gw_routes_blocks_via_the_peers_public_ip() {
+    let k = kernel();
+    let mut b = backend(BackendKind::HostGw);
+    let far = ("10.50.9.0/24", "198.19.5.3", 0);
+    let s = blocks(
+        snap(BackendType::HostGw, 0, &[B, far]),
+        &["203.0.113.16/28", "198.51.100.0/26"],
+        &["203.0.113.32/28"],
+    );
+    let o = apply(&mut b, &k, &s).await;
+    // The peer off the segment is not routed, blocks included.
+    assert_eq!((o.routes, o.warnings.len()), (1, 1));
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route add 10.50.7.0/24 via 198.18.0.2 dev eth0",
+            "route add 203.0.113.16/28 via 198.18.0.2 dev eth0",
+            "route add 198.51.100.0/26 via 198.18.0.2 dev eth0",
+        ]
+    );
+    let s = blocks(
+        snap(BackendType::HostGw, 0, &[B]),
+        &["203.0.113.16/28"],
+        &[],
+    );
+    apply(&mut b, &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        ["route del 198.51.100.0/26 via 198.18.0.2 dev eth0"]
+    );
+    assert_eq!(
+        k.objects(),
+        [
+            "10.50.7.0/24 via 198.18.0.2 dev eth0 proto 107",
+            "203.0.113.16/28 via 198.18.0.2 dev eth0 proto 107",
+        ]
+    );
+}
+
+/// The udp backend's kernel side (its device and loop need a real kernel;
+/// kernel_tun.rs): what it wants for blocks, carried out on the fake.
+#[tokio::test]
+async fn udp_routes_blocks_into_the_tun() {
+    let k = kernel();
+    k.add_link("kolach0", 3, "tun", &["10.50.18.0/16"]);
+    let s = blocks(
+        snap(BackendType::Udp, 0, &[B, C]),
+        &["203.0.113.16/28", "198.51.100.0/26"],
+        &["203.0.113.32/28"],
+    );
+    let d = udp::desired(&s, "kolach0", 3);
+    assert!(d.keep_tun && d.vxlan.is_none());
+    sync(&k, &d).await.unwrap();
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route add 203.0.113.16/28 dev kolach0",
+            "route add 198.51.100.0/26 dev kolach0",
+            "route add 203.0.113.32/28 dev kolach0",
+        ]
+    );
+    // Again: nothing. A block given back: its route goes. No blocks at
+    // all: what the udp backend wanted before blocks, and no route left.
+    sync(&k, &d).await.unwrap();
+    assert!(k.take_calls().is_empty());
+    let s = blocks(s, &["203.0.113.16/28"], &["203.0.113.32/28"]);
+    sync(&k, &udp::desired(&s, "kolach0", 3)).await.unwrap();
+    assert_eq!(k.take_calls(), ["route del 198.51.100.0/26 dev kolach0"]);
+    let s = blocks(s, &[], &[]);
+    let d = udp::desired(&s, "kolach0", 3);
+    assert_eq!(d, Desired::only_tun("kolach0", true));
+    sync(&k, &d).await.unwrap();
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route del 203.0.113.16/28 dev kolach0",
+            "route del 203.0.113.32/28 dev kolach0",
+        ]
+    );
+    assert!(k.objects().is_empty());
+    assert!(k.link_named("kolach0").is_some());
+}
+
+#[tokio::test]
+async fn switching_from_udp_to_host_gw_moves_the_block_routes() {
+    let k = kernel();
+    k.add_link("kolach0", 3, "tun", &["10.50.18.0/16"]);
+    let udp = blocks(snap(BackendType::Udp, 0, &[B]), &["203.0.113.16/28"], &[]);
+    sync(&k, &udp::desired(&udp, "kolach0", 3)).await.unwrap();
+    k.take_calls();
+    let s = blocks(
+        snap(BackendType::HostGw, 0, &[B]),
+        &["203.0.113.16/28"],
+        &[],
+    );
+    apply(&mut backend(BackendKind::HostGw), &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route add 10.50.7.0/24 via 198.18.0.2 dev eth0",
+            "route replace 203.0.113.16/28 via 198.18.0.2 dev eth0",
+            "delete-link 3",
+        ]
+    );
+    assert_eq!(
+        k.objects(),
+        [
+            "10.50.7.0/24 via 198.18.0.2 dev eth0 proto 107",
+            "203.0.113.16/28 via 198.18.0.2 dev eth0 proto 107",
+        ]
+    );
+}

@@ -1,7 +1,8 @@
 //! The vxlan backend: the kernel forwards. Per snapshot it wants the device
 //! `kolach.<VNI>` (VNI, dstport, local = PublicIP, dev = iface, learning off,
 //! MTU, MAC = the snapshot's VTEP MAC, address `<subnet>.0/32`, up) and per
-//! peer a route, a neighbour and an FDB entry; [`sync`] makes it so.
+//! peer a route (and one per pool block it holds, via the same gateway), a
+//! neighbour and an FDB entry; [`sync`] makes it so.
 
 use ipnet::Ipv4Net;
 
@@ -35,6 +36,7 @@ pub fn desired(s: &ValidSnapshot, tun: &str) -> Desired {
                 mac: r
                     .vtep_mac
                     .expect("validated: vxlan routes carry a VTEP MAC"),
+                blocks: r.blocks.clone(),
             })
             .collect(),
     };

@@ -55,11 +55,8 @@ async fn kernel_objects(k: &dyn Kernel, tun: &str, errors: &mut Vec<String>) {
         Ok(routes) => {
             for (table, r) in routes {
                 match k.del_route_in(table, r).await {
-                    Ok(()) => tracing::info!(dst = %r.dst, via = %r.via, table, "route removed"),
-                    Err(e) => errors.push(format!(
-                        "removing route {} via {} (table {table}): {e}",
-                        r.dst, r.via
-                    )),
+                    Ok(()) => tracing::info!(route = %r, table, "route removed"),
+                    Err(e) => errors.push(format!("removing route {r} (table {table}): {e}")),
                 }
             }
         }
@@ -140,6 +137,8 @@ mod tests {
             onlink: false,
         };
         k.add_foreign_route(r("10.50.7.0/24", "198.18.0.2"), 107);
+        // The udp backend's route for a peer's pool block, into the TUN.
+        k.add_foreign_route(KRoute::device("203.0.113.16/28".parse().unwrap(), 3), 107);
         k.add_foreign_route(r("192.0.2.0/24", "198.18.0.254"), 4);
         k.other_tables.lock().unwrap().extend([
             (100, r("10.50.9.0/24", "198.18.0.3"), 107),
@@ -150,6 +149,7 @@ mod tests {
             k.take_calls(),
             [
                 "route del 10.50.7.0/24 via 198.18.0.2 dev eth0",
+                "route del 203.0.113.16/28 dev kolach0",
                 "route del 10.50.9.0/24 via 198.18.0.3 dev eth0 table 100",
                 "delete-link 5",
                 "delete-link 6",

@@ -156,3 +156,53 @@ async fn hand_over_saves_the_applied_snapshot_and_carries_counters() {
     assert!(e.apply(alloc(6), Origin::Controld).await.applied);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[tokio::test]
+async fn blocks_are_saved_restored_and_shown_by_routes() {
+    let d = std::env::temp_dir().join(format!("kdp-engine-blocks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let k = Arc::new(FakeKernel::default());
+    k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
+    let host_gw = |generation| {
+        let mut s = crate::snapshot::tests::with_blocks();
+        s.backend.as_mut().unwrap().r#type = pb::BackendType::HostGw as i32;
+        s.routes[1].public_ip = Some("198.18.0.3".parse::<std::net::Ipv4Addr>().unwrap().into());
+        s.version.as_mut().unwrap().generation = generation;
+        s
+    };
+    let e = Engine::new(d.clone(), "kolach0".into(), k.clone());
+    let r = e.apply(host_gw(1), Origin::Controld).await;
+    assert!(r.applied, "{}", r.reason);
+    let routes = e.routes().routes;
+    assert_eq!(routes, host_gw(1).routes);
+    assert_eq!(routes[0].blocks.len(), 2);
+    assert_eq!(store::load(&d).unwrap(), Some(host_gw(1)));
+    let programmed = k.objects();
+    assert_eq!(programmed.len(), 5, "{programmed:?}");
+
+    // Overlapping blocks: refused, the applied table stays.
+    let mut bad = host_gw(2);
+    bad.routes[1].blocks = bad.routes[0].blocks.clone();
+    let r = e.apply(bad, Origin::Controld).await;
+    assert!(!r.applied);
+    assert_eq!(
+        r.reason,
+        "invalid snapshot: routes[1].blocks[1]: 198.51.100.0/26 is listed twice (also routes[0].blocks[1])"
+    );
+    assert_eq!(e.routes().routes, host_gw(1).routes);
+
+    // A restarted dataplane (or the next image of a hot upgrade) restores
+    // the blocks from the saved snapshot and finds the kernel right.
+    e.shutdown().await;
+    k.take_calls();
+    let e = Engine::new(d.clone(), "kolach0".into(), k.clone());
+    e.restore().await;
+    let a = e.applied().unwrap();
+    assert_eq!(a.snapshot.local_blocks, ["203.0.113.0/28".parse().unwrap()]);
+    assert_eq!(a.snapshot.routes[0].blocks.len(), 2);
+    assert_eq!(e.routes().routes, host_gw(1).routes);
+    assert!(k.take_calls().is_empty());
+    assert_eq!(k.objects(), programmed);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -127,12 +127,10 @@ impl FakeKernel {
     }
 
     fn route_text(&self, r: &KRoute) -> String {
-        let onlink = if r.onlink { " onlink" } else { "" };
-        format!(
-            "{} via {} dev {}{onlink}",
-            r.dst,
-            r.via,
-            self.name_of(r.oif)
+        let text = r.to_string();
+        text.replace(
+            &format!("dev #{}", r.oif),
+            &format!("dev {}", self.name_of(r.oif)),
         )
     }
     fn neigh_text(&self, n: &Neigh) -> String {

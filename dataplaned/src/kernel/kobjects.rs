@@ -5,6 +5,7 @@
 //! kolach recognises its own objects by route protocol ([`KOLACH_PROTO`], main
 //! table only) and by device name (`kolach.<VNI>` vxlan devices, the udp TUN).
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -79,13 +80,42 @@ pub struct LinkChange {
 }
 
 /// A proto-107 IPv4 unicast route in the main table: `<dst> via <via> dev
-/// <oif> [onlink] proto 107`.
+/// <oif> [onlink] proto 107`, or with `via` 0.0.0.0 a device route `<dst>
+/// dev <oif> scope link proto 107` (the udp backend's routes for pool
+/// blocks into the TUN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KRoute {
     pub dst: Ipv4Net,
     pub via: Ipv4Addr,
     pub oif: u32,
     pub onlink: bool,
+}
+
+impl KRoute {
+    /// `<dst> dev <oif> scope link`: no gateway.
+    pub fn device(dst: Ipv4Net, oif: u32) -> KRoute {
+        KRoute {
+            dst,
+            via: Ipv4Addr::UNSPECIFIED,
+            oif,
+            onlink: false,
+        }
+    }
+}
+
+/// `10.50.7.0/24 via 10.50.7.0 dev #5 onlink`, `203.0.113.16/28 dev #3`.
+impl fmt::Display for KRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if !self.via.is_unspecified() {
+            write!(f, " via {}", self.via)?;
+        }
+        write!(f, " dev #{}", self.oif)?;
+        if self.onlink {
+            f.write_str(" onlink")?;
+        }
+        Ok(())
+    }
 }
 
 /// A permanent neighbour entry: `<ip> lladdr <mac> dev <dev> nud permanent`.

@@ -24,7 +24,8 @@ pub struct Desired {
     pub tun: String,
     pub keep_tun: bool,
     pub vxlan: Option<VxlanWish>,
-    /// Routes not over the vxlan device (host-gw).
+    /// Routes not over the vxlan device (host-gw; udp's pool block routes
+    /// into the TUN).
     pub routes: Vec<KRoute>,
 }
 
@@ -56,25 +57,31 @@ pub struct VxlanWish {
     pub peers: Vec<VxlanPeer>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanPeer {
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
     pub mac: Mac,
+    /// The peer's pool blocks.
+    pub blocks: Vec<Ipv4Net>,
 }
 
-/// Per peer on device `dev`: route `<subnet> via <subnet>.0 onlink`, neighbour
-/// `<subnet>.0 lladdr <mac>`, FDB `<mac> dst <PublicIP>`.
+/// Per peer on device `dev`: route `<subnet> via <subnet>.0 onlink`, the same
+/// for each of its blocks (`<block> via <subnet>.0 onlink`: the neighbour and
+/// FDB entry below serve them too), neighbour `<subnet>.0 lladdr <mac>`, FDB
+/// `<mac> dst <PublicIP>`.
 pub fn peer_objects(dev: u32, peers: &[VxlanPeer]) -> Objects {
     let mut o = Objects::default();
     for p in peers {
         let gw = p.subnet.network();
-        o.routes.push(KRoute {
-            dst: p.subnet,
-            via: gw,
-            oif: dev,
-            onlink: true,
-        });
+        for dst in std::iter::once(p.subnet).chain(p.blocks.iter().copied()) {
+            o.routes.push(KRoute {
+                dst,
+                via: gw,
+                oif: dev,
+                onlink: true,
+            });
+        }
         o.neighs.push(Neigh {
             dev,
             ip: gw,

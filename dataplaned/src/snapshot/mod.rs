@@ -41,12 +41,15 @@ fn invalid(field: impl Into<String>, why: impl Into<String>) -> SnapshotError {
 
 pub use kolach_proto::BackendKind;
 
-/// One peer lease: its subnet, underlay address and (vxlan) VTEP MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One peer lease: its subnet, underlay address, (vxlan) VTEP MAC and the
+/// pool blocks it holds (DESIGN §10), routed like its subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
     pub vtep_mac: Option<Mac>,
+    /// Outside the Network, disjoint from every other block.
+    pub blocks: Vec<Ipv4Net>,
 }
 
 /// A snapshot whose every field has been checked and converted.
@@ -64,6 +67,9 @@ pub struct ValidSnapshot {
     pub routes: Vec<Route>,
     /// vxlan: this host's VTEP MAC (the device's address).
     pub local_vtep_mac: Option<Mac>,
+    /// This host's pool blocks: outside the Network, disjoint from every
+    /// peer's.
+    pub local_blocks: Vec<Ipv4Net>,
 }
 
 impl ValidSnapshot {
@@ -77,14 +83,61 @@ impl ValidSnapshot {
     /// What the udp backend's packet loop consults per packet (kolach-packet's
     /// verdicts); swapped whole on every snapshot.
     pub fn forward_table(&self) -> ForwardTable {
+        let blocks = self
+            .routes
+            .iter()
+            .flat_map(|r| r.blocks.iter().map(|b| (*b, r.public_ip)));
         ForwardTable {
             network: self.network,
             local_subnet: self.local_subnet,
+            local_blocks: self.local_blocks.clone(),
             tun_addr: self.local_subnet.network(),
             port: self.port,
-            routes: RouteTable::new(self.routes.iter().map(|r| (r.subnet, r.public_ip))),
+            routes: RouteTable::new(self.routes.iter().map(|r| (r.subnet, r.public_ip)))
+                .with_blocks(blocks),
         }
     }
+}
+
+/// The pool blocks of a snapshot, as (field, block), checked to lie outside
+/// `network` and apart from each other: sorted by address, each block must
+/// begin after the furthest end seen so far (prefixes either nest or are
+/// disjoint, so one pass finds an overlap if there is one). Of the
+/// overlapping pair found first, the error names the field listed later,
+/// and the other.
+fn check_blocks(network: Ipv4Net, blocks: &[(String, Ipv4Net)]) -> Result<(), SnapshotError> {
+    for (field, b) in blocks {
+        if b.contains(&network) || network.contains(b) {
+            return Err(invalid(
+                field.as_str(),
+                format!("{b} overlaps network {network}"),
+            ));
+        }
+    }
+    let mut order: Vec<usize> = (0..blocks.len()).collect();
+    order.sort_by_key(|&i| (blocks[i].1.network(), blocks[i].1.prefix_len()));
+    // The block reaching furthest so far: (its last address, its index).
+    let mut reach: Option<(Ipv4Addr, usize)> = None;
+    for i in order {
+        let b = blocks[i].1;
+        if let Some((end, j)) = reach {
+            if b.network() <= end {
+                let (later, earlier) = if i > j { (i, j) } else { (j, i) };
+                let (field, net) = &blocks[later];
+                let (other_field, other) = &blocks[earlier];
+                let why = if net == other {
+                    format!("{net} is listed twice (also {other_field})")
+                } else {
+                    format!("{net} overlaps {other_field} {other}")
+                };
+                return Err(invalid(field.as_str(), why));
+            }
+        }
+        if reach.is_none_or(|(end, _)| b.broadcast() > end) {
+            reach = Some((b.broadcast(), i));
+        }
+    }
+    Ok(())
 }
 
 fn net_field(
@@ -94,6 +147,11 @@ fn net_field(
     let n = n
         .as_ref()
         .ok_or_else(|| SnapshotError::Missing(field.to_string()))?;
+    net_value(field, n)
+}
+
+/// A prefix: IPv4, no host bits set.
+fn net_value(field: &str, n: &kolach_proto::netpb::IpNetwork) -> Result<Ipv4Net, SnapshotError> {
     let net = Ipv4Net::try_from(n).map_err(|source| SnapshotError::Address {
         field: field.to_string(),
         source,
@@ -187,6 +245,13 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
             format!("{} is not in {MIN_MTU}..=65535", s.mtu),
         ));
     }
+    let mut blocks: Vec<(String, Ipv4Net)> = Vec::new();
+    for (j, b) in s.local_blocks.iter().enumerate() {
+        let field = format!("local_blocks[{j}]");
+        let net = net_value(&field, b)?;
+        blocks.push((field, net));
+    }
+    let local_blocks: Vec<Ipv4Net> = blocks.iter().map(|(_, net)| *net).collect();
     let mut routes: Vec<Route> = Vec::with_capacity(s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
         let field = format!("routes[{i}].subnet");
@@ -213,12 +278,21 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         } else {
             None
         };
+        let mut own = Vec::with_capacity(r.blocks.len());
+        for (j, b) in r.blocks.iter().enumerate() {
+            let field = format!("routes[{i}].blocks[{j}]");
+            let net = net_value(&field, b)?;
+            blocks.push((field, net));
+            own.push(net);
+        }
         routes.push(Route {
             subnet,
             public_ip,
             vtep_mac,
+            blocks: own,
         });
     }
+    check_blocks(network, &blocks)?;
     Ok(ValidSnapshot {
         version,
         backend,
@@ -231,6 +305,7 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         mtu: s.mtu,
         routes,
         local_vtep_mac,
+        local_blocks,
     })
 }
 

@@ -184,3 +184,126 @@ fn alloc_needs_no_public_ip_or_mtu() {
     s.mtu = 0;
     assert_eq!(validate(&s).unwrap().backend, BackendKind::Alloc);
 }
+
+/// `good()` with blocks: B (10.50.7.0/24) holds two, a second peer C
+/// (10.50.9.0/24) one, this host one.
+pub fn with_blocks() -> pb::Snapshot {
+    let mut s = good();
+    s.local_blocks = vec![net("203.0.113.0/28").unwrap()];
+    s.routes[0].blocks = vec![
+        net("203.0.113.16/28").unwrap(),
+        net("198.51.100.0/26").unwrap(),
+    ];
+    s.routes.push(pb::Route {
+        subnet: net("10.50.9.0/24"),
+        public_ip: ip("198.18.0.3"),
+        vtep_mac: vec![],
+        blocks: vec![net("203.0.113.32/28").unwrap()],
+    });
+    s
+}
+
+#[test]
+fn blocks_are_converted() {
+    let v = validate(&with_blocks()).unwrap();
+    let nets = |v: &[&str]| -> Vec<Ipv4Net> { v.iter().map(|n| n.parse().unwrap()).collect() };
+    assert_eq!(v.local_blocks, nets(&["203.0.113.0/28"]));
+    assert_eq!(
+        v.routes[0].blocks,
+        nets(&["203.0.113.16/28", "198.51.100.0/26"])
+    );
+    assert_eq!(v.routes[1].blocks, nets(&["203.0.113.32/28"]));
+    // And reach the packet loop's table, each with its holder.
+    let t = v.forward_table();
+    assert_eq!(t.local_blocks, v.local_blocks);
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    assert_eq!(
+        t.routes.lookup_block(ip("198.51.100.1")),
+        Some(ip("198.18.0.2"))
+    );
+    assert_eq!(
+        t.routes.lookup_block(ip("203.0.113.40")),
+        Some(ip("198.18.0.3"))
+    );
+    assert_eq!(t.routes.lookup_block(ip("203.0.113.1")), None);
+    // No blocks: empty lists, as before.
+    let v = validate(&good()).unwrap();
+    assert!(v.local_blocks.is_empty() && v.routes[0].blocks.is_empty());
+}
+
+#[test]
+fn block_errors_name_the_field() {
+    let reason = |f: fn(&mut pb::Snapshot)| {
+        let mut s = with_blocks();
+        f(&mut s);
+        validate(&s).unwrap_err().to_string()
+    };
+    type Case = (fn(&mut pb::Snapshot), &'static str);
+    let cases: [Case; 12] = [
+        (
+            |s| s.routes[0].blocks[1] = "fd00::/64".parse::<ipnet::IpNet>().unwrap().into(),
+            "routes[0].blocks[1]: expected an IPv4 network",
+        ),
+        (
+            |s| s.local_blocks[0] = net("203.0.113.1/28").unwrap(),
+            "local_blocks[0]: 203.0.113.1/28 has host bits set (expected 203.0.113.0/28)",
+        ),
+        (
+            |s| s.routes[0].blocks[0] = net("10.50.200.0/28").unwrap(),
+            "routes[0].blocks[0]: 10.50.200.0/28 overlaps network 10.50.0.0/16",
+        ),
+        // Inside a peer's subnet (so inside the Network).
+        (
+            |s| s.routes[1].blocks[0] = net("10.50.7.16/28").unwrap(),
+            "routes[1].blocks[0]: 10.50.7.16/28 overlaps network 10.50.0.0/16",
+        ),
+        // Holding the whole Network.
+        (
+            |s| s.local_blocks[0] = net("10.0.0.0/8").unwrap(),
+            "local_blocks[0]: 10.0.0.0/8 overlaps network 10.50.0.0/16",
+        ),
+        (
+            |s| s.routes[0].blocks[0] = net("0.0.0.0/0").unwrap(),
+            "routes[0].blocks[0]: 0.0.0.0/0 overlaps network 10.50.0.0/16",
+        ),
+        // A peer's block twice, or twice in one peer.
+        (
+            |s| s.routes[1].blocks[0] = net("203.0.113.16/28").unwrap(),
+            "routes[1].blocks[0]: 203.0.113.16/28 is listed twice (also routes[0].blocks[0])",
+        ),
+        (
+            |s| s.routes[0].blocks[1] = net("203.0.113.16/28").unwrap(),
+            "routes[0].blocks[1]: 203.0.113.16/28 is listed twice (also routes[0].blocks[0])",
+        ),
+        // Ours, also claimed by a peer.
+        (
+            |s| s.routes[1].blocks[0] = net("203.0.113.0/28").unwrap(),
+            "routes[1].blocks[0]: 203.0.113.0/28 is listed twice (also local_blocks[0])",
+        ),
+        // Overlaps, either way round, across peers and with ours.
+        (
+            |s| s.routes[1].blocks[0] = net("203.0.113.0/26").unwrap(),
+            "routes[1].blocks[0]: 203.0.113.0/26 overlaps local_blocks[0] 203.0.113.0/28",
+        ),
+        (
+            |s| s.local_blocks[0] = net("198.51.100.32/27").unwrap(),
+            "routes[0].blocks[1]: 198.51.100.0/26 overlaps local_blocks[0] 198.51.100.32/27",
+        ),
+        // A big block holding two of another peer's: the first by address
+        // is named.
+        (
+            |s| {
+                s.routes[0].blocks[0] = net("203.0.113.128/25").unwrap();
+                s.routes[1].blocks = vec![
+                    net("203.0.113.160/28").unwrap(),
+                    net("203.0.113.144/28").unwrap(),
+                ];
+                s.local_blocks = vec![net("203.0.113.250/31").unwrap()];
+            },
+            "routes[1].blocks[1]: 203.0.113.144/28 overlaps routes[0].blocks[0] 203.0.113.128/25",
+        ),
+    ];
+    for (f, want) in cases {
+        assert_eq!(reason(f), want);
+    }
+}

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use kolach_proto::dataplane::dataplane_admin_client::DataplaneAdminClient;
 use kolach_proto::dataplane::dataplane_client::DataplaneClient;
 use kolach_proto::dataplane::{
-    ApplyReply, DataplaneStatus, Snapshot, StatusRequest, UpgradeReply, UpgradeRequest,
+    ApplyReply, DataplaneStatus, RoutesReply, RoutesRequest, Snapshot, StatusRequest, UpgradeReply,
+    UpgradeRequest,
 };
 use kolach_proto::uds;
 use nix::sys::signal::{kill, Signal};
@@ -160,6 +161,18 @@ impl Daemon {
             let ch = uds::connect(&sock, "kolach-dataplaned").await.unwrap();
             DataplaneClient::new(ch)
                 .apply(s)
+                .await
+                .unwrap()
+                .into_inner()
+        })
+    }
+
+    pub fn routes(&self) -> RoutesReply {
+        let sock = self.run_dir.join(kolach_proto::DATAPLANED_SOCKET);
+        block_on(async move {
+            let ch = uds::connect(&sock, "kolach-dataplaned").await.unwrap();
+            DataplaneClient::new(ch)
+                .routes(RoutesRequest {})
                 .await
                 .unwrap()
                 .into_inner()

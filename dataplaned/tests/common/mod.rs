@@ -60,6 +60,21 @@ pub fn udp_snapshot(
     }
 }
 
+/// `s` with pool blocks (DESIGN §10): `local` this host's, `peers[i]` those
+/// of its i-th route.
+pub fn with_blocks(mut s: pb::Snapshot, local: &[&str], peers: &[&[&str]]) -> pb::Snapshot {
+    let nets = |v: &[&str]| -> Vec<kolach_proto::netpb::IpNetwork> {
+        v.iter()
+            .map(|n| n.parse::<Ipv4Net>().unwrap().into())
+            .collect()
+    };
+    s.local_blocks = nets(local);
+    for (r, b) in s.routes.iter_mut().zip(peers) {
+        r.blocks = nets(b);
+    }
+    s
+}
+
 /// The IPv4 addresses of `dev` as "a.b.c.d/len".
 pub fn addresses(ns: &Netns, dev: &str) -> Vec<String> {
     let link = kernel::link(&ns.name, dev).unwrap().expect("link exists");

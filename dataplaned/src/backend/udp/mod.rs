@@ -3,8 +3,10 @@
 //!
 //! Applying a snapshot programs the device (address, MTU, up), swaps the route
 //! table under the running loop, and rebinds the socket (restarting the loop
-//! threads) only when the public address or port changed. Stopping ends the
-//! threads and closes the fds; the device and its kernel state stay.
+//! threads) only when the public address or port changed. The device's
+//! address sends the whole Network into it; each peer's pool block, outside
+//! the Network, gets a route of its own into it ([`desired`]). Stopping ends
+//! the threads and closes the fds; the device and its kernel state stay.
 //!
 //! The device has a queue per CPU (`--queues`), each with its own UDP socket
 //! of one `SO_REUSEPORT` group and its own loop thread ([`steer`]).
@@ -32,6 +34,8 @@ use crate::datapath::udp_loop::Loops;
 use crate::datapath::LoopIo;
 use crate::handover::inherit::Inherited;
 use crate::handover::{self, notify};
+use crate::kernel::kobjects::KRoute;
+use crate::kernel::sync::Desired;
 use crate::kernel::{configure_device, Kernel, KernelError};
 use crate::snapshot::ValidSnapshot;
 use kolach_packet::forward::ForwardTable;
@@ -53,6 +57,21 @@ pub enum UdpError {
     },
     #[error("cannot start the packet loop: {0}")]
     Threads(io::Error),
+}
+
+/// What the udp backend wants of kolach's kernel objects: its TUN `tun` (at
+/// `tun_index`) and, for each peer's pool block, `<block> dev <tun> scope
+/// link proto 107`, so the kernel hands the packet loop what is sent there.
+pub fn desired(s: &ValidSnapshot, tun: &str, tun_index: u32) -> Desired {
+    Desired {
+        routes: s
+            .routes
+            .iter()
+            .flat_map(|r| &r.blocks)
+            .map(|b| KRoute::device(*b, tun_index))
+            .collect(),
+        ..Desired::only_tun(tun, true)
+    }
 }
 
 /// Where an fd in use came from.
@@ -125,6 +144,7 @@ impl UdpBackend {
         let empty = ForwardTable {
             network: Default::default(),
             local_subnet: Default::default(),
+            local_blocks: Vec::new(),
             tun_addr: Ipv4Addr::UNSPECIFIED,
             port: 0,
             routes: RouteTable::default(),

@@ -15,6 +15,7 @@ fn table() -> ForwardTable {
     ForwardTable {
         network: "10.50.0.0/16".parse().unwrap(),
         local_subnet: local,
+        local_blocks: Vec::new(),
         tun_addr: Ipv4Addr::new(10, 50, 7, 0),
         port: 8285,
         routes: RouteTable::new([(

@@ -34,13 +34,8 @@ pub enum Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let route = |f: &mut fmt::Formatter<'_>, verb: &str, r: &KRoute| {
-            write!(f, "{verb} route {} via {} dev #{}", r.dst, r.via, r.oif)?;
-            if r.onlink {
-                f.write_str(" onlink")?;
-            }
-            Ok(())
-        };
+        let route =
+            |f: &mut fmt::Formatter<'_>, verb: &str, r: &KRoute| write!(f, "{verb} route {r}");
         match self {
             Op::AddRoute(r) => route(f, "add", r),
             Op::ReplaceRoute(r) => route(f, "replace", r),

@@ -11,7 +11,7 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
@@ -31,8 +31,10 @@ fn table(m: &RouteMessage) -> u32 {
 }
 
 /// A dumped route as (table, [`KRoute`]) when it is an IPv4 proto-107
-/// unicast route. A route without a gateway (not one kolach makes) gets `via`
-/// 0.0.0.0 and `oif` 0, so reconcile sees it as wrong and replaces or deletes it.
+/// unicast route. A route without a gateway gets `via` 0.0.0.0 (a device
+/// route, as the udp backend makes for pool blocks) and one without a device
+/// `oif` 0, so reconcile sees one that is not wanted as wrong and replaces or
+/// deletes it.
 fn kolach_route(m: &RouteMessage) -> Option<(u32, KRoute)> {
     let h = &m.header;
     if h.address_family != AddressFamily::Inet
@@ -66,7 +68,11 @@ fn route_message(table: u32, r: KRoute) -> RouteMessage {
         .destination_prefix(r.dst.network(), r.dst.prefix_len())
         .protocol(RouteProtocol::from(KOLACH_PROTO))
         .table_id(table);
-    if !r.via.is_unspecified() {
+    if r.via.is_unspecified() {
+        // `ip route add <dst> dev <oif>` does the same: no gateway, the
+        // destination is on the link.
+        b = b.scope(RouteScope::Link);
+    } else {
         b = b.gateway(r.via);
     }
     if r.oif != 0 {
@@ -111,9 +117,7 @@ impl RtNetlink {
     pub(crate) async fn route_add(&self, r: KRoute, replace: bool) -> Result<(), KernelError> {
         let req = self.handle.route().add(route_message(MAIN, r));
         let req = if replace { req.replace() } else { req };
-        req.execute()
-            .await
-            .map_err(nl(format!("add route {} via {}", r.dst, r.via)))
+        req.execute().await.map_err(nl(format!("add route {r}")))
     }
 
     pub(crate) async fn route_del(&self, table: u32, r: KRoute) -> Result<(), KernelError> {
@@ -126,7 +130,7 @@ impl RtNetlink {
         gone_ok(
             res,
             &[libc::ESRCH],
-            format!("delete route {} via {} (table {table})", r.dst, r.via),
+            format!("delete route {r} (table {table})"),
         )
     }
 
