@@ -380,3 +380,38 @@ fn version_answers_with_a_dummy_netns() {
         serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
     );
 }
+
+#[test]
+fn config_mtu_wins_and_a_stale_host_end_is_replaced() {
+    let w = World::new("mtu");
+    let _ipam = w.controld();
+    let p = w.pod(1);
+    // A leftover with the host end's name whose peer is no pod's.
+    let hname = host_end("c1", "eth0");
+    w.host.ip(&[
+        "link", "add", &hname, "type", "veth", "peer", "name", "stale0",
+    ]);
+    let r = w.run(
+        &Call {
+            command: "ADD",
+            container: "c1",
+            ifname: "eth0",
+            netns: &netns_path(&p),
+            args: "",
+        },
+        &w.conf("1.1.0", r#""mtu":1300"#),
+    );
+    let j = r.ok();
+    assert_eq!(j["interfaces"][0]["mtu"], 1300);
+    assert_eq!(j["interfaces"][1]["mtu"], 1300);
+    assert_eq!(
+        ip_json(&w.host, &["link", "show", "dev", &hname])[0]["mtu"],
+        1300
+    );
+    assert_eq!(
+        ip_json(&p, &["link", "show", "dev", "eth0"])[0]["mtu"],
+        1300
+    );
+    assert!(!has_link(&w.host, "stale0"), "the leftover pair is gone");
+    assert_eq!(w.simple("CHECK", "c1", &p, "1.1.0").code, Some(0));
+}
