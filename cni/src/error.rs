@@ -5,8 +5,8 @@
 //! | code | meaning |
 //! |---|---|
 //! | 1 | incompatible cniVersion, or a command the version does not have |
-//! | 2 | unsupported field in the network config |
-//! | 3 | container unknown |
+//! | 2 | unsupported field in the network config (the spec's; kolach tolerates unknown keys and never answers it) |
+//! | 3 | container unknown (the spec's; unused: DEL of an unknown container succeeds) |
 //! | 4 | invalid or missing environment variable (named in `msg`) |
 //! | 5 | I/O failure (stdin) |
 //! | 6 | the network config is not JSON of the right shape |
