@@ -54,7 +54,11 @@ fn latency(mut ms: Vec<f64>) -> Latency {
 
 /// One plugin call from a thread inside the host's namespace.
 fn call(command: &str, id: &str, netns: &str, config: &[u8], cni_path: &str) -> Result<Duration> {
-    let exe = format!("{}/{}", cni_path.split(':').next().unwrap_or("."), cni::PLUGIN);
+    let exe = format!(
+        "{}/{}",
+        cni_path.split(':').next().unwrap_or("."),
+        cni::PLUGIN
+    );
     let started = Instant::now();
     let mut child = Command::new(&exe)
         .env_clear()
@@ -163,7 +167,9 @@ fn allocate_many(lab: &Lab, k: u32) -> Result<(u64, u64)> {
         ipam_client::IpamClient, AllocateRequest, Attachment, CreatePoolRequest,
     };
     let sock = lab.host(1).controld_socket();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let ch = kolach_proto::uds::connect(&sock, "kolach-controld").await?;
         let mut c = IpamClient::new(ch);

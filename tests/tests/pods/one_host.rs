@@ -17,6 +17,7 @@ fn leftovers(lab: &Lab, n: u8) -> Result<(Vec<String>, String)> {
     let links = netns::ip(ns, &["-br", "link"])?
         .lines()
         .filter_map(|l| l.split_whitespace().next())
+        .map(|l| l.split('@').next().unwrap_or(l))
         .filter(|l| l.starts_with("kol") && !l.starts_with("kolach"))
         .map(String::from)
         .collect();
