@@ -6,3 +6,4 @@
 mod across;
 mod chained;
 mod one_host;
+mod podman;
