@@ -21,6 +21,9 @@ use kolach_testkit::cni;
 use kolach_testkit::lab::backend::Backend;
 use kolach_testkit::{netns, Lab};
 
+/// Pods ADDed and DELeted one at a time first.
+const SERIAL: usize = 50;
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Latency {
     pub p50_ms: f64,
@@ -34,6 +37,11 @@ pub struct PodBench {
     pub parallel: u32,
     pub add: Latency,
     pub del: Latency,
+    /// The first `serial` pods ADDed and DELeted one at a time before: what
+    /// one call costs with no other competing for the two CPUs.
+    pub serial: u32,
+    pub add_serial: Latency,
+    pub del_serial: Latency,
     /// Pods added per second, the ADD phase's wall time.
     pub add_pods_per_s: f64,
     pub del_pods_per_s: f64,
@@ -144,6 +152,9 @@ pub fn run(pods: u32, parallel: u32, allocations: u32) -> Result<PodBench> {
         .iter()
         .map(|(id, ns)| (id.clone(), netns::netns_path(ns).display().to_string()))
         .collect();
+    let serial = with_paths.len().min(SERIAL);
+    let (add_serial, _) = phase(&lab, "ADD", &with_paths[..serial], 1)?;
+    let (del_serial, _) = phase(&lab, "DEL", &with_paths[..serial], 1)?;
     let (add, add_wall) = phase(&lab, "ADD", &with_paths, parallel)?;
     let (del, del_wall) = phase(&lab, "DEL", &with_paths, parallel)?;
     let (rss, hwm) = allocate_many(&lab, allocations)?;
@@ -153,6 +164,9 @@ pub fn run(pods: u32, parallel: u32, allocations: u32) -> Result<PodBench> {
         parallel,
         add: latency(add),
         del: latency(del),
+        serial: serial as u32,
+        add_serial: latency(add_serial),
+        del_serial: latency(del_serial),
         add_pods_per_s: n / add_wall.as_secs_f64(),
         del_pods_per_s: n / del_wall.as_secs_f64(),
         allocations,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::bench::config::{round_order, BenchConfig, Mode, NETWORK};
 use crate::bench::floor::{self, FloorSample, FloorSummary, Placement};
 use crate::bench::measure::{self, UDP_PAYLOAD};
+use crate::bench::pods::{self, PodBench};
 use crate::bench::report::{self, Sample, Summary};
 use crate::bench::routes::{self, RouteLoad};
 use crate::bench::signal;
@@ -49,6 +50,9 @@ pub struct Document {
     /// Why the phantom routes were not loaded although asked for.
     pub routes_skipped: Option<String>,
     pub setup: Vec<SetupInfo>,
+    /// Pods through the CNI plugin (None: skipped or failed).
+    pub pods: Option<PodBench>,
+    pub pods_error: Option<String>,
     pub samples: Vec<Sample>,
     pub teardown_errors: Vec<String>,
 }
@@ -281,6 +285,28 @@ fn memory_line(r: &RouteLoad) -> String {
     )
 }
 
+fn pods_line(p: &PodBench) -> String {
+    format!(
+        "pods: {} through the CNI plugin, {} at a time: ADD p50 {:.1} ms p99 {:.1} ms ({:.0} pods/s), DEL p50 {:.1} ms p99 {:.1} ms ({:.0} pods/s); one at a time ({} pods): ADD p50 {:.1} ms p99 {:.1} ms, DEL p50 {:.1} ms p99 {:.1} ms; controld RSS with {} allocations {:.1} MiB (peak {:.1} MiB)",
+        p.pods,
+        p.parallel,
+        p.add.p50_ms,
+        p.add.p99_ms,
+        p.add_pods_per_s,
+        p.del.p50_ms,
+        p.del.p99_ms,
+        p.del_pods_per_s,
+        p.serial,
+        p.add_serial.p50_ms,
+        p.add_serial.p99_ms,
+        p.del_serial.p50_ms,
+        p.del_serial.p99_ms,
+        p.allocations,
+        p.controld_rss_kb as f64 / 1024.0,
+        p.controld_hwm_kb as f64 / 1024.0
+    )
+}
+
 fn write_json(path: &Path, doc: &Document, unix: u64) -> Result<Vec<PathBuf>> {
     let text = serde_json::to_string_pretty(doc)? + "\n";
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -326,6 +352,21 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         eprintln!("bench: teardown: {e}");
     }
     let m = measured?;
+    let (mut pod_bench, mut pods_error) = (None, None);
+    if cfg.pods > 0 {
+        signal::check()?;
+        eprintln!(
+            "bench: {} pods through the CNI plugin, {} at a time, then {} allocations",
+            cfg.pods, cfg.pod_parallel, cfg.allocations
+        );
+        match pods::run(cfg.pods, cfg.pod_parallel, cfg.allocations) {
+            Ok(p) => pod_bench = Some(p),
+            Err(e) => {
+                eprintln!("bench: pods: {e:#}");
+                pods_error = Some(format!("{e:#}"));
+            }
+        }
+    }
     let summary = report::summarize(&modes, &m.samples);
     let table = report::table(&summary);
     let vxlan_p50 = summary
@@ -347,6 +388,9 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
             "udp_payload_bytes": UDP_PAYLOAD.parse::<u32>().unwrap_or(64),
             "udp_rate": cfg.udp_rate,
             "phantom_routes": cfg.routes,
+            "pods": cfg.pods,
+            "pod_parallel": cfg.pod_parallel,
+            "allocations": cfg.allocations,
             "network": NETWORK,
         }),
         reference: Mode::REFERENCE,
@@ -358,6 +402,8 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         routes_error: m.routes_error,
         routes_skipped: m.routes_skipped,
         setup: m.setup,
+        pods: pod_bench,
+        pods_error,
         samples: m.samples,
         teardown_errors,
     };
@@ -384,6 +430,11 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
         (None, Some(e), _) => println!("phantom routes failed: {e}"),
         (None, None, Some(why)) => println!("phantom routes skipped: {why}"),
         (None, None, None) => {}
+    }
+    match (&doc.pods, &doc.pods_error) {
+        (Some(p), _) => println!("{}", pods_line(p)),
+        (None, Some(e)) => println!("pods failed: {e}"),
+        (None, None) => {}
     }
     let written = write_json(&cfg.out, &doc, unix)?;
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
