@@ -41,7 +41,9 @@ impl Daemon {
             .unwrap();
         let sock = dir.join(kolach_proto::DATAPLANED_SOCKET);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
+        // Until it answers: after a restart the previous run's socket file
+        // is still there (refusing) until the new process binds its own.
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "no socket; log:\n{}",

@@ -156,11 +156,19 @@ fn processes_start_stop_restart_inside_a_namespace() {
             kolach_testkit::names::pid_alive(pid as u32),
             "detached process died"
         );
+        // Its start time tells it apart from a later process given the same pid.
+        let started = |stat: &str| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(19))
+                .map(String::from)
+        };
+        let before = started(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?);
         kolach_testkit::lab::destroy_namespaces(std::slice::from_ref(&ns))?;
         // Reaped by whoever inherits it; at least it must be gone or a zombie.
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         ensure!(
-            state.is_empty() || state.contains(") Z"),
+            state.is_empty() || state.contains(") Z") || started(&state) != before,
             "detached process survived: {state}"
         );
         Ok(())

@@ -61,9 +61,20 @@ fn raw_ipv4_packet_from_member_is_delivered() {
             "delivered from {from}, sent from {}:40000",
             pod2.ip
         );
-        let after = query::tun_tx(&lab.dp_status(1)?);
-        ensure!(after > before, "tun_tx_packets {before} -> {after}");
-        Ok(())
+        // The packet loop counts a write after it returned: the pod may
+        // have the packet a moment before the counter moves.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let after = query::tun_tx(&lab.dp_status(1)?);
+            if after > before {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "tun_tx_packets {before} -> {after}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
 }
 
