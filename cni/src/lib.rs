@@ -7,7 +7,6 @@
 //! - [`version`]: the spec versions, which commands each has, VERSION;
 //!   [`result`]: ADD's result in each version.
 //! - [`error`]: the CNI error object and every code, controld's statuses mapped.
-//! - [`name`]: the host end's name, a hash of (container ID, ifname).
 //! - [`client`]: the `kolach.ipam.v1` calls over controld's socket.
 //! - [`wire`]: veth, addresses, routes, neighbours, sysctls (rtnetlink).
 //! - [`commands`]: ADD, DEL, CHECK, GC, STATUS.
@@ -20,7 +19,6 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod name;
 pub mod observability;
 pub mod result;
 pub mod version;

@@ -52,6 +52,11 @@ pub enum Command {
     Blocks,
     /// The pod addresses this host has given out.
     Addresses,
+    /// This host's pod addresses, checked against the host.
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCommand,
+    },
     /// Operate kolach-dataplaned.
     Dataplane {
         #[command(subcommand)]
@@ -70,6 +75,18 @@ pub enum DataplaneCommand {
         /// Seconds to wait for the new binary to report in.
         #[arg(long, env = "KOLACH_UPGRADE_WAIT", default_value_t = 30)]
         wait: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IpamCommand {
+    /// Allocations whose pod is gone: no host end `kol…` in this network
+    /// namespace, or the netns path the runtime gave is gone. Run it in the
+    /// host's network namespace. Exits 1 when stale allocations remain.
+    Check {
+        /// Release each stale allocation (the address goes back to its pool).
+        #[arg(long, env = "KOLACH_IPAM_CHECK_RELEASE")]
+        release: bool,
     },
 }
 

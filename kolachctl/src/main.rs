@@ -3,7 +3,8 @@
 //! - `cli`: flags and subcommands.
 //! - `view`: the proto replies turned into plain records, for tables and `--json`.
 //! - `status`, `leases`, `routes`, `upgrade` (`dataplane upgrade`), `pools`
-//!   (`pools`, `pool ...`), `blocks`, `addresses`: one file per subcommand.
+//!   (`pools`, `pool ...`), `blocks`, `addresses`, `check` (`ipam check`): one
+//!   file per subcommand.
 //! - `ipam_view`: the pool, block and address records.
 //! - `table`: aligned text columns.
 
@@ -11,6 +12,7 @@
 
 mod addresses;
 mod blocks;
+mod check;
 mod cli;
 mod ipam_view;
 mod leases;
@@ -36,6 +38,9 @@ async fn main() -> ExitCode {
         cli::Command::Pool { command } => pools::edit(&cli, command).await,
         cli::Command::Blocks => blocks::run(&cli).await,
         cli::Command::Addresses => addresses::run(&cli).await,
+        cli::Command::Ipam {
+            command: cli::IpamCommand::Check { release },
+        } => check::run(&cli, *release).await,
         cli::Command::Dataplane {
             command: cli::DataplaneCommand::Upgrade { wait },
         } => upgrade::run(&cli, std::time::Duration::from_secs(*wait)).await,

@@ -33,9 +33,13 @@ pub async fn run(cli: &Cli) -> Result<bool> {
                 r.subnet.clone().unwrap_or_else(|| "?".into()),
                 r.public_ip.clone().unwrap_or_else(|| "?".into()),
                 r.vtep_mac.clone().unwrap_or_default(),
+                r.blocks.join(","),
             ]
         })
         .collect();
-    println!("{}", table::render(&["SUBNET", "VIA", "VTEP MAC"], &cells));
+    println!(
+        "{}",
+        table::render(&["SUBNET", "VIA", "VTEP MAC", "BLOCKS"], &cells)
+    );
     Ok(true)
 }

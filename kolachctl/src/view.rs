@@ -268,6 +268,8 @@ pub struct RouteRow {
     pub subnet: Option<String>,
     pub public_ip: Option<String>,
     pub vtep_mac: Option<String>,
+    /// The peer's pool blocks, routed like its subnet.
+    pub blocks: Vec<String>,
 }
 
 impl From<Route> for RouteRow {
@@ -276,6 +278,7 @@ impl From<Route> for RouteRow {
             subnet: net(&r.subnet),
             public_ip: addr(&r.public_ip),
             vtep_mac: mac(&r.vtep_mac),
+            blocks: r.blocks.into_iter().filter_map(|b| net(&Some(b))).collect(),
         }
     }
 }
@@ -321,6 +324,29 @@ mod tests {
         assert_eq!(row.subnet.as_deref(), Some("10.50.7.0/24"));
         assert_eq!(row.expires_in_seconds, None);
         assert!(row.backend_data.is_none());
+    }
+
+    #[test]
+    fn route_rows_carry_the_peer_blocks() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap().into();
+        let row = RouteRow::from(Route {
+            subnet: Some(n("10.50.7.0/24")),
+            public_ip: Some("198.18.0.2".parse::<IpAddr>().unwrap().into()),
+            vtep_mac: vec![],
+            blocks: vec![n("203.0.113.0/28"), n("203.0.113.32/28")],
+        });
+        assert_eq!(row.subnet.as_deref(), Some("10.50.7.0/24"));
+        assert_eq!(row.vtep_mac, None);
+        assert_eq!(row.blocks, ["203.0.113.0/28", "203.0.113.32/28"]);
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(
+            json["blocks"],
+            serde_json::json!(["203.0.113.0/28", "203.0.113.32/28"])
+        );
+        assert_eq!(
+            RouteRow::from(Route::default()).blocks,
+            Vec::<String>::new()
+        );
     }
 
     #[test]

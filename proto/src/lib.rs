@@ -6,6 +6,7 @@
 //! - [`backend`]: the backend kinds, their names and overheads.
 //! - [`net`]: typed address messages and their conversion to `std::net` / `ipnet`.
 //! - [`mac`]: the Ethernet address type (vxlan VTEPs) both daemons use.
+//! - [`pod`]: a pod's host end name, which the CNI plugin and kolachctl compute.
 //! - [`uds`]: serving and dialing gRPC over the Unix sockets in the run dir, with
 //!   the peer-credential check and the "daemon is not running" hint.
 //! - [`systemd`]: sd_notify, fd store included; [`signals`]: the stop signals.
@@ -15,6 +16,7 @@
 pub mod backend;
 pub mod mac;
 pub mod net;
+pub mod pod;
 pub mod signals;
 pub mod systemd;
 pub mod uds;

@@ -3,12 +3,12 @@
 //! the address is new, the allocation. A repeated ADD whose wiring fails
 //! keeps the earlier address; the runtime's DEL after the failure frees it.
 
+use kolach_proto::pod;
 use tracing::{info, warn};
 
 use crate::client::AllocateArgs;
 use crate::config::{Env, NetConf};
 use crate::error::CniError;
-use crate::name;
 use crate::result::{AddResult, Interface};
 use crate::wire::{self, Netns, Wiring};
 
@@ -38,7 +38,7 @@ pub async fn run(conf: &NetConf, env: &Env) -> Result<String, CniError> {
         "allocated"
     );
     let mtu = conf.mtu.or((alloc.mtu != 0).then_some(alloc.mtu));
-    let host_end = name::host_end(&env.container_id, &env.ifname);
+    let host_end = pod::host_end(&env.container_id, &env.ifname);
     let wiring = Wiring {
         host_end: &host_end,
         ifname: &env.ifname,

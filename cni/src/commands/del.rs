@@ -2,11 +2,11 @@
 //! fine. The links go even when controld is away; the answer is then "try
 //! again later" (code 11), so the runtime comes back and the address is freed.
 
+use kolach_proto::pod;
 use tracing::{debug, warn};
 
 use crate::config::{Env, NetConf};
 use crate::error::{self, CniError};
-use crate::name;
 use crate::wire::{self, Netns, WireError};
 
 pub async fn run(conf: &NetConf, env: &Env) -> Result<(), CniError> {
@@ -35,7 +35,7 @@ pub async fn run(conf: &NetConf, env: &Env) -> Result<(), CniError> {
             }
         }
     };
-    let host_end = name::host_end(&env.container_id, &env.ifname);
+    let host_end = pod::host_end(&env.container_id, &env.ifname);
     wire_errors.extend(wire::del(&host_end, &env.ifname, ns.as_ref()).await);
     let wire_msg = wire_errors
         .iter()

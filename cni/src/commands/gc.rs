@@ -2,11 +2,11 @@
 //! longer lists; their host ends go too (a pod end went with its namespace,
 //! or goes with the host end).
 
+use kolach_proto::pod;
 use tracing::info;
 
 use crate::config::NetConf;
 use crate::error::{self, CniError};
-use crate::name;
 use crate::wire;
 
 pub async fn run(conf: &NetConf) -> Result<(), CniError> {
@@ -17,7 +17,7 @@ pub async fn run(conf: &NetConf) -> Result<(), CniError> {
         .map_err(|e| super::cni(&e))?;
     let mut errors = Vec::new();
     for a in &freed {
-        let host_end = name::host_end(&a.container_id, &a.ifname);
+        let host_end = pod::host_end(&a.container_id, &a.ifname);
         match wire::delete_host_end(&host_end).await {
             Ok(deleted) => {
                 info!(container = %a.container_id, ifname = %a.ifname, %host_end, deleted, "collected")

@@ -198,5 +198,5 @@ pub fn proc_sys(ns: &Netns, path: &str) -> String {
 
 /// The host end's name, by the plugin's own formula.
 pub fn host_end(container: &str, ifname: &str) -> String {
-    kolach_cni::name::host_end(container, ifname)
+    kolach_proto::pod::host_end(container, ifname)
 }

@@ -1,8 +1,9 @@
-//! The host end's name: `kol` + the first 11 hex digits of
+//! A pod's host end name (DESIGN §10): `kol` + the first 11 hex digits of
 //! SHA-256(container ID ‖ 0x00 ‖ ifname), 14 characters, within IFNAMSIZ.
 //!
-//! DEL and GC find a pod's veth by this name alone (the plugin keeps no
-//! state), so the formula is part of the contract: changing it would strand
+//! The CNI plugin's DEL and GC find a pod's veth by this name alone (the plugin
+//! keeps no state), and `kolachctl ipam check` uses it to tell a live pod from a
+//! gone one, so the formula is part of the contract: changing it would strand
 //! every veth made by an older version. The NUL cannot occur in either part
 //! (container IDs are `[A-Za-z0-9_.-]`, interface names exclude it), so
 //! distinct pairs hash distinct inputs.
