@@ -5,7 +5,7 @@
 //! ID and ifname) is not in this network namespace, or when the netns path the
 //! runtime gave at ADD no longer exists. [`judge`] decides from those two
 //! answers alone; [`run`] asks the kernel and controld. An allocation younger
-//! than [`IN_FLIGHT`] is left alone: its ADD may not have made the veth yet.
+//! than `--min-age` ([`IN_FLIGHT`] by default) is left alone: its ADD may not have made the veth yet.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,14 +40,14 @@ pub enum Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Live,
-    /// Too young to judge (see [`IN_FLIGHT`]).
+    /// Too young to judge (`--min-age`, [`IN_FLIGHT`] by default).
     InFlight,
     Stale(Vec<Reason>),
 }
 
 /// Whether an allocation made at `allocated_at_unix` (0: unknown) is stale,
 /// given what the host shows at `now_unix`.
-pub fn judge(allocated_at_unix: i64, now_unix: i64, seen: Seen) -> Verdict {
+pub fn judge(allocated_at_unix: i64, now_unix: i64, seen: Seen, min_age_s: i64) -> Verdict {
     let mut why = Vec::new();
     if !seen.host_end {
         why.push(Reason::HostEndGone);
@@ -57,9 +57,7 @@ pub fn judge(allocated_at_unix: i64, now_unix: i64, seen: Seen) -> Verdict {
     }
     if why.is_empty() {
         Verdict::Live
-    } else if allocated_at_unix != 0
-        && now_unix.saturating_sub(allocated_at_unix) < IN_FLIGHT.as_secs() as i64
-    {
+    } else if allocated_at_unix != 0 && now_unix.saturating_sub(allocated_at_unix) < min_age_s {
         Verdict::InFlight
     } else {
         Verdict::Stale(why)
@@ -109,6 +107,7 @@ pub struct Report {
 pub fn sort(
     allocations: Vec<Allocation>,
     now_unix: i64,
+    min_age_s: i64,
     link_exists: impl Fn(&str) -> bool,
     path_exists: impl Fn(&str) -> bool,
 ) -> Report {
@@ -123,7 +122,7 @@ pub fn sort(
             host_end: link_exists(&host_end),
             netns: (!row.netns.is_empty()).then(|| path_exists(&row.netns)),
         };
-        match judge(row.allocated_at_unix, now_unix, seen) {
+        match judge(row.allocated_at_unix, now_unix, seen, min_age_s) {
             Verdict::Live => {}
             Verdict::InFlight => report.in_flight += 1,
             Verdict::Stale(why) => report.stale.push(StaleRow {
@@ -147,7 +146,7 @@ fn path_exists(path: &str) -> bool {
     !matches!(Path::new(path).try_exists(), Ok(false))
 }
 
-pub async fn run(cli: &Cli, release: bool) -> Result<bool> {
+pub async fn run(cli: &Cli, release: bool, min_age: Duration) -> Result<bool> {
     // Without sysfs every host end would look gone.
     if !link_exists("lo") {
         bail!("/sys/class/net/lo is missing: mount sysfs, and run this in the host's network namespace");
@@ -161,7 +160,8 @@ pub async fn run(cli: &Cli, release: bool) -> Result<bool> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let mut report = sort(allocations, now, link_exists, path_exists);
+    let min_age_s = min_age.as_secs() as i64;
+    let mut report = sort(allocations, now, min_age_s, link_exists, path_exists);
     if release {
         for s in &mut report.stale {
             let attachment = Attachment {
@@ -185,17 +185,16 @@ pub async fn run(cli: &Cli, release: bool) -> Result<bool> {
     if cli.json {
         print_json(&report);
     } else {
-        print_table(&report, release);
+        print_table(&report, release, min_age_s);
     }
     Ok(ok)
 }
 
-fn print_table(report: &Report, release: bool) {
+fn print_table(report: &Report, release: bool, min_age_s: i64) {
     if report.in_flight > 0 {
         eprintln!(
             "{} allocations made in the last {}s not judged (ADD may be in flight)",
-            report.in_flight,
-            IN_FLIGHT.as_secs()
+            report.in_flight, min_age_s
         );
     }
     if report.stale.is_empty() {
@@ -245,14 +244,14 @@ mod tests {
 
     #[test]
     fn live_pods_are_not_stale() {
-        assert_eq!(judge(OLD, NOW, seen(true, Some(true))), Verdict::Live);
-        assert_eq!(judge(OLD, NOW, seen(true, None)), Verdict::Live);
+        assert_eq!(judge(OLD, NOW, seen(true, Some(true)), 60), Verdict::Live);
+        assert_eq!(judge(OLD, NOW, seen(true, None), 60), Verdict::Live);
     }
 
     #[test]
     fn either_missing_part_makes_it_stale() {
         use Reason::*;
-        let stale = |s| judge(OLD, NOW, s);
+        let stale = |s| judge(OLD, NOW, s, 60);
         assert_eq!(stale(seen(false, None)), Verdict::Stale(vec![HostEndGone]));
         assert_eq!(
             stale(seen(false, Some(true))),
@@ -271,14 +270,18 @@ mod tests {
     #[test]
     fn young_allocations_wait_for_their_add() {
         let gone = seen(false, Some(false));
-        assert_eq!(judge(NOW - 5, NOW, gone), Verdict::InFlight);
-        assert_eq!(judge(NOW + 5, NOW, gone), Verdict::InFlight, "clock skew");
-        assert!(matches!(judge(NOW - 60, NOW, gone), Verdict::Stale(_)));
+        assert_eq!(judge(NOW - 5, NOW, gone, 60), Verdict::InFlight);
+        assert_eq!(
+            judge(NOW + 5, NOW, gone, 60),
+            Verdict::InFlight,
+            "clock skew"
+        );
+        assert!(matches!(judge(NOW - 60, NOW, gone, 60), Verdict::Stale(_)));
         assert!(
-            matches!(judge(0, NOW, gone), Verdict::Stale(_)),
+            matches!(judge(0, NOW, gone, 60), Verdict::Stale(_)),
             "unknown age"
         );
-        assert_eq!(judge(NOW, NOW, seen(true, None)), Verdict::Live);
+        assert_eq!(judge(NOW, NOW, seen(true, None), 60), Verdict::Live);
     }
 
     fn alloc(cid: &str, netns: &str, at: i64) -> Allocation {
@@ -306,6 +309,7 @@ mod tests {
                 alloc("young", "/run/netns/b", NOW - 1),
             ],
             NOW,
+            60,
             |name| name == live,
             |path| path == "/run/netns/a",
         );
@@ -329,7 +333,7 @@ mod tests {
 
     #[test]
     fn json_rows_carry_the_allocation_and_the_reasons() {
-        let mut report = sort(vec![alloc("c1", "/x", OLD)], NOW, |_| true, |_| false);
+        let mut report = sort(vec![alloc("c1", "/x", OLD)], NOW, 60, |_| true, |_| false);
         report.stale[0].released = Some(true);
         let v = serde_json::to_value(&report).unwrap();
         let row = &v["stale"][0];

@@ -87,6 +87,10 @@ pub enum IpamCommand {
         /// Release each stale allocation (the address goes back to its pool).
         #[arg(long, env = "KOLACH_IPAM_CHECK_RELEASE")]
         release: bool,
+        /// Seconds an allocation must be old to be judged: a younger one
+        /// may belong to an ADD that has not made its veth yet.
+        #[arg(long, default_value_t = crate::check::IN_FLIGHT.as_secs())]
+        min_age: u64,
     },
 }
 

@@ -39,8 +39,8 @@ async fn main() -> ExitCode {
         cli::Command::Blocks => blocks::run(&cli).await,
         cli::Command::Addresses => addresses::run(&cli).await,
         cli::Command::Ipam {
-            command: cli::IpamCommand::Check { release },
-        } => check::run(&cli, *release).await,
+            command: cli::IpamCommand::Check { release, min_age },
+        } => check::run(&cli, *release, std::time::Duration::from_secs(*min_age)).await,
         cli::Command::Dataplane {
             command: cli::DataplaneCommand::Upgrade { wait },
         } => upgrade::run(&cli, std::time::Duration::from_secs(*wait)).await,

@@ -185,3 +185,49 @@ fn restarts_keep_pods_reachable_and_del_still_frees() {
         lab.cni_del(&b).map_err(|e| anyhow!("{e:#}"))
     });
 }
+
+#[test]
+fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
+    run("podschk", |lab| {
+        lab.mesh_for_pods(1, &Backend::Udp.config())?;
+        let kept = lab.cni_add(1, "kept", None)?;
+        let lost = lab.cni_add(1, "lost", None)?;
+        // The runtime dies without DEL, and the pod's namespace goes (with it
+        // the veth and the /32 route); the allocation stays.
+        netns::delete(&lost.ns)?;
+        let check = |args: &[&str]| -> Result<(bool, serde_json::Value)> {
+            let mut full = vec!["--json", "ipam", "check", "--min-age", "0"];
+            full.extend_from_slice(args);
+            // In the host's namespace: the host ends are looked up there.
+            let bin = kolach_testkit::bins::require(kolach_testkit::bins::KOLACHCTL);
+            let dir = lab.host(1).dir.display().to_string();
+            let mut argv = vec!["--run-dir", &dir];
+            argv.extend_from_slice(&full);
+            let out = netns::exec(
+                &lab.host(1).ns,
+                &bin.to_string_lossy(),
+                &argv,
+                std::time::Duration::from_secs(10),
+            )?;
+            Ok((out.success(), serde_json::from_str(&out.stdout)?))
+        };
+        let (ok, report) = check(&[])?;
+        ensure!(!ok, "ipam check passed with a stale allocation: {report}");
+        let stale = report["stale"].as_array().cloned().unwrap_or_default();
+        ensure!(stale.len() == 1, "stale: {report}");
+        ensure!(
+            stale[0]["address"] == lost.ip.to_string().as_str(),
+            "stale: {report}"
+        );
+        let (ok, report) = check(&["--release"])?;
+        ensure!(ok, "ipam check --release failed: {report}");
+        let left = addresses(lab, 1)?;
+        ensure!(
+            left.len() == 1 && left[0]["container_id"] == kept.container_id.as_str(),
+            "after --release: {left:?}"
+        );
+        let (ok, report) = check(&[])?;
+        ensure!(ok, "still stale after --release: {report}");
+        Ok(())
+    });
+}
