@@ -424,3 +424,59 @@ async fn errors_name_the_problem() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 }
+
+/// From a thread running as uid 65534 (per-thread setresuid; the rest of the
+/// test stays root): Control answers, every Ipam call is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipam_answers_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = Etcd::start().await;
+    etcd.put_config(NET16).await;
+    let a = Host::start(&etcd, "198.18.0.1", true).await;
+    a.ready().await;
+    let sock = a.dir.path().join(kolach_proto::CONTROLD_SOCKET);
+    // Let the other uid open the socket at all; the gate is what is tested.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (status_ok, codes) = std::thread::spawn(move || {
+        // SAFETY: a raw syscall changes only this thread's credentials.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresuid");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ch = kolach_proto::uds::connect(&sock, "kolach-controld")
+                .await
+                .unwrap();
+            let mut control = kolach_proto::control::control_client::ControlClient::new(ch.clone());
+            let status_ok = control
+                .status(kolach_proto::control::StatusRequest {})
+                .await
+                .is_ok();
+            let mut ipam = IpamClient::new(ch);
+            let codes = vec![
+                ipam.allocate(add("x", "")).await.unwrap_err().code(),
+                ipam.status(StatusRequest {}).await.unwrap_err().code(),
+                ipam.pools(PoolsRequest {}).await.unwrap_err().code(),
+            ];
+            (status_ok, codes)
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(
+        status_ok,
+        "Control.Status is for everyone the socket lets in"
+    );
+    assert_eq!(codes, vec![Code::PermissionDenied; 3]);
+    // Nothing was allocated for the refused caller.
+    let mut ipam = a.ipam().await;
+    let all = ipam
+        .addresses(kolach_proto::ipam::AddressesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations;
+    assert!(all.is_empty());
+}
