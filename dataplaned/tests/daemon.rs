@@ -98,28 +98,16 @@ fn unprivileged_calls(dir: &Path) -> (bool, tonic::Code) {
     let sock = dir.join(kolach_proto::DATAPLANED_SOCKET);
     // Let the other uid open the socket at all; the gate is what is tested.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        // SAFETY: a raw syscall changes only this thread's credentials.
-        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
-        assert_eq!(rc, 0, "setresuid");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = client(&dir).await;
-            let status_ok = c.status(StatusRequest {}).await.is_ok();
-            let code = c
-                .apply(udp_snapshot(9, "10.50.18.0/24", "198.18.0.1", &[]))
-                .await
-                .unwrap_err()
-                .code();
-            (status_ok, code)
-        })
+    kolach_testkit::process::as_uid(65534, || async {
+        let mut c = client(dir).await;
+        let status_ok = c.status(StatusRequest {}).await.is_ok();
+        let code = c
+            .apply(udp_snapshot(9, "10.50.18.0/24", "198.18.0.1", &[]))
+            .await
+            .unwrap_err()
+            .code();
+        (status_ok, code)
     })
-    .join()
-    .unwrap()
 }
 
 #[test]

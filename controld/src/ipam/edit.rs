@@ -9,6 +9,24 @@ use super::report::PoolReport;
 use super::task::Task;
 use super::{IpamError, PoolEdit};
 use crate::etcd::kv::Written;
+use crate::etcd::EtcdError;
+
+/// An etcd write's outcome: written at a revision, or `conflict` when the
+/// key was not as read.
+fn written(
+    pool: &str,
+    w: Result<Written, EtcdError>,
+    conflict: impl FnOnce() -> IpamError,
+) -> Result<i64, IpamError> {
+    match w {
+        Ok(Written::At(rev)) => Ok(rev),
+        Ok(Written::Conflict) => Err(conflict()),
+        Err(source) => Err(IpamError::PoolWrite {
+            pool: pool.to_string(),
+            source,
+        }),
+    }
+}
 
 impl Task {
     pub(super) async fn edit(&mut self, e: PoolEdit) -> Result<Option<PoolReport>, IpamError> {
@@ -39,19 +57,11 @@ impl Task {
                 let json = spec.to_json();
                 let w = reg
                     .create_if_absent(format!("{prefix}{name}"), json.clone(), 0)
-                    .await
-                    .map_err(|source| IpamError::PoolWrite {
-                        pool: name.clone(),
-                        source,
-                    })?;
-                match w {
-                    Written::At(rev) => {
-                        info!(pool = %name, value = %json, "pool created");
-                        self.pools.put(name.clone(), json.into_bytes(), rev);
-                        Ok(self.pool_report(&name))
-                    }
-                    Written::Conflict => Err(IpamError::PoolExists { pool: name }),
-                }
+                    .await;
+                let rev = written(&name, w, || IpamError::PoolExists { pool: name.clone() })?;
+                info!(pool = %name, value = %json, "pool created");
+                self.pools.put(name.clone(), json.into_bytes(), rev);
+                Ok(self.pool_report(&name))
             }
             PoolEdit::AddSubnet { name, subnet } => {
                 let (raw, rev) = self
@@ -74,19 +84,11 @@ impl Task {
                 let json = spec.to_json();
                 let w = reg
                     .put_if_unchanged(format!("{prefix}{name}"), json.clone(), rev)
-                    .await
-                    .map_err(|source| IpamError::PoolWrite {
-                        pool: name.clone(),
-                        source,
-                    })?;
-                match w {
-                    Written::At(rev) => {
-                        info!(pool = %name, subnet = %subnet, "subnet added to pool");
-                        self.pools.put(name.clone(), json.into_bytes(), rev);
-                        Ok(self.pool_report(&name))
-                    }
-                    Written::Conflict => Err(IpamError::Conflict { pool: name }),
-                }
+                    .await;
+                let rev = written(&name, w, || IpamError::Conflict { pool: name.clone() })?;
+                info!(pool = %name, subnet = %subnet, "subnet added to pool");
+                self.pools.put(name.clone(), json.into_bytes(), rev);
+                Ok(self.pool_report(&name))
             }
             PoolEdit::Delete { name } => {
                 let (_, rev) = self
@@ -108,19 +110,11 @@ impl Task {
                 }
                 let w = reg
                     .delete_if_unchanged(format!("{prefix}{name}"), rev)
-                    .await
-                    .map_err(|source| IpamError::PoolWrite {
-                        pool: name.clone(),
-                        source,
-                    })?;
-                match w {
-                    Written::At(_) => {
-                        info!(pool = %name, "pool deleted");
-                        self.pools.delete(&name);
-                        Ok(None)
-                    }
-                    Written::Conflict => Err(IpamError::Conflict { pool: name }),
-                }
+                    .await;
+                written(&name, w, || IpamError::Conflict { pool: name.clone() })?;
+                info!(pool = %name, "pool deleted");
+                self.pools.delete(&name);
+                Ok(None)
             }
         }
     }

@@ -187,6 +187,8 @@ impl Journal {
 
 fn replay(r: impl BufRead, path: &Path) -> io::Result<Replayed> {
     let mut out = Replayed::default();
+    let mut by_attachment: std::collections::HashMap<Attachment, Ipv4Addr> =
+        std::collections::HashMap::new();
     for (i, line) in r.split(b'\n').enumerate() {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -219,7 +221,12 @@ fn replay(r: impl BufRead, path: &Path) -> io::Result<Replayed> {
                     ifname,
                 };
                 // One address per attachment: a newer record wins.
-                out.allocations.retain(|_, a| a.attachment != attachment);
+                if let Some(old) = by_attachment.insert(attachment.clone(), ip) {
+                    out.allocations.remove(&old);
+                }
+                if let Some(displaced) = out.allocations.get(&ip) {
+                    by_attachment.remove(&displaced.attachment);
+                }
                 out.cursors.insert(block, ip);
                 out.allocations.insert(
                     ip,
@@ -237,7 +244,9 @@ fn replay(r: impl BufRead, path: &Path) -> io::Result<Replayed> {
                 );
             }
             Record::Del { ip } => {
-                out.allocations.remove(&ip);
+                if let Some(a) = out.allocations.remove(&ip) {
+                    by_attachment.remove(&a.attachment);
+                }
             }
             Record::Cursor { block, ip } => {
                 out.cursors.insert(block, ip);

@@ -437,34 +437,23 @@ async fn ipam_answers_root_only() {
     let sock = a.dir.path().join(kolach_proto::CONTROLD_SOCKET);
     // Let the other uid open the socket at all; the gate is what is tested.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let (status_ok, codes) = std::thread::spawn(move || {
-        // SAFETY: a raw syscall changes only this thread's credentials.
-        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
-        assert_eq!(rc, 0, "setresuid");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let (status_ok, codes) = kolach_testkit::process::as_uid(65534, || async {
+        let ch = kolach_proto::uds::connect(&sock, "kolach-controld")
+            .await
             .unwrap();
-        rt.block_on(async {
-            let ch = kolach_proto::uds::connect(&sock, "kolach-controld")
-                .await
-                .unwrap();
-            let mut control = kolach_proto::control::control_client::ControlClient::new(ch.clone());
-            let status_ok = control
-                .status(kolach_proto::control::StatusRequest {})
-                .await
-                .is_ok();
-            let mut ipam = IpamClient::new(ch);
-            let codes = vec![
-                ipam.allocate(add("x", "")).await.unwrap_err().code(),
-                ipam.status(StatusRequest {}).await.unwrap_err().code(),
-                ipam.pools(PoolsRequest {}).await.unwrap_err().code(),
-            ];
-            (status_ok, codes)
-        })
-    })
-    .join()
-    .unwrap();
+        let mut control = kolach_proto::control::control_client::ControlClient::new(ch.clone());
+        let status_ok = control
+            .status(kolach_proto::control::StatusRequest {})
+            .await
+            .is_ok();
+        let mut ipam = IpamClient::new(ch);
+        let codes = vec![
+            ipam.allocate(add("x", "")).await.unwrap_err().code(),
+            ipam.status(StatusRequest {}).await.unwrap_err().code(),
+            ipam.pools(PoolsRequest {}).await.unwrap_err().code(),
+        ];
+        (status_ok, codes)
+    });
     assert!(
         status_ok,
         "Control.Status is for everyone the socket lets in"

@@ -396,3 +396,30 @@ mod tests {
         assert!(tail(&p, 1).starts_with("(cannot read"));
     }
 }
+
+/// Runs `f` on a thread of its own whose credentials are `uid` (a
+/// per-thread setresuid: the rest of the test stays root), with a
+/// current-thread tokio runtime for it. For testing what a daemon refuses
+/// to an unprivileged caller.
+pub fn as_uid<T, F, Fut>(uid: u32, f: F) -> T
+where
+    T: Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a raw syscall (not libc's process-wide wrapper)
+            // changes only this thread's credentials.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+            assert_eq!(rc, 0, "setresuid({uid})");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(f())
+        })
+        .join()
+        .expect("the thread as another uid panicked")
+    })
+}
