@@ -371,32 +371,6 @@ pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_are_replaced_or_added() {
-        let mut a: Vec<String> = ["--etcd-endpoints", "http://x", "--iface", "eth0"]
-            .map(String::from)
-            .to_vec();
-        set_flag(&mut a, "--etcd-endpoints", "http://a,http://b");
-        assert_eq!(a[1], "http://a,http://b");
-        set_flag(&mut a, "--etcd-cafile", "/ca.pem");
-        assert_eq!(a[4..], ["--etcd-cafile", "/ca.pem"]);
-    }
-
-    #[test]
-    fn tail_takes_last_lines() {
-        let p = std::env::temp_dir().join(format!("kolach-tail-{}", std::process::id()));
-        std::fs::write(&p, "a\nb\nc\n").unwrap();
-        assert_eq!(tail(&p, 2), "b\nc");
-        assert_eq!(tail(&p, 10), "a\nb\nc");
-        std::fs::remove_file(&p).unwrap();
-        assert!(tail(&p, 1).starts_with("(cannot read"));
-    }
-}
-
 /// Runs `f` on a thread of its own whose credentials are `uid` (a
 /// per-thread setresuid: the rest of the test stays root), with a
 /// current-thread tokio runtime for it. For testing what a daemon refuses
@@ -422,4 +396,30 @@ where
         .join()
         .expect("the thread as another uid panicked")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_replaced_or_added() {
+        let mut a: Vec<String> = ["--etcd-endpoints", "http://x", "--iface", "eth0"]
+            .map(String::from)
+            .to_vec();
+        set_flag(&mut a, "--etcd-endpoints", "http://a,http://b");
+        assert_eq!(a[1], "http://a,http://b");
+        set_flag(&mut a, "--etcd-cafile", "/ca.pem");
+        assert_eq!(a[4..], ["--etcd-cafile", "/ca.pem"]);
+    }
+
+    #[test]
+    fn tail_takes_last_lines() {
+        let p = std::env::temp_dir().join(format!("kolach-tail-{}", std::process::id()));
+        std::fs::write(&p, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&p, 2), "b\nc");
+        assert_eq!(tail(&p, 10), "a\nb\nc");
+        std::fs::remove_file(&p).unwrap();
+        assert!(tail(&p, 1).starts_with("(cannot read"));
+    }
 }
