@@ -24,6 +24,7 @@ pub async fn run(cli: &Cli) -> Result<bool> {
         .map(|a| {
             let pod = match (a.pod_namespace.as_str(), a.pod_name.as_str()) {
                 ("", "") => "-".to_string(),
+                ("", name) => name.to_string(),
                 (ns, name) => format!("{ns}/{name}"),
             };
             vec![
