@@ -122,22 +122,24 @@ impl Registry {
         self.txn(txn, lease).await
     }
 
-    /// Puts `key` only if its mod revision is still `mod_revision`, keeping
-    /// no lease (pools are not attached to one).
+    /// Puts `key` only if its mod revision is still `mod_revision`,
+    /// attached to `lease` (0: none; pools are not attached to one).
     pub async fn put_if_unchanged(
         &self,
         key: String,
         value: String,
         mod_revision: i64,
+        lease: i64,
     ) -> Result<Written, EtcdError> {
+        let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
                 CompareOp::Equal,
                 mod_revision,
             )])
-            .and_then([TxnOp::put(key, value, None)]);
-        self.txn(txn, 0).await
+            .and_then([TxnOp::put(key, value, opts)]);
+        self.txn(txn, lease).await
     }
 
     /// Deletes `key` only if its mod revision is still `mod_revision`.

@@ -83,7 +83,7 @@ impl Task {
                 spec.check_against(self.pools.network(), self.pools.specs())?;
                 let json = spec.to_json();
                 let w = reg
-                    .put_if_unchanged(format!("{prefix}{name}"), json.clone(), rev)
+                    .put_if_unchanged(format!("{prefix}{name}"), json.clone(), rev, 0)
                     .await;
                 let rev = written(&name, w, || IpamError::Conflict { pool: name.clone() })?;
                 info!(pool = %name, subnet = %subnet, "subnet added to pool");

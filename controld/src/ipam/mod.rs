@@ -9,7 +9,9 @@
 //! - [`pool`], [`block`], [`alloc`]: the pure parts (rules, tables, order).
 //! - [`journal`]: the allocations on disk.
 //! - `task`: the loop; `allocate`: ADD, DEL, CHECK, GC; `edit`: pool
-//!   writes; `report`: what kolachctl and `status` show.
+//!   writes; `tend`: keeping this host's blocks (claimed again when they
+//!   still hold addresses, on the current etcd lease, given back when
+//!   empty); `report`: what kolachctl and `status` show.
 
 pub mod alloc;
 pub mod block;
@@ -21,6 +23,7 @@ mod allocate;
 mod edit;
 mod report;
 mod task;
+mod tend;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use super::journal::{Journal, Record};
 use super::pool::PoolSet;
 use super::{IpamError, IpamHandle, IpamSettings, Reply, Request, ViewRx, QUEUE};
 use crate::etcd::ipam_watch::{Kind, Watched, WatchedTx};
-use crate::etcd::kv::{RawEvent, RawKv, Written};
+use crate::etcd::kv::{RawEvent, RawKv};
 use crate::etcd::Registry;
 use crate::event::{Event, EventTx, Shutdown};
 use crate::model::subnet;
@@ -53,6 +53,9 @@ pub(super) struct Task {
     pub(super) blocks_listed: bool,
     /// This host's empty blocks: since when (monotonic, and wall clock for reports).
     pub(super) empty_since: HashMap<Ipv4Net, (Instant, i64)>,
+    /// Blocks holding this host's addresses that etcd gives to another
+    /// host, each logged once.
+    pub(super) taken_logged: std::collections::HashSet<Ipv4Net>,
     pending: Vec<Record>,
     undo: Vec<Undo>,
     deferred: Vec<Deferred>,
@@ -100,6 +103,7 @@ pub fn spawn(
         blocks_revision: 0,
         blocks_listed: false,
         empty_since: HashMap::new(),
+        taken_logged: std::collections::HashSet::new(),
         pending: Vec::new(),
         undo: Vec::new(),
         deferred: Vec::new(),
@@ -139,7 +143,7 @@ impl Task {
                     }
                     self.commit();
                 }
-                _ = tick.tick() => self.give_back_empty().await,
+                _ = tick.tick() => self.tend_blocks().await,
                 Ok(()) = view.changed() => {
                     let network = view.borrow_and_update().network;
                     let changes = self.pools.set_network(network);
@@ -361,43 +365,5 @@ impl Task {
 
     pub(super) fn my_ip(&self) -> Option<Ipv4Addr> {
         self.view.borrow().public_ip
-    }
-
-    /// Gives back this host's blocks that have been empty for the grace period.
-    async fn give_back_empty(&mut self) {
-        if !self.blocks_listed || self.journal.is_err() {
-            return;
-        }
-        let (Some(me), Ok(reg)) = (self.my_ip(), self.reg()) else {
-            return;
-        };
-        let now = Instant::now();
-        let mine: Vec<block::Block> = self.blocks.of_host(me).cloned().collect();
-        self.empty_since
-            .retain(|net, _| mine.iter().any(|b| b.net == *net));
-        for b in mine {
-            if self.allocs.in_use(b.net) > 0 {
-                self.empty_since.remove(&b.net);
-                continue;
-            }
-            let (since, _) = *self.empty_since.entry(b.net).or_insert((now, now_unix()));
-            if now.duration_since(since) < self.settings.block_grace {
-                continue;
-            }
-            let key = format!("{}{}", reg.blocks_prefix(), subnet::key_name(b.net));
-            match reg.delete_if_unchanged(key, b.mod_revision).await {
-                Ok(Written::At(_)) => {
-                    info!(block = %b.net, pool = %b.pool, empty_for_s = now.duration_since(since).as_secs(),
-                        "gave back an empty block");
-                    self.blocks.remove(b.net);
-                    self.empty_since.remove(&b.net);
-                    self.blocks_changed();
-                }
-                Ok(Written::Conflict) => {
-                    debug!(block = %b.net, "block changed in etcd; not giving it back now")
-                }
-                Err(e) => debug!(block = %b.net, error = %e, "cannot give back a block now"),
-            }
-        }
     }
 }

@@ -469,3 +469,51 @@ async fn ipam_answers_root_only() {
         .allocations;
     assert!(all.is_empty());
 }
+
+/// A block that still holds pod addresses comes back when its key is lost
+/// (deleted here; an expired etcd lease does the same), and a block of this
+/// host on another etcd lease is moved onto the host's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_in_use_are_kept_on_the_hosts_lease() {
+    let etcd = Etcd::start().await;
+    etcd.put_config(NET16).await;
+    let dir = std::sync::Arc::new(TempDir::new("ipam-keep"));
+    let a = Host::start_in(&etcd, dir, "198.18.0.1", true, &["--block-grace", "2s"]).await;
+    let subnet = a.ready().await;
+    let (_, host_lease) = etcd.subnet(subnet).await.expect("the host's lease");
+    let mut ipam = a.ipam().await;
+    create_pool(&mut ipam, "blue", "203.0.113.0/24", 28).await;
+    let (p1, _) = addr(&mut ipam, "k1", "blue").await;
+    assert!(net("203.0.113.0/28").contains(&p1));
+    let key = format!("{PREFIX}/blocks/203.0.113.0-28");
+
+    // The key is lost while the block still holds k1's address.
+    etcd.client().await.delete(key.clone(), None).await.unwrap();
+    wait_for(Duration::from_secs(5), "the block claimed back", || async {
+        let b = blocks_in_etcd(&etcd).await;
+        b.len() == 1 && b[0].0 == "203.0.113.0-28" && b[0].2 == host_lease
+    })
+    .await;
+
+    // Someone puts it on another etcd lease: it moves back onto the host's.
+    let mut c = etcd.client().await;
+    let other = c.lease_grant(300, None).await.unwrap().id();
+    c.put(
+        key.clone(),
+        r#"{"Pool":"blue","PublicIP":"198.18.0.1"}"#,
+        Some(etcd_client::PutOptions::new().with_lease(other)),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the block back on the host's lease",
+        || async {
+            let b = blocks_in_etcd(&etcd).await;
+            b.len() == 1 && b[0].2 == host_lease
+        },
+    )
+    .await;
+    // The address stayed k1's throughout.
+    assert_eq!(addr(&mut ipam, "k1", "blue").await, (p1, true));
+}
