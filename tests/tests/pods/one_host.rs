@@ -228,6 +228,49 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
         );
         let (ok, report) = check(&[])?;
         ensure!(ok, "still stale after --release: {report}");
+
+        // A host end and a /32 route no allocation explains (a DEL that freed
+        // the address but left the link): reported, and the check fails.
+        let ns = &lab.host(1).ns;
+        netns::ip(
+            ns,
+            &[
+                "link",
+                "add",
+                "kol0123456789a",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "kolorphanpeer",
+            ],
+        )?;
+        netns::ip(ns, &["link", "set", "kol0123456789a", "up"])?;
+        netns::ip(
+            ns,
+            &[
+                "route",
+                "add",
+                "10.50.250.250/32",
+                "dev",
+                "kol0123456789a",
+                "scope",
+                "link",
+            ],
+        )?;
+        let (ok, report) = check(&[])?;
+        ensure!(!ok, "ipam check passed with an orphan host end: {report}");
+        ensure!(
+            report["orphans"]["links"] == serde_json::json!(["kol0123456789a"]),
+            "orphans: {report}"
+        );
+        ensure!(
+            report["orphans"]["routes"][0]["address"] == "10.50.250.250",
+            "orphans: {report}"
+        );
+        netns::ip(ns, &["link", "del", "kol0123456789a"])?;
+        let (ok, report) = check(&[])?;
+        ensure!(ok, "orphans left after the link went: {report}");
         Ok(())
     });
 }

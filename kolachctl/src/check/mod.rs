@@ -1,5 +1,6 @@
 //! `kolachctl ipam check [--release]`: this host's allocations whose pod is
-//! gone (DESIGN §10), and with `--release` those freed.
+//! gone (DESIGN §10), and with `--release` those freed; and what the host
+//! holds that no allocation explains ([`orphans`]: host ends and /32 routes).
 //!
 //! A pod is taken to be gone when its host end (`kol…`, computed from container
 //! ID and ifname) is not in this network namespace, or when the netns path the
@@ -7,6 +8,9 @@
 //! answers alone; [`run`] asks the kernel and controld. An allocation younger
 //! than `--min-age` ([`IN_FLIGHT`] by default) is left alone: its ADD may not have made the veth yet.
 
+pub mod orphans;
+
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +104,9 @@ pub struct Report {
     /// Left alone: made less than a minute ago.
     pub in_flight: usize,
     pub stale: Vec<StaleRow>,
+    /// Host ends and /32 routes no allocation explains (reported only:
+    /// `ip link del <host end>` removes one, and its routes with it).
+    pub orphans: orphans::Orphans,
 }
 
 /// Sorts `allocations` by [`judge`], with `link_exists` and `path_exists`
@@ -161,7 +168,20 @@ pub async fn run(cli: &Cli, release: bool, min_age: Duration) -> Result<bool> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let min_age_s = min_age.as_secs() as i64;
+    let held: Vec<(Ipv4Addr, String, String)> = allocations
+        .iter()
+        .filter_map(|a| {
+            let ip = Ipv4Addr::try_from(a.address.as_ref()?).ok()?;
+            let att = a.attachment.as_ref()?;
+            Some((ip, att.container_id.clone(), att.ifname.clone()))
+        })
+        .collect();
+    let links: Vec<String> = std::fs::read_dir("/sys/class/net")?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let routes = orphans::parse_proc_route(&std::fs::read_to_string("/proc/net/route")?);
     let mut report = sort(allocations, now, min_age_s, link_exists, path_exists);
+    report.orphans = orphans::find(&held, &links, &routes);
     if release {
         for s in &mut report.stale {
             let attachment = Attachment {
@@ -177,11 +197,12 @@ pub async fn run(cli: &Cli, release: bool, min_age: Duration) -> Result<bool> {
             }
         }
     }
-    let ok = if release {
-        report.stale.iter().all(|s| s.error.is_none())
-    } else {
-        report.stale.is_empty()
-    };
+    let ok = report.orphans.is_empty()
+        && if release {
+            report.stale.iter().all(|s| s.error.is_none())
+        } else {
+            report.stale.is_empty()
+        };
     if cli.json {
         print_json(&report);
     } else {
@@ -195,6 +216,15 @@ fn print_table(report: &Report, release: bool, min_age_s: i64) {
         eprintln!(
             "{} allocations made in the last {}s not judged (ADD may be in flight)",
             report.in_flight, min_age_s
+        );
+    }
+    for l in &report.orphans.links {
+        println!("host end {l} has no allocation (remove it: ip link del {l})");
+    }
+    for r in &report.orphans.routes {
+        println!(
+            "route {}/32 dev {} has no allocation of that host end",
+            r.address, r.dev
         );
     }
     if report.stale.is_empty() {
