@@ -25,7 +25,8 @@ fn print_table(rows: &[PoolRow]) {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|p| {
-            let blocks = if p.default {
+            // A pool without a usable definition has nothing to count.
+            let blocks = if p.default || p.subnets.is_empty() {
                 "-".to_string()
             } else {
                 format!(

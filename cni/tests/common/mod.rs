@@ -141,22 +141,27 @@ impl World {
     }
 }
 
-/// `ip netns exec <ns> env -i PATH=… CNI_…=… <program>` with `conf` on stdin.
+/// The test kit's runner ([`kolach_testkit::cni::exec`]): `ip netns exec
+/// <ns> env -i CNI_…=… <program>` with `conf` on stdin.
 pub fn run_plugin(ns: &str, program: &str, call: &Call<'_>, conf: &str, cni_path: &str) -> Reply {
-    let vars = [
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        format!("CNI_COMMAND={}", call.command),
-        format!("CNI_CONTAINERID={}", call.container),
-        format!("CNI_NETNS={}", call.netns),
-        format!("CNI_IFNAME={}", call.ifname),
-        format!("CNI_ARGS={}", call.args),
-        format!("CNI_PATH={cni_path}"),
-    ];
-    let mut args: Vec<&str> = vec!["netns", "exec", ns, "env", "-i"];
-    args.extend(vars.iter().map(String::as_str));
-    args.push(program);
-    let out = cmd::run_input("ip", &args, Some(conf.as_bytes()), Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let unused = Value::Null;
+    let kit_call = kolach_testkit::cni::Call {
+        command: call.command,
+        container_id: call.container,
+        netns: call.netns,
+        ifname: call.ifname,
+        args: call.args,
+        config: &unused,
+    };
+    let out = kolach_testkit::cni::exec(
+        Some(ns),
+        std::path::Path::new(program),
+        cni_path,
+        &kit_call,
+        conf.as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
+    .output;
     let json = if out.stdout.trim().is_empty() {
         Value::Null
     } else {

@@ -29,6 +29,17 @@ fn written(
 }
 
 impl Task {
+    /// The raw value and mod revision of pool `name`, which must exist.
+    fn existing(&self, name: &str) -> Result<(Vec<u8>, i64), IpamError> {
+        self.pools
+            .raw(name)
+            .cloned()
+            .ok_or_else(|| IpamError::UnknownPool {
+                pool: name.to_string(),
+                by: "the request",
+            })
+    }
+
     pub(super) async fn edit(&mut self, e: PoolEdit) -> Result<Option<PoolReport>, IpamError> {
         if !self.pools_listed {
             return Err(IpamError::NoLease {
@@ -64,14 +75,7 @@ impl Task {
                 Ok(self.pool_report(&name))
             }
             PoolEdit::AddSubnet { name, subnet } => {
-                let (raw, rev) = self
-                    .pools
-                    .raw(&name)
-                    .cloned()
-                    .ok_or(IpamError::UnknownPool {
-                        pool: name.clone(),
-                        by: "the request",
-                    })?;
+                let (raw, rev) = self.existing(&name)?;
                 let old = PoolSpec::parse(&name, &raw).map_err(|e| IpamError::BrokenPool {
                     pool: name.clone(),
                     why: e.to_string(),
@@ -91,14 +95,7 @@ impl Task {
                 Ok(self.pool_report(&name))
             }
             PoolEdit::Delete { name } => {
-                let (_, rev) = self
-                    .pools
-                    .raw(&name)
-                    .cloned()
-                    .ok_or(IpamError::UnknownPool {
-                        pool: name.clone(),
-                        by: "the request",
-                    })?;
+                let (_, rev) = self.existing(&name)?;
                 let held: Vec<_> = self.blocks.of_pool(&name).collect();
                 if let Some(first) = held.first() {
                     return Err(IpamError::PoolInUse {

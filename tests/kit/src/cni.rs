@@ -114,13 +114,29 @@ pub fn run_plugin(ns: Option<&str>, plugin: &str, call: &Call<'_>) -> Result<Ans
         .map(|d| Path::new(d).join(plugin))
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow!("no plugin {plugin} on CNI_PATH {path}"))?;
+    let stdin = serde_json::to_vec(call.config)?;
+    exec(ns, &exe, &path, call, &stdin)
+        .with_context(|| format!("running CNI {} {plugin}", call.command))
+}
+
+/// Runs the plugin at `exe` exactly as a runtime does: `ip netns exec <ns>`
+/// (None: here) `env -i`, the `CNI_*` variables of `call` with CNI_PATH
+/// `cni_path`, and `stdin` as the network config (bytes: a test may send a
+/// broken one; `call.config` is not used).
+pub fn exec(
+    ns: Option<&str>,
+    exe: &Path,
+    cni_path: &str,
+    call: &Call<'_>,
+    stdin: &[u8],
+) -> Result<Answer> {
     let env = [
         format!("CNI_COMMAND={}", call.command),
         format!("CNI_CONTAINERID={}", call.container_id),
         format!("CNI_NETNS={}", call.netns),
         format!("CNI_IFNAME={}", call.ifname),
         format!("CNI_ARGS={}", call.args),
-        format!("CNI_PATH={path}"),
+        format!("CNI_PATH={cni_path}"),
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
     ];
     let mut args: Vec<String> = Vec::new();
@@ -130,10 +146,8 @@ pub fn run_plugin(ns: Option<&str>, plugin: &str, call: &Call<'_>) -> Result<Ans
     args.extend(["env".to_string(), "-i".to_string()]);
     args.extend(env);
     args.push(exe.display().to_string());
-    let stdin = serde_json::to_vec(call.config)?;
     let program = if ns.is_some() { "ip" } else { &args.remove(0) };
-    let output = cmd::run_input(program, &args, Some(&stdin), CALL_TIMEOUT)
-        .with_context(|| format!("running CNI {} {plugin}", call.command))?;
+    let output = cmd::run_input(program, &args, Some(stdin), CALL_TIMEOUT)?;
     let json = serde_json::from_str(output.stdout.trim()).ok();
     Ok(Answer { output, json })
 }

@@ -1,18 +1,8 @@
 //! kolachctl against real daemons: status, leases and routes in both output
 //! forms, and a sentence instead of a stack trace when a daemon is stopped.
 
-use std::time::Duration;
-
-use anyhow::{ensure, Context, Result};
-use kolach_testkit::{bins, cmd, run, Lab};
-
-fn kolachctl(lab: &Lab, n: u8, args: &[&str]) -> Result<cmd::Output> {
-    let bin = bins::require(bins::KOLACHCTL);
-    let dir = lab.host(n).dir.display().to_string();
-    let mut full = vec!["--run-dir", &dir];
-    full.extend_from_slice(args);
-    cmd::run(&bin.to_string_lossy(), &full, Duration::from_secs(10))
-}
+use anyhow::{ensure, Context};
+use kolach_testkit::run;
 
 #[test]
 fn kolachctl_reports_the_running_mesh_and_a_stopped_daemon() {
@@ -22,12 +12,12 @@ fn kolachctl_reports_the_running_mesh_and_a_stopped_daemon() {
         let s2 = lab.pod(2).subnet.to_string();
 
         for cmd in ["status", "leases", "routes"] {
-            let out = kolachctl(lab, 1, &["--json", cmd])?;
+            let out = lab.kolachctl(1, &["--json", cmd])?;
             ensure!(out.success(), "kolachctl --json {cmd}: {}", out.stderr);
             serde_json::from_str::<serde_json::Value>(&out.stdout).with_context(|| {
                 format!("kolachctl --json {cmd} printed no JSON: {}", out.stdout)
             })?;
-            let text = kolachctl(lab, 1, &[cmd])?;
+            let text = lab.kolachctl(1, &[cmd])?;
             ensure!(text.success(), "kolachctl {cmd}: {}", text.stderr);
             ensure!(
                 text.stdout.contains(&s1) || cmd == "routes",
@@ -45,7 +35,7 @@ fn kolachctl_reports_the_running_mesh_and_a_stopped_daemon() {
         }
 
         lab.host_mut(2).controld.stop();
-        let out = kolachctl(lab, 2, &["status"])?;
+        let out = lab.kolachctl(2, &["status"])?;
         let all = format!("{}{}", out.stdout, out.stderr);
         ensure!(
             all.contains("kolach-controld is not running"),

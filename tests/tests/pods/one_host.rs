@@ -196,20 +196,9 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
         // the veth and the /32 route); the allocation stays.
         netns::delete(&lost.ns)?;
         let check = |args: &[&str]| -> Result<(bool, serde_json::Value)> {
-            let mut full = vec!["--json", "ipam", "check", "--min-age", "0"];
+            let mut full = vec!["ipam", "check", "--min-age", "0"];
             full.extend_from_slice(args);
-            // In the host's namespace: the host ends are looked up there.
-            let bin = kolach_testkit::bins::require(kolach_testkit::bins::KOLACHCTL);
-            let dir = lab.host(1).dir.display().to_string();
-            let mut argv = vec!["--run-dir", &dir];
-            argv.extend_from_slice(&full);
-            let out = netns::exec(
-                &lab.host(1).ns,
-                &bin.to_string_lossy(),
-                &argv,
-                std::time::Duration::from_secs(10),
-            )?;
-            Ok((out.success(), serde_json::from_str(&out.stdout)?))
+            lab.kolachctl_json(1, &full)
         };
         let (ok, report) = check(&[])?;
         ensure!(!ok, "ipam check passed with a stale allocation: {report}");

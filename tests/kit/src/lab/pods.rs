@@ -46,19 +46,6 @@ impl Lab {
         self.wait_converged(super::mesh::CONVERGE_WITHIN)
     }
 
-    /// `kolachctl --run-dir <host n> args...`.
-    pub fn kolachctl(&self, n: u8, args: &[&str]) -> Result<crate::cmd::Output> {
-        let bin = crate::bins::require(crate::bins::KOLACHCTL);
-        let dir = self.host(n).dir.display().to_string();
-        let mut full = vec!["--run-dir", &dir];
-        full.extend_from_slice(args);
-        crate::cmd::run(
-            &bin.to_string_lossy(),
-            &full,
-            std::time::Duration::from_secs(10),
-        )
-    }
-
     /// Host `n`'s network config (cniVersion 1.0.0, its run dir).
     pub fn cni_config(&self, n: u8) -> Value {
         cni::config("1.0.0", &self.host(n).dir)

@@ -20,6 +20,7 @@ use kolach_proto::uds;
 use crate::bins;
 use crate::cmd;
 use crate::lab::Lab;
+use crate::netns;
 use crate::process::Stopped;
 use crate::query;
 
@@ -75,13 +76,26 @@ impl Lab {
         })
     }
 
-    /// `kolachctl --run-dir <host n> --json <args>`: exit status and parsed JSON.
-    pub fn kolachctl_json(&self, n: u8, args: &[&str]) -> Result<(bool, serde_json::Value)> {
+    /// `kolachctl --run-dir <host n> args...`, run in host `n`'s namespace
+    /// (where `ipam check` looks for host ends), under 40 s (an upgrade waits).
+    pub fn kolachctl(&self, n: u8, args: &[&str]) -> Result<cmd::Output> {
         let prog = bins::require(bins::KOLACHCTL);
         let dir = self.host(n).dir.display().to_string();
-        let mut full = vec!["--run-dir", &dir, "--json"];
+        let mut full = vec!["--run-dir", &dir];
         full.extend_from_slice(args);
-        let out = cmd::run(&prog.to_string_lossy(), &full, Duration::from_secs(40))?;
+        netns::exec(
+            &self.host(n).ns,
+            &prog.to_string_lossy(),
+            &full,
+            Duration::from_secs(40),
+        )
+    }
+
+    /// [`Lab::kolachctl`] with `--json`: exit status and parsed JSON.
+    pub fn kolachctl_json(&self, n: u8, args: &[&str]) -> Result<(bool, serde_json::Value)> {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.kolachctl(n, &full)?;
         let v = serde_json::from_str(&out.stdout).with_context(|| {
             format!(
                 "kolachctl {args:?} printed no JSON: {}{}",
