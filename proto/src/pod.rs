@@ -11,6 +11,9 @@
 use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "kol";
+/// The pool name `kolach.ipam.v1` gives addresses out of the host's own
+/// subnet (no block in etcd).
+pub const DEFAULT_POOL: &str = "default";
 /// Hex digits of the hash in the name.
 pub const HASH_DIGITS: usize = 11;
 

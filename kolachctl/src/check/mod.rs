@@ -7,7 +7,12 @@
 //! runtime gave at ADD no longer exists. [`judge`] decides from those two
 //! answers alone; [`run`] asks the kernel and controld. An allocation younger
 //! than `--min-age` ([`IN_FLIGHT`] by default) is left alone: its ADD may not have made the veth yet.
+//!
+//! [`blocks`] holds the allocations against the blocks in etcd and the host's
+//! subnet: addresses in blocks this host does not hold are reported, never
+//! released (their pods may be running).
 
+pub mod blocks;
 pub mod orphans;
 
 use std::net::Ipv4Addr;
@@ -15,7 +20,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
-use kolach_proto::ipam::{AddressesRequest, Allocation, Attachment, ReleaseRequest};
+use ipnet::Ipv4Net;
+use kolach_proto::ipam::{
+    AddressesRequest, Allocation, Attachment, BlocksRequest, ReleaseRequest, StatusRequest,
+};
 use kolach_proto::pod;
 use serde::Serialize;
 
@@ -107,6 +115,8 @@ pub struct Report {
     /// Host ends and /32 routes no allocation explains (reported only:
     /// `ip link del <host end>` removes one, and its routes with it).
     pub orphans: orphans::Orphans,
+    /// Addresses in blocks etcd does not give to this host (reported only).
+    pub blocks: Vec<blocks::BlockIssue>,
 }
 
 /// Sorts `allocations` by [`judge`], with `link_exists` and `path_exists`
@@ -180,8 +190,17 @@ pub async fn run(cli: &Cli, release: bool, min_age: Duration) -> Result<bool> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
     let routes = orphans::parse_proc_route(&std::fs::read_to_string("/proc/net/route")?);
+    let etcd_blocks = client.blocks(BlocksRequest {}).await?.into_inner().blocks;
+    let subnet = client
+        .status(StatusRequest {})
+        .await?
+        .into_inner()
+        .default_pool
+        .and_then(|n| Ipv4Net::try_from(&n).ok());
+    let block_issues = blocks::compare(&in_blocks(&allocations), &from_etcd(&etcd_blocks), subnet);
     let mut report = sort(allocations, now, min_age_s, link_exists, path_exists);
     report.orphans = orphans::find(&held, &links, &routes);
+    report.blocks = block_issues;
     if release {
         for s in &mut report.stale {
             let attachment = Attachment {
@@ -198,6 +217,7 @@ pub async fn run(cli: &Cli, release: bool, min_age: Duration) -> Result<bool> {
         }
     }
     let ok = report.orphans.is_empty()
+        && report.blocks.is_empty()
         && if release {
             report.stale.iter().all(|s| s.error.is_none())
         } else {
@@ -209,6 +229,37 @@ pub async fn run(cli: &Cli, release: bool, min_age: Duration) -> Result<bool> {
         print_table(&report, release, min_age_s);
     }
     Ok(ok)
+}
+
+/// The allocations as [`blocks::compare`] takes them (those with an address
+/// and a block).
+fn in_blocks(allocations: &[Allocation]) -> Vec<blocks::Held> {
+    allocations
+        .iter()
+        .filter_map(|a| {
+            let att = a.attachment.as_ref()?;
+            Some(blocks::Held {
+                address: Ipv4Addr::try_from(a.address.as_ref()?).ok()?,
+                pool: a.pool.clone(),
+                block: Ipv4Net::try_from(a.block.as_ref()?).ok()?,
+                pod: format!("{}/{}", short_id(&att.container_id), att.ifname),
+            })
+        })
+        .collect()
+}
+
+fn from_etcd(reply: &[kolach_proto::ipam::Block]) -> Vec<blocks::EtcdBlock> {
+    reply
+        .iter()
+        .filter_map(|b| {
+            Some(blocks::EtcdBlock {
+                block: Ipv4Net::try_from(b.block.as_ref()?).ok()?,
+                pool: b.pool.clone(),
+                holder: Ipv4Addr::try_from(b.public_ip.as_ref()?).ok()?,
+                is_self: b.is_self,
+            })
+        })
+        .collect()
 }
 
 fn print_table(report: &Report, release: bool, min_age_s: i64) {
@@ -226,6 +277,9 @@ fn print_table(report: &Report, release: bool, min_age_s: i64) {
             "route {}/32 dev {} has no allocation of that host end",
             r.address, r.dev
         );
+    }
+    for b in &report.blocks {
+        println!("{}", b.text());
     }
     if report.stale.is_empty() {
         println!("no stale allocations ({} checked)", report.checked);

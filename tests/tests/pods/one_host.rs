@@ -186,6 +186,13 @@ fn restarts_keep_pods_reachable_and_del_still_frees() {
     });
 }
 
+/// `kolachctl ipam check --min-age 0 <args>` on host 1: (passed, report).
+fn check(lab: &Lab, args: &[&str]) -> Result<(bool, serde_json::Value)> {
+    let mut full = vec!["ipam", "check", "--min-age", "0"];
+    full.extend_from_slice(args);
+    lab.kolachctl_json(1, &full)
+}
+
 #[test]
 fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
     run("podschk", |lab| {
@@ -195,12 +202,7 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
         // The runtime dies without DEL, and the pod's namespace goes (with it
         // the veth and the /32 route); the allocation stays.
         netns::delete(&lost.ns)?;
-        let check = |args: &[&str]| -> Result<(bool, serde_json::Value)> {
-            let mut full = vec!["ipam", "check", "--min-age", "0"];
-            full.extend_from_slice(args);
-            lab.kolachctl_json(1, &full)
-        };
-        let (ok, report) = check(&[])?;
+        let (ok, report) = check(lab, &[])?;
         ensure!(!ok, "ipam check passed with a stale allocation: {report}");
         let stale = report["stale"].as_array().cloned().unwrap_or_default();
         ensure!(stale.len() == 1, "stale: {report}");
@@ -208,14 +210,14 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
             stale[0]["address"] == lost.ip.to_string().as_str(),
             "stale: {report}"
         );
-        let (ok, report) = check(&["--release"])?;
+        let (ok, report) = check(lab, &["--release"])?;
         ensure!(ok, "ipam check --release failed: {report}");
         let left = addresses(lab, 1)?;
         ensure!(
             left.len() == 1 && left[0]["container_id"] == kept.container_id.as_str(),
             "after --release: {left:?}"
         );
-        let (ok, report) = check(&[])?;
+        let (ok, report) = check(lab, &[])?;
         ensure!(ok, "still stale after --release: {report}");
 
         // A host end and a /32 route no allocation explains (a DEL that freed
@@ -247,7 +249,7 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
                 "link",
             ],
         )?;
-        let (ok, report) = check(&[])?;
+        let (ok, report) = check(lab, &[])?;
         ensure!(!ok, "ipam check passed with an orphan host end: {report}");
         ensure!(
             report["orphans"]["links"] == serde_json::json!(["kol0123456789a"]),
@@ -258,8 +260,50 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
             "orphans: {report}"
         );
         netns::ip(ns, &["link", "del", "kol0123456789a"])?;
-        let (ok, report) = check(&[])?;
+        let (ok, report) = check(lab, &[])?;
         ensure!(ok, "orphans left after the link went: {report}");
+
+        // etcd gives a block holding a pod's address to another host (a
+        // blind write, as a broken tool or an operator would do it): the
+        // pod is reported by name, nothing is released; the block put back
+        // as this host's makes the check pass again.
+        let out = lab.kolachctl(1, &["pool", "create", "grey", "198.51.100.0/24"])?;
+        ensure!(out.success(), "pool create: {}", out.stderr);
+        let grey = lab.cni_add(1, "grey", Some("grey"))?;
+        let key = format!("{}/blocks/198.51.100.0-28", kolach_testkit::lab::PREFIX);
+        let etcd = lab.etcdctl();
+        let mine = etcd
+            .get(&key)?
+            .ok_or_else(|| anyhow!("no block key {key} after the ADD"))?;
+        etcd.put(&key, r#"{"Pool":"grey","PublicIP":"198.18.250.1"}"#)?;
+        let mut taken = serde_json::Value::Null;
+        for _ in 0..50 {
+            let (ok, report) = check(lab, &[])?;
+            if !ok && report["blocks"][0]["problem"] == "other_host" {
+                taken = report;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let issue = &taken["blocks"][0];
+        ensure!(
+            issue["etcd"] == "198.18.250.1"
+                && issue["addresses"][0]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&format!("{} ", grey.ip))),
+            "block given to another host not reported: {taken}"
+        );
+        ensure!(addresses(lab, 1)?.len() == 2, "check released something");
+        etcd.put(&key, &mine)?;
+        let mut ok = false;
+        for _ in 0..50 {
+            if check(lab, &[])?.0 {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ensure!(ok, "block put back, still reported: {:?}", check(lab, &[])?);
         Ok(())
     });
 }
