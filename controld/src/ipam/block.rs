@@ -21,7 +21,15 @@ pub enum BlockError {
     Key(String),
     #[error("block {block}: value is not a block ({{\"Pool\":..,\"PublicIP\":..}}): {why}")]
     Value { block: Ipv4Net, why: String },
+    #[error(
+        "block {block}: value is {len} bytes, more than the {MAX_VALUE_BYTES} a block can need"
+    )]
+    TooLarge { block: Ipv4Net, len: usize },
 }
+
+/// A block value is a pool name and an address; anything near this size is
+/// not one (and is not worth parsing or holding).
+pub const MAX_VALUE_BYTES: usize = 1024;
 
 /// The JSON in etcd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +67,12 @@ pub fn decode(
     create_revision: i64,
 ) -> Result<Block, BlockError> {
     let net = subnet::parse_key(name).map_err(|_| BlockError::Key(shown(name)))?;
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(BlockError::TooLarge {
+            block: net,
+            len: value.len(),
+        });
+    }
     let v: BlockValue = serde_json::from_slice(value).map_err(|e| BlockError::Value {
         block: net,
         why: e.to_string(),
@@ -232,6 +246,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("block 203.0.113.16/28: value is not a block"));
+        let big = format!(
+            r#"{{"Pool":"blue","PublicIP":"198.18.0.1","x":"{}"}}"#,
+            "y".repeat(2000)
+        );
+        assert_eq!(
+            decode("203.0.113.16-28", big.as_bytes(), 0, 1, 1)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "block 203.0.113.16/28: value is {} bytes, more than the 1024 a block can need",
+                big.len()
+            )
+        );
     }
 
     #[test]

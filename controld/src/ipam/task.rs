@@ -21,6 +21,7 @@ use crate::etcd::ipam_watch::{Kind, Watched, WatchedTx};
 use crate::etcd::kv::{RawEvent, RawKv};
 use crate::etcd::Registry;
 use crate::event::{Event, EventTx, Shutdown};
+use crate::model::noted::Noted;
 use crate::model::subnet;
 
 /// Requests answered per journal sync, at most.
@@ -56,6 +57,8 @@ pub(super) struct Task {
     /// Blocks holding this host's addresses that etcd gives to another
     /// host, each logged once.
     pub(super) taken_logged: std::collections::HashSet<Ipv4Net>,
+    /// Block keys that do not decode, by key name: each logged once.
+    broken_blocks: Noted<String, String>,
     pending: Vec<Record>,
     undo: Vec<Undo>,
     deferred: Vec<Deferred>,
@@ -104,6 +107,7 @@ pub fn spawn(
         blocks_listed: false,
         empty_since: HashMap::new(),
         taken_logged: std::collections::HashSet::new(),
+        broken_blocks: Noted::default(),
         pending: Vec::new(),
         undo: Vec::new(),
         deferred: Vec::new(),
@@ -296,7 +300,23 @@ impl Task {
                 self.log_pool_changes(changes);
             }
             Watched::Listed(Kind::Blocks, l) => {
-                let blocks = l.kvs.iter().filter_map(|kv| self.decode_block(kv));
+                let mut broken = Vec::new();
+                let blocks: Vec<block::Block> = l
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| {
+                        decode_block(kv)
+                            .map_err(|e| broken.push((kv.name.clone(), e)))
+                            .ok()
+                    })
+                    .collect();
+                let changes = self.broken_blocks.update(broken);
+                for (key, e) in changes.new {
+                    warn!(key = %key, error = %e, "ignoring a broken block key");
+                }
+                for key in changes.cleared {
+                    info!(key = %key, "broken block key fixed or gone");
+                }
                 self.blocks = BlockSet::from_blocks(blocks);
                 self.blocks_revision = l.revision;
                 self.blocks_listed = true;
@@ -305,31 +325,33 @@ impl Task {
             Watched::Event(Kind::Blocks, e) => {
                 self.blocks_revision = self.blocks_revision.max(e.revision());
                 let changed = match e {
-                    RawEvent::Put(kv) => self.decode_block(&kv).is_some_and(|b| self.blocks.put(b)),
-                    RawEvent::Deleted { name, .. } => match subnet::parse_key(&name) {
-                        Ok(net) => self.blocks.remove(net).is_some(),
-                        Err(_) => false,
+                    RawEvent::Put(kv) => match decode_block(&kv) {
+                        Ok(b) => {
+                            if self.broken_blocks.clear(&kv.name) {
+                                info!(key = %kv.name, "broken block key fixed");
+                            }
+                            self.blocks.put(b)
+                        }
+                        Err(e) => {
+                            if self.broken_blocks.set(kv.name.clone(), e.clone()) {
+                                warn!(key = %kv.name, error = %e, "ignoring a broken block key");
+                            }
+                            false
+                        }
                     },
+                    RawEvent::Deleted { name, .. } => {
+                        if self.broken_blocks.clear(&name) {
+                            info!(key = %name, "broken block key gone");
+                        }
+                        match subnet::parse_key(&name) {
+                            Ok(net) => self.blocks.remove(net).is_some(),
+                            Err(_) => false,
+                        }
+                    }
                 };
                 if changed {
                     self.blocks_changed();
                 }
-            }
-        }
-    }
-
-    fn decode_block(&self, kv: &RawKv) -> Option<block::Block> {
-        match block::decode(
-            &kv.name,
-            &kv.value,
-            kv.lease,
-            kv.mod_revision,
-            kv.create_revision,
-        ) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                warn!(key = %kv.name, error = %e, "ignoring a broken block key");
-                None
             }
         }
     }
@@ -366,4 +388,16 @@ impl Task {
     pub(super) fn my_ip(&self) -> Option<Ipv4Addr> {
         self.view.borrow().public_ip
     }
+}
+
+/// A block key as etcd holds it, or why it is not one (for the log).
+fn decode_block(kv: &RawKv) -> Result<block::Block, String> {
+    block::decode(
+        &kv.name,
+        &kv.value,
+        kv.lease,
+        kv.mod_revision,
+        kv.create_revision,
+    )
+    .map_err(|e| e.to_string())
 }

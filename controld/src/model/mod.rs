@@ -18,10 +18,12 @@
 //! - [`snapshot`]: turning config + lease table into a versioned snapshot.
 //! - [`subnet_env`]: subnet.env content, and its atomic write.
 //! - [`text`]: clipping outside input before it goes into a log line.
+//! - [`noted`]: telling a standing problem once (appears, changes, gone).
 
 pub mod config;
 pub mod lease;
 pub mod loss;
+pub mod noted;
 pub mod peers;
 pub mod recovery;
 pub mod snapshot;

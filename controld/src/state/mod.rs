@@ -37,6 +37,7 @@ use crate::ipam::block::BlockSet;
 use crate::model::config::NetConfig;
 use crate::model::lease::{Lease, LeaseAttrs};
 use crate::model::loss::Loss;
+use crate::model::noted::Noted;
 use crate::model::peers::SkipReport;
 use crate::model::snapshot::Versioner;
 use crate::model::subnet_env::SubnetEnv;
@@ -96,6 +97,9 @@ pub struct Controller {
     peer_count: u32,
     /// Peer leases not routed (another backend, no VtepMAC), each logged once.
     skipped: SkipReport,
+    /// Blocks not routed (in the Network, overlapping an older one), each
+    /// logged once.
+    unroutable: Noted<Ipv4Net, String>,
     /// subnet.env content of each snapshot generation not yet acknowledged.
     pending_env: BTreeMap<u64, SubnetEnv>,
     acked_env: Option<SubnetEnv>,
@@ -152,6 +156,7 @@ impl Controller {
             snapshots,
             peer_count: 0,
             skipped: SkipReport::default(),
+            unroutable: Noted::default(),
             pending_env: BTreeMap::new(),
             acked_env: None,
             written_env: None,

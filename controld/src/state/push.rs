@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kolach_proto::systemd::Notifier;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::Controller;
 use crate::api::view::View;
@@ -121,8 +121,12 @@ impl Controller {
             log_note(&note);
         }
         let (blocks, dropped) = block::routable(blocks, cfg.network);
-        for (net, why) in dropped {
-            debug!(block = %net, why = %why, "not routing a block");
+        let changes = self.unroutable.update(dropped);
+        for (net, why) in changes.new {
+            warn!(block = %net, why = %why, "not routing a block");
+        }
+        for net in changes.cleared {
+            info!(block = %net, "block routable again or gone");
         }
         let content = snapshot::build(cfg, &local, &peers.routed, &blocks);
         let env = SubnetEnv {

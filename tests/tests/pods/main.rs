@@ -5,5 +5,6 @@
 
 mod across;
 mod chained;
+mod garbage;
 mod one_host;
 mod podman;

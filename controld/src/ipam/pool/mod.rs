@@ -20,6 +20,8 @@ pub const DEFAULT_BLOCK_LEN: u8 = 28;
 pub const DEFAULT_MAX_BLOCKS_PER_HOST: u32 = 20;
 /// Smallest block: 4 addresses.
 pub const MAX_BLOCK_LEN: u8 = 30;
+/// Room for a few hundred subnets; a larger value is refused unparsed.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pool {name}: {why}")]
@@ -82,6 +84,15 @@ impl PoolSpec {
     /// rules that involve the network and the other pools).
     pub fn parse(name: &str, value: &[u8]) -> Result<PoolSpec, PoolError> {
         check_name(name)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(err(
+                name,
+                format!(
+                    "value is {} bytes, more than the {MAX_VALUE_BYTES} a pool definition can need",
+                    value.len()
+                ),
+            ));
+        }
         let json: PoolJson = serde_json::from_slice(value)
             .map_err(|e| err(name, format!("value is not a pool definition: {e}")))?;
         let mut subnets = Vec::with_capacity(json.subnets.len());

@@ -57,6 +57,19 @@ fn validation_table() {
         ("blue", r#"{"Subnets":"203.0.113.0/24"}"#,
          "pool blue: value is not a pool definition: invalid type: string \"203.0.113.0/24\", expected a sequence at line 1 column 27"),
     ];
+    let big = format!(
+        r#"{{"Subnets":["203.0.113.0/24"],"x":"{}"}}"#,
+        "y".repeat(20_000)
+    );
+    assert_eq!(
+        PoolSpec::parse("blue", big.as_bytes())
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "pool blue: value is {} bytes, more than the 16384 a pool definition can need",
+            big.len()
+        )
+    );
     for (name, value, want) in cases {
         let got = PoolSpec::parse(name, value.as_bytes())
             .unwrap_err()
