@@ -235,6 +235,15 @@ fn render(r: &Report, now: i64) -> String {
                     format!("{b}{port} on {} mtu {}, mode {}", d.device, d.mtu, d.mode),
                 );
             }
+            if d.has_snapshot {
+                kv(
+                    "export",
+                    match d.export_table {
+                        0 => "off (ExportTable 0)".to_string(),
+                        t => format!("subnet and blocks in table {t} (dev lo proto 107)"),
+                    },
+                );
+            }
             let c = &d.counters;
             kv(
                 "packets",
