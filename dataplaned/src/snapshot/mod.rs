@@ -306,16 +306,17 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
     check_blocks(network, &blocks)?;
     // The kernel consults these for every lookup: `dev lo` routes to our own
     // prefixes there would swallow the host's traffic.
-    let export_table =
-        match s.export_table {
-            t @ 253..=255 => return Err(invalid(
+    let export_table = match s.export_table {
+        t @ 253..=255 => {
+            return Err(invalid(
                 "export_table",
                 format!(
                     "{t} is a table the kernel looks up itself (default 253, main 254, local 255)"
                 ),
-            )),
-            t => t,
-        };
+            ))
+        }
+        t => t,
+    };
     Ok(ValidSnapshot {
         version,
         backend,
