@@ -348,4 +348,33 @@ mod tests {
         assert_eq!(json["dataplane"]["binary"]["changed_on_disk"], true);
         assert_eq!(json["dataplane"]["upgrades"], 3);
     }
+
+    #[test]
+    fn dataplane_shows_the_export_table() {
+        use kolach_proto::dataplane::DataplaneStatus;
+        let report = |export_table| Report {
+            controld: Answer::Down {
+                error: "down".into(),
+            },
+            ipam: Answer::Down {
+                error: "down".into(),
+            },
+            dataplane: Answer::Ok(
+                DataplaneStatus {
+                    has_snapshot: true,
+                    export_table,
+                    ..Default::default()
+                }
+                .into(),
+            ),
+        };
+        let text = render(&report(119), 0);
+        assert!(
+            text.contains("export       subnet and blocks in table 119 (dev lo proto 107)"),
+            "{text}"
+        );
+        assert!(render(&report(0), 0).contains("export       off (ExportTable 0)"));
+        let json = serde_json::to_value(report(119)).unwrap();
+        assert_eq!(json["dataplane"]["export_table"], 119);
+    }
 }
