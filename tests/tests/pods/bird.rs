@@ -4,8 +4,10 @@
 //! router with no kolach. The router learns every subnet and block within
 //! 5 s of its claim, reaches a pod on each host (default pool and a named
 //! pool outside the Network) by those routes alone, keeps them across a
-//! restart of either daemon (not one BGP update or withdrawal), loses a given-back block within 5 s, and every
-//! route within 5 s of `ExportTable: 0`. The times are printed.
+//! restart of either daemon (not one BGP update or withdrawal) and a
+//! refused `ExportTable: 254`, loses a given-back block within 5 s, and every
+//! route within 5 s of `ExportTable: 0`, and has them back as soon after the
+//! default returns. The times are printed.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -329,6 +331,32 @@ fn bird_learns_the_export_table_and_a_plain_router_reaches_the_pods() {
             blocks[0]
         );
 
+        // A broken ExportTable (the main table) is refused: the last good
+        // config stays, and so does every route at the router.
+        let routes_before = at_router(&router)?;
+        let counts_before = import_counts(&router, "peer1")?;
+        lab.put_config(
+            r#"{"Network":"10.50.0.0/16","Backend":{"Type":"alloc"},"ExportTable":254}"#,
+        )?;
+        for n in hosts {
+            let s =
+                lab.wait_control(n, Duration::from_secs(5), "reported a config error", |s| {
+                    !s.config_error.is_empty()
+                })?;
+            ensure!(
+                s.config_error.contains("ExportTable 254"),
+                "host{n}: config_error {:?} does not name ExportTable 254",
+                s.config_error
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            at_router(&router)? == routes_before
+                && import_counts(&router, "peer1")? == counts_before,
+            "a refused ExportTable changed the router's routes"
+        );
+        println!("ExportTable 254 refused by both controlds; the router's routes unchanged");
+
         // ExportTable 0 withdraws everything, on every host.
         let t0 = Instant::now();
         lab.put_config(CONFIG_OFF)?;
@@ -346,6 +374,23 @@ fn bird_learns_the_export_table_and_a_plain_router_reaches_the_pods() {
                 "host{n}: status export_table not 0"
             );
         }
+
+        // And back (the default, 119): both subnets and host2's block return.
+        let t0 = Instant::now();
+        lab.put_config(CONFIG)?;
+        let want = [
+            (subnets[0].1, host_ip(1)),
+            (subnets[1].1, host_ip(2)),
+            (blocks[1], host_ip(2)),
+        ];
+        let t = until_router(&router, t0, "the routes back", |r| {
+            r.len() == want.len() && want.iter().all(|(p, via)| has(r, *p, *via))
+        })?;
+        println!("ExportTable back to 119 -> both subnets and the remaining block at the router in {t:.2?}");
+        ensure!(
+            t < WITHIN,
+            "ExportTable 119 again took {t:?} to reach the router"
+        );
         drop(birds);
         drop(router);
         Ok(())
