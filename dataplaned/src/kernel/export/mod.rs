@@ -78,23 +78,21 @@ pub async fn sync(k: &dyn Kernel, table: u32, prefixes: &[Ipv4Net]) -> Report {
             return report;
         }
     };
-    let lo = if table == 0 {
-        0
-    } else {
-        match k.link(LOOPBACK).await {
-            Ok(Some((index, _))) => index,
-            Ok(None) => {
-                report.errors.push(format!(
-                    "export to table {table}: there is no {LOOPBACK} device"
-                ));
-                return report;
-            }
-            Err(e) => {
-                report
-                    .errors
-                    .push(format!("export to table {table}: reading {LOOPBACK}: {e}"));
-                return report;
-            }
+    // Looked up when off too, only to name it in the log.
+    let lo = match (k.link(LOOPBACK).await, table) {
+        (Ok(Some((index, _))), _) => index,
+        (_, 0) => 0,
+        (Ok(None), _) => {
+            report.errors.push(format!(
+                "export to table {table}: there is no {LOOPBACK} device"
+            ));
+            return report;
+        }
+        (Err(e), _) => {
+            report
+                .errors
+                .push(format!("export to table {table}: reading {LOOPBACK}: {e}"));
+            return report;
         }
     };
     for (t, op) in plan(table, prefixes, lo, &actual) {
