@@ -30,10 +30,11 @@ BIN := target/debug
 # podman, runc, containernetworking-plugins (/usr/lib/cni) and busybox-static
 # (the image) run containers on CNI networks in the hosts (tests/kit podman;
 # none of podman's recommends is needed: no crun, uidmap, fuse-overlayfs, catatonit).
+# bird2 (BIRD 2: bird, birdc) reads the export table and speaks BGP (pods bird).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
 	nftables systemd man-db strace ethtool \
-	podman runc containernetworking-plugins busybox-static
+	podman runc containernetworking-plugins busybox-static bird2
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench fuzz
@@ -47,7 +48,7 @@ deps-apt:
 	for p in $(DEB_PACKAGES); do \
 		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
 	done; \
-	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool podman runc busybox; do \
+	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool podman runc busybox bird birdc; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
 	[ -f /usr/include/google/protobuf/descriptor.proto ] || missing="$$missing (no descriptor.proto)"; \

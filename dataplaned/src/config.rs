@@ -20,7 +20,8 @@ pub struct Config {
     pub tun: String,
 
     /// Remove everything kolach made (the TUN device, every kolach.* vxlan
-    /// device, every proto-107 route, the saved snapshot) and exit.
+    /// device, every proto-107 route in any table, the export table's
+    /// included, the saved snapshot) and exit.
     #[arg(long, env = "KOLACH_CLEANUP")]
     pub cleanup: bool,
 

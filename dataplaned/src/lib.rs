@@ -15,7 +15,9 @@
 //!   [`kernel::kobjects`]: the kernel objects kolach owns, as values;
 //!   [`kernel::reconcile`] (pure): wanted vs. actual → the operations between
 //!   them (reconcile, never flush); [`kernel::sync`]: reads kolach's objects,
-//!   applies the plan, removes a previous backend's devices; a fake kernel
+//!   applies the plan, removes a previous backend's devices;
+//!   [`kernel::export`]: this host's subnet and blocks in the export table
+//!   (`dev lo`, every backend), its plan pure; a fake kernel
 //!   that records calls for the tests (`kernel/fake.rs`).
 //! - [`datapath`]: the udp backend's packet loop and what it runs over:
 //!   `udp_loop` (a thread per queue), `tx` (TUN → UDP: segmentation, GSO

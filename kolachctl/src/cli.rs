@@ -39,7 +39,7 @@ pub enum Command {
     Status,
     /// Every subnet lease and reservation in etcd, as controld sees it.
     Leases,
-    /// The route table the dataplane forwards with.
+    /// The route table the dataplane forwards with, and what it exports (ExportTable).
     Routes,
     /// Address pools: the default one (this host's subnet) and those in etcd.
     Pools,

@@ -1,4 +1,5 @@
-//! `kolachctl routes`: the table kolach-dataplaned forwards with.
+//! `kolachctl routes`: the table kolach-dataplaned forwards with, and what
+//! it exports for a routing daemon.
 
 use anyhow::Result;
 use kolach_proto::dataplane::RoutesRequest;
@@ -12,6 +13,9 @@ use crate::view::{RouteRow, Version};
 struct Routes {
     version: Option<Version>,
     routes: Vec<RouteRow>,
+    /// Where this host's own subnet and blocks are exported (0: nowhere).
+    export_table: u32,
+    exported: Vec<String>,
 }
 
 pub async fn run(cli: &Cli) -> Result<bool> {
@@ -20,6 +24,12 @@ pub async fn run(cli: &Cli) -> Result<bool> {
     let view = Routes {
         version: reply.version.as_ref().map(Version::from),
         routes: reply.routes.into_iter().map(RouteRow::from).collect(),
+        export_table: reply.export_table,
+        exported: reply
+            .exported
+            .into_iter()
+            .map(|n| crate::view::net(&Some(n)).unwrap_or_else(|| "?".into()))
+            .collect(),
     };
     if cli.json {
         print_json(&view);
@@ -41,5 +51,14 @@ pub async fn run(cli: &Cli) -> Result<bool> {
         "{}",
         table::render(&["SUBNET", "VIA", "VTEP MAC", "BLOCKS"], &cells)
     );
+    if view.version.is_some() {
+        match view.export_table {
+            0 => println!("export: off"),
+            t => println!(
+                "exported to table {t} (dev lo proto 107): {}",
+                view.exported.join(", ")
+            ),
+        }
+    }
     Ok(true)
 }

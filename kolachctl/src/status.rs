@@ -235,6 +235,15 @@ fn render(r: &Report, now: i64) -> String {
                     format!("{b}{port} on {} mtu {}, mode {}", d.device, d.mtu, d.mode),
                 );
             }
+            if d.has_snapshot {
+                kv(
+                    "export",
+                    match d.export_table {
+                        0 => "off (ExportTable 0)".to_string(),
+                        t => format!("subnet and blocks in table {t} (dev lo proto 107)"),
+                    },
+                );
+            }
             let c = &d.counters;
             kv(
                 "packets",
@@ -338,5 +347,34 @@ mod tests {
         assert_eq!(json["dataplane"]["binary"]["inode"], 777);
         assert_eq!(json["dataplane"]["binary"]["changed_on_disk"], true);
         assert_eq!(json["dataplane"]["upgrades"], 3);
+    }
+
+    #[test]
+    fn dataplane_shows_the_export_table() {
+        use kolach_proto::dataplane::DataplaneStatus;
+        let report = |export_table| Report {
+            controld: Answer::Down {
+                error: "down".into(),
+            },
+            ipam: Answer::Down {
+                error: "down".into(),
+            },
+            dataplane: Answer::Ok(
+                DataplaneStatus {
+                    has_snapshot: true,
+                    export_table,
+                    ..Default::default()
+                }
+                .into(),
+            ),
+        };
+        let text = render(&report(119), 0);
+        assert!(
+            text.contains("export       subnet and blocks in table 119 (dev lo proto 107)"),
+            "{text}"
+        );
+        assert!(render(&report(0), 0).contains("export       off (ExportTable 0)"));
+        let json = serde_json::to_value(report(119)).unwrap();
+        assert_eq!(json["dataplane"]["export_table"], 119);
     }
 }

@@ -148,6 +148,9 @@ pub struct Dataplane {
     pub handover_pause_us: Option<u64>,
     /// Why the last hot upgrade attempt failed (the old binary kept running).
     pub upgrade_error: Option<String>,
+    /// The routing table this host's subnet and blocks are exported to
+    /// (ExportTable); 0: none.
+    pub export_table: u32,
 }
 
 /// The executable a daemon runs.
@@ -218,6 +221,7 @@ impl From<DataplaneStatus> for Dataplane {
             upgraded_at_unix: (s.upgraded_at_unix != 0).then_some(s.upgraded_at_unix),
             handover_pause_us: (s.upgraded_at_unix != 0).then_some(s.handover_pause_us),
             upgrade_error: (!s.upgrade_error.is_empty()).then_some(s.upgrade_error),
+            export_table: s.export_table,
             counters: Counters {
                 tun_rx_packets: c.tun_rx_packets,
                 tun_rx_bytes: c.tun_rx_bytes,

@@ -76,6 +76,7 @@ pub fn build(
         routes,
         local_vtep_mac,
         local_blocks: held_by(local.public_ip),
+        export_table: cfg.export_table,
     }
 }
 
@@ -269,6 +270,10 @@ mod tests {
             assert_eq!(s.backend.unwrap().r#type, wire as i32, "{backend}");
             assert_eq!(s.local_vtep_mac.is_empty(), backend != "vxlan");
         }
+        // Every backend exports, to the config's table.
+        for backend in ["udp", "vxlan", "host-gw", "alloc"] {
+            assert_eq!(snap(&cfg(backend), &[]).export_table, 119, "{backend}");
+        }
         // A tiny underlay never underflows.
         assert_eq!(overlay_mtu(&cfg("vxlan"), 40), 0);
     }
@@ -307,5 +312,11 @@ mod tests {
         // A backend switch is a new snapshot even with no peers.
         let s3 = v.stamp(snap(&cfg("vxlan"), &[]), 12).unwrap();
         assert_eq!(s3.version.unwrap().generation, 3);
+        // So is another ExportTable (applied live).
+        let mut off = cfg("vxlan");
+        off.export_table = 0;
+        let s4 = v.stamp(snap(&off, &[]), 12).unwrap();
+        assert_eq!(s4.version.unwrap().generation, 4);
+        assert_eq!(s4.export_table, 0);
     }
 }

@@ -70,7 +70,7 @@ impl Controller {
                     let c = &p.config;
                     info!(network = %c.network, subnet_len = c.subnet_len, subnet_min = %c.subnet_min,
                         subnet_max = %c.subnet_max, backend = %c.backend.kind, port = c.backend.port,
-                        vni = c.backend.vni, "config applied");
+                        vni = c.backend.vni, export_table = c.export_table, "config applied");
                     self.cfg = Some(p.config);
                 }
             }

@@ -3,13 +3,16 @@
 //! udp runs the TUN/UDP packet loop; vxlan and host-gw program the kernel,
 //! which then forwards; alloc does nothing (leases only). Every apply ends in
 //! [`sync`], which also removes what an earlier backend left
-//! in the kernel, so switching backends needs no special path.
+//! in the kernel, so switching backends needs no special path; then
+//! [`export`] keeps this host's subnet and blocks in the export table, the
+//! same for every backend.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use crate::datapath::counters::Counters;
 use crate::datapath::offload::Features;
+use crate::kernel::export;
 use crate::kernel::sync::{sync, Desired, SyncError};
 use crate::kernel::{Kernel, KernelError};
 use crate::snapshot::{BackendKind, ValidSnapshot};
@@ -103,8 +106,20 @@ impl Backend {
         }
     }
 
-    /// Applies a snapshot.
+    /// Applies a snapshot: the backend's part, then the export table,
+    /// which is the same for every backend (a failed export is a warning).
     pub async fn apply(
+        &mut self,
+        s: &ValidSnapshot,
+        kernel: &dyn Kernel,
+    ) -> Result<Outcome, BackendError> {
+        let mut outcome = self.apply_backend(s, kernel).await?;
+        let report = export::sync(kernel, s.export_table, &s.exported()).await;
+        outcome.warnings.extend(report.errors);
+        Ok(outcome)
+    }
+
+    async fn apply_backend(
         &mut self,
         s: &ValidSnapshot,
         kernel: &dyn Kernel,

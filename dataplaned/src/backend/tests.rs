@@ -45,6 +45,7 @@ fn snap(kind: BackendType, vni: u32, peers: &[(&str, &str, u8)]) -> ValidSnapsho
         mtu: 1450,
         local_vtep_mac: if vxlan { mac(1) } else { vec![] },
         local_blocks: vec![],
+        export_table: 0,
         routes: peers
             .iter()
             .map(|(s, p, m)| pb::Route {
@@ -578,5 +579,97 @@ async fn switching_from_udp_to_host_gw_moves_the_block_routes() {
             "10.50.7.0/24 via 198.18.0.2 dev eth0 proto 107",
             "203.0.113.16/28 via 198.18.0.2 dev eth0 proto 107",
         ]
+    );
+}
+
+/// `s` exporting to `table`, holding `local` blocks.
+fn exporting(mut s: ValidSnapshot, table: u32, local: &[&str]) -> ValidSnapshot {
+    s.export_table = table;
+    s.local_blocks = nets(local);
+    s
+}
+
+/// Export is the same for every backend, alloc included, and a switch
+/// between them (or a re-apply, as after a restart) leaves the exported
+/// routes alone; a given-back block is withdrawn, table 0 withdraws all.
+#[tokio::test]
+async fn every_backend_exports_and_a_switch_keeps_the_export() {
+    let k = kernel();
+    k.add_link("lo", 1, "", &["127.0.0.1/8"]);
+    let held = ["203.0.113.0/28", "198.51.100.64/28"];
+    let exported = [
+        "10.50.18.0/24 dev lo proto 107",
+        "198.51.100.64/28 dev lo proto 107",
+        "203.0.113.0/28 dev lo proto 107",
+    ];
+    let mut b = backend(BackendKind::Alloc);
+    apply(
+        &mut b,
+        &k,
+        &exporting(snap(BackendType::Alloc, 0, &[B]), 119, &held),
+    )
+    .await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route add 10.50.18.0/24 dev lo table 119",
+            "route add 203.0.113.0/28 dev lo table 119",
+            "route add 198.51.100.64/28 dev lo table 119",
+        ]
+    );
+    assert_eq!(k.table(119), exported);
+    for (kind, wire) in [
+        (BackendKind::HostGw, BackendType::HostGw),
+        (BackendKind::Vxlan, BackendType::Vxlan),
+        (BackendKind::Alloc, BackendType::Alloc),
+    ] {
+        let s = exporting(snap(wire, 1, &[B]), 119, &held);
+        apply(&mut backend(kind), &k, &s).await;
+        let calls = k.take_calls();
+        assert!(
+            !calls.iter().any(|c| c.contains("table")),
+            "{kind:?}: {calls:?}"
+        );
+        assert_eq!(k.table(119), exported, "{kind:?}");
+        // Nothing exported into the main table.
+        assert!(!k.objects().iter().any(|o| o.contains("dev lo")));
+    }
+    let mut b = backend(BackendKind::HostGw);
+    let s = exporting(snap(BackendType::HostGw, 0, &[B]), 119, &held[..1]);
+    apply(&mut b, &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route add 10.50.7.0/24 via 198.18.0.2 dev eth0",
+            "route del 198.51.100.64/28 dev lo table 119",
+        ]
+    );
+    let s = exporting(snap(BackendType::HostGw, 0, &[B]), 0, &held[..1]);
+    apply(&mut b, &k, &s).await;
+    assert_eq!(
+        k.take_calls(),
+        [
+            "route del 10.50.18.0/24 dev lo table 119",
+            "route del 203.0.113.0/28 dev lo table 119",
+        ]
+    );
+    assert!(k.table(119).is_empty());
+    assert_eq!(
+        k.objects(),
+        ["10.50.7.0/24 via 198.18.0.2 dev eth0 proto 107"]
+    );
+}
+
+#[tokio::test]
+async fn export_problems_are_warnings_not_failures() {
+    // No lo device: the backend's part is applied, the export reported.
+    let k = kernel();
+    let s = exporting(snap(BackendType::HostGw, 0, &[B]), 119, &[]);
+    let o = apply(&mut backend(BackendKind::HostGw), &k, &s).await;
+    assert_eq!(o.routes, 1);
+    assert_eq!(o.warnings, ["export to table 119: there is no lo device"]);
+    assert_eq!(
+        k.objects(),
+        ["10.50.7.0/24 via 198.18.0.2 dev eth0 proto 107"]
     );
 }

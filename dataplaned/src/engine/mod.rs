@@ -341,6 +341,7 @@ impl Engine {
             upgraded_at_unix: 0,
             handover_pause_us: 0,
             upgrade_error: String::new(),
+            export_table: s.map(|s| s.export_table).unwrap_or(0),
         }
     }
 
@@ -360,6 +361,12 @@ impl Engine {
             Some(a) => pb::RoutesReply {
                 version: Some(a.snapshot.version.into()),
                 routes: a.raw.routes.clone(),
+                export_table: a.snapshot.export_table,
+                exported: if a.snapshot.export_table == 0 {
+                    Vec::new()
+                } else {
+                    a.snapshot.exported().into_iter().map(Into::into).collect()
+                },
             },
             None => pb::RoutesReply::default(),
         }

@@ -6,7 +6,9 @@ fn engine(name: &str) -> (Engine, PathBuf) {
     let d = std::env::temp_dir().join(format!("kdp-engine-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(FakeKernel::default()));
+    let k = FakeKernel::default();
+    k.add_link("lo", 1, "", &["127.0.0.1/8"]);
+    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k));
     (e, d)
 }
 
@@ -41,6 +43,16 @@ async fn applies_orders_and_saves() {
     assert_eq!(st.mode, "none");
     assert_eq!(e.routes().routes.len(), 1);
     assert_eq!(e.backend_kind().await, Some(BackendKind::Alloc));
+    // alloc exports too; status and routes say where.
+    assert_eq!(st.export_table, 119);
+    let routes = e.routes();
+    assert_eq!(routes.export_table, 119);
+    let exported: Vec<String> = routes
+        .exported
+        .iter()
+        .map(|n| ipnet::Ipv4Net::try_from(n).unwrap().to_string())
+        .collect();
+    assert_eq!(exported, ["10.50.18.0/24"]);
 
     // A good one clears the error.
     assert!(e.apply(alloc(3), Origin::Controld).await.applied);
@@ -54,6 +66,7 @@ async fn vxlan_applies_and_needs_its_mac() {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     let k = FakeKernel::default();
+    k.add_link("lo", 1, "", &["127.0.0.1/8"]);
     k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
     let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k));
 

@@ -83,6 +83,21 @@ impl FakeKernel {
         self.routes.lock().unwrap().push((r, proto));
     }
 
+    /// The routes of `table` other than main, of every protocol, as text
+    /// (`<route> proto <n>`), sorted.
+    pub fn table(&self, table: u32) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .other_tables
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| *t == table)
+            .map(|(_, r, p)| format!("{} proto {p}", self.route_text(r)))
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut *self.calls.lock().unwrap())
     }
@@ -326,6 +341,31 @@ impl Kernel for FakeKernel {
             .lock()
             .unwrap()
             .retain(|x| *x != (table, r, KOLACH_PROTO));
+        ready(Ok(()))
+    }
+    fn add_route_in(
+        &self,
+        table: u32,
+        r: KRoute,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<(), KernelError>> {
+        if table == 254 {
+            return self.add_route(r, replace);
+        }
+        let verb = if replace { "replace" } else { "add" };
+        self.record(format!(
+            "route {verb} {} table {table}",
+            self.route_text(&r)
+        ));
+        let mut routes = self.other_tables.lock().unwrap();
+        match routes
+            .iter_mut()
+            .find(|(t, o, _)| *t == table && o.dst == r.dst)
+        {
+            Some(slot) if replace => *slot = (table, r, KOLACH_PROTO),
+            Some(_) => return ready(Err(netlink_error("add route", libc::EEXIST))),
+            None => routes.push((table, r, KOLACH_PROTO)),
+        }
         ready(Ok(()))
     }
     fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>> {

@@ -2,8 +2,10 @@
 //! [`Kernel`](crate::kernel::Kernel) seam reads and writes, and what the
 //! reconcile logic compares.
 //!
-//! kolach recognises its own objects by route protocol ([`KOLACH_PROTO`], main
-//! table only) and by device name (`kolach.<VNI>` vxlan devices, the udp TUN).
+//! kolach recognises its own objects by route protocol ([`KOLACH_PROTO`]: the
+//! backends' routes in the main table, the export's `dev lo` routes in the
+//! export table) and by device name (`kolach.<VNI>` vxlan devices, the udp
+//! TUN).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -79,10 +81,10 @@ pub struct LinkChange {
     pub up: bool,
 }
 
-/// A proto-107 IPv4 unicast route in the main table: `<dst> via <via> dev
-/// <oif> [onlink] proto 107`, or with `via` 0.0.0.0 a device route `<dst>
-/// dev <oif> scope link proto 107` (the udp backend's routes for pool
-/// blocks into the TUN).
+/// A proto-107 IPv4 unicast route (its table is kept beside it where it
+/// matters): `<dst> via <via> dev <oif> [onlink] proto 107`, or with `via`
+/// 0.0.0.0 a device route `<dst> dev <oif> scope link proto 107` (the udp
+/// backend's routes for pool blocks into the TUN, the export's on `lo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KRoute {
     pub dst: Ipv4Net,

@@ -14,12 +14,15 @@
 //!   between them (reconcile, never flush).
 //! - [`sync`]: reads kolach's kernel objects, applies the reconcile plan,
 //!   removes a previous backend's devices.
+//! - [`export`]: this host's subnet and blocks as `dev lo` routes in the
+//!   export table (DESIGN §10), for every backend; the plan is pure.
 
 use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
 
 use crate::kernel::kobjects::{Fdb, KRoute, LinkChange, LinkState, Neigh, VxlanLink};
 
+pub mod export;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod kobjects;
@@ -100,6 +103,13 @@ pub trait Kernel: Send + Sync {
     fn routes_all_tables(&self) -> BoxFuture<'_, Result<Vec<(u32, KRoute)>, KernelError>>;
     /// Deletes a proto-107 route from `table`.
     fn del_route_in(&self, table: u32, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>>;
+    /// [`add_route`](Kernel::add_route) into `table` (the export table).
+    fn add_route_in(
+        &self,
+        table: u32,
+        route: KRoute,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<(), KernelError>>;
     /// The permanent IPv4 neighbour entries (with a link-layer address) on `dev`.
     fn neighbours(&self, dev: u32) -> BoxFuture<'_, Result<Vec<Neigh>, KernelError>>;
     /// Creates or replaces a permanent neighbour entry.

@@ -70,9 +70,20 @@ pub struct ValidSnapshot {
     /// This host's pool blocks: outside the Network, disjoint from every
     /// peer's.
     pub local_blocks: Vec<Ipv4Net>,
+    /// The routing table this host's subnet and blocks are exported to
+    /// (`dev lo proto 107`); 0: none. Never 253..=255.
+    pub export_table: u32,
 }
 
 impl ValidSnapshot {
+    /// What to keep in the export table: this host's subnet and each of its
+    /// blocks, whatever the backend.
+    pub fn exported(&self) -> Vec<Ipv4Net> {
+        std::iter::once(self.local_subnet)
+            .chain(self.local_blocks.iter().copied())
+            .collect()
+    }
+
     /// The TUN (or VTEP) address: the local subnet's first address with the
     /// Network's prefix, so one kernel route covers the whole overlay.
     pub fn device_address(&self) -> Ipv4Net {
@@ -293,6 +304,19 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         });
     }
     check_blocks(network, &blocks)?;
+    // The kernel consults these for every lookup: `dev lo` routes to our own
+    // prefixes there would swallow the host's traffic.
+    let export_table = match s.export_table {
+        t @ 253..=255 => {
+            return Err(invalid(
+                "export_table",
+                format!(
+                    "{t} is a table the kernel looks up itself (default 253, main 254, local 255)"
+                ),
+            ))
+        }
+        t => t,
+    };
     Ok(ValidSnapshot {
         version,
         backend,
@@ -306,6 +330,7 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         routes,
         local_vtep_mac,
         local_blocks,
+        export_table,
     })
 }
 

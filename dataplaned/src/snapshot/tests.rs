@@ -27,6 +27,7 @@ pub fn good() -> pb::Snapshot {
         mtu: 1472,
         local_vtep_mac: vec![],
         local_blocks: vec![],
+        export_table: 119,
         routes: vec![pb::Route {
             subnet: net("10.50.7.0/24"),
             public_ip: ip("198.18.0.2"),
@@ -229,6 +230,33 @@ fn blocks_are_converted() {
     // No blocks: empty lists, as before.
     let v = validate(&good()).unwrap();
     assert!(v.local_blocks.is_empty() && v.routes[0].blocks.is_empty());
+}
+
+#[test]
+fn exported_are_the_own_subnet_and_blocks() {
+    let v = validate(&with_blocks()).unwrap();
+    assert_eq!(v.export_table, 119);
+    let want: Vec<Ipv4Net> = ["10.50.18.0/24", "203.0.113.0/28"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(v.exported(), want);
+    // An older controld never sets the table: no export.
+    let mut s = with_blocks();
+    s.export_table = 0;
+    assert_eq!(validate(&s).unwrap().export_table, 0);
+    s.export_table = 4_000_000_000;
+    assert_eq!(validate(&s).unwrap().export_table, 4_000_000_000);
+}
+
+#[test]
+fn export_table_refuses_the_kernels_own_tables() {
+    for t in [253, 254, 255] {
+        assert_eq!(
+            reason(|s| s.export_table = t),
+            format!("export_table: {t} is a table the kernel looks up itself (default 253, main 254, local 255)")
+        );
+    }
 }
 
 #[test]

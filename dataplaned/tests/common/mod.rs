@@ -48,6 +48,8 @@ pub fn udp_snapshot(
         mtu: 1472,
         local_vtep_mac: vec![],
         local_blocks: vec![],
+        // controld's default: every kernel test also exports.
+        export_table: 119,
         routes: peers
             .iter()
             .map(|(subnet, pip)| pb::Route {

@@ -91,6 +91,12 @@ impl Kernel for Recording {
         self.note(format!("del route {route:?} table {table}"));
         self.inner.del_route_in(table, route)
     }
+    fn add_route_in(&self, table: u32, route: KRoute, replace: bool) -> R<'_, ()> {
+        self.note(format!(
+            "add route {route:?} table {table} replace={replace}"
+        ));
+        self.inner.add_route_in(table, route, replace)
+    }
     fn neighbours(&self, dev: u32) -> R<'_, Vec<Neigh>> {
         self.inner.neighbours(dev)
     }

@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(v) = snapshot::validate(&s) {
         assert!(v.network.contains(&v.local_subnet));
+        assert!(!(253..=255).contains(&v.export_table));
+        assert_eq!(v.exported().len(), 1 + v.local_blocks.len());
         let t = v.forward_table();
         assert!(t.routes.len() <= v.routes.len());
     }

@@ -24,6 +24,9 @@
 //!   own configs and storage, containers on a CNI network
 //!   ([`podman::PodmanHost`], [`podman::PodmanLab`]), the busybox image.
 //!
+//! - [`bird`]: BIRD 2 in a lab's namespace (a host's exporter reading the
+//!   export table, a plain BGP router), its configs and `birdc` queries.
+//!
 //! The plain modules they stand on:
 //! - [`cmd`]: every external command under a deadline.
 //! - [`names`]: lab stems and namespace names, stale-lab detection.
@@ -40,6 +43,7 @@
 //!   (`kolach-intruder` run with setpriv).
 
 pub mod bins;
+pub mod bird;
 pub mod cmd;
 pub mod cni;
 pub mod etcd;

@@ -112,6 +112,7 @@ mod tests {
                 vtep_mac: vec![],
                 blocks: vec![],
             }],
+            ..Default::default()
         };
         assert_eq!(
             route_entries(&reply).unwrap(),

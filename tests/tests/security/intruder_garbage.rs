@@ -176,6 +176,16 @@ fn configs(lab: &Lab, ctl: &Ctl) -> Result<()> {
             vec!["Backend.VNI -1 is not in"],
         ),
         (
+            "ExportTable the main table",
+            br#"{"Network":"10.50.0.0/16","ExportTable":254}"#.to_vec(),
+            vec!["ExportTable 254 is the kernel's main table"],
+        ),
+        (
+            "ExportTable a string",
+            br#"{"Network":"10.50.0.0/16","ExportTable":"119"}"#.to_vec(),
+            vec![r#"ExportTable "119" must be a whole number"#],
+        ),
+        (
             "SubnetMin outside",
             br#"{"Network":"10.50.0.0/16","SubnetMin":"10.60.0.0"}"#.to_vec(),
             vec!["SubnetMin 10.60.0.0 is not inside Network 10.50.0.0/16"],

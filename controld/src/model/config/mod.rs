@@ -13,6 +13,10 @@ use crate::model::text::shown;
 /// bridge address plus pods.
 pub const MAX_SUBNET_LEN: u8 = 30;
 
+/// `ExportTable` when the config has none: coil's table 119, which BIRD's
+/// kernel protocol reads (DESIGN §10).
+pub const DEFAULT_EXPORT_TABLE: u32 = 119;
+
 /// A validation failure, already worded for the log (`config: ...`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config: {0}")]
@@ -52,6 +56,9 @@ pub struct NetConfig {
     pub subnet_min: Ipv4Net,
     pub subnet_max: Ipv4Net,
     pub backend: BackendConfig,
+    /// The routing table where dataplaned keeps this host's subnet and
+    /// blocks for a routing daemon (`ExportTable`); 0: no export.
+    pub export_table: u32,
 }
 
 impl NetConfig {
@@ -87,6 +94,7 @@ const KNOWN_KEYS: &[&str] = &[
     "HostSubnet",
     "FirstIP",
     "LastIP",
+    "ExportTable",
     // flannel keys kolach reads past: IPv6 and dual-stack are not supported.
     "EnableIPv4",
     "EnableIPv6",
@@ -153,6 +161,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ConfigError> {
         ));
     }
     let backend = parse_backend(obj.get("Backend"))?;
+    let export_table = parse_export_table(obj.get("ExportTable"))?;
     Ok(Parsed {
         config: NetConfig {
             network,
@@ -160,6 +169,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ConfigError> {
             subnet_min,
             subnet_max,
             backend,
+            export_table,
         },
         warnings,
     })
@@ -362,6 +372,44 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
             vni: 0,
         },
     })
+}
+
+/// `ExportTable`: a routing table number (a u32, as `ip route ... table N`
+/// takes it), 0 for no export; never one of the tables the kernel itself
+/// uses for every lookup (default 253, main 254, local 255), where the
+/// exported `dev lo` routes would capture the host's traffic.
+fn parse_export_table(v: Option<&Value>) -> Result<u32, ConfigError> {
+    let v = match v {
+        None | Some(Value::Null) => return Ok(DEFAULT_EXPORT_TABLE),
+        Some(v) => v,
+    };
+    // A negative whole number is out of range, not of the wrong type.
+    let Some(n) = v.as_u64().or_else(|| v.as_i64().map(|_| u64::MAX)) else {
+        return err(format!(
+            "ExportTable {} must be a whole number (a routing table such as {DEFAULT_EXPORT_TABLE}, or 0 for none), not {}",
+            shown(v.to_string()),
+            type_name(v)
+        ));
+    };
+    let max = u64::from(u32::MAX);
+    if n > max {
+        return err(format!(
+            "ExportTable {} is not in 0..={max} (0 turns export off)",
+            shown(v.to_string())
+        ));
+    }
+    let reserved = match n {
+        253 => Some("default"),
+        254 => Some("main"),
+        255 => Some("local"),
+        _ => None,
+    };
+    if let Some(name) = reserved {
+        return err(format!(
+            "ExportTable {n} is the kernel's {name} table; use another table (default {DEFAULT_EXPORT_TABLE}) or 0 for none"
+        ));
+    }
+    Ok(n as u32)
 }
 
 fn subnet_count(network: Ipv4Net, len: u8) -> u64 {

@@ -205,6 +205,20 @@ fn bad_configs_name_key_value_and_rule() {
          "config: Backend.Port \"8285\" must be a whole number, not a string"),
         (r#"{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}"#,
          "config: Backend.VNI 16777216 is not in 0..=16777215"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":254}"#,
+         "config: ExportTable 254 is the kernel's main table; use another table (default 119) or 0 for none"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":253}"#,
+         "config: ExportTable 253 is the kernel's default table; use another table (default 119) or 0 for none"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":255}"#,
+         "config: ExportTable 255 is the kernel's local table; use another table (default 119) or 0 for none"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":-1}"#,
+         "config: ExportTable -1 is not in 0..=4294967295 (0 turns export off)"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":4294967296}"#,
+         "config: ExportTable 4294967296 is not in 0..=4294967295 (0 turns export off)"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":"119"}"#,
+         "config: ExportTable \"119\" must be a whole number (a routing table such as 119, or 0 for none), not a string"),
+        (r#"{"Network":"10.50.0.0/16","ExportTable":119.5}"#,
+         "config: ExportTable 119.5 must be a whole number (a routing table such as 119, or 0 for none), not a number"),
     ];
     for (json, want) in cases {
         match parse(json.as_bytes()) {
@@ -212,6 +226,34 @@ fn bad_configs_name_key_value_and_rule() {
             Err(e) => assert_eq!(e.to_string(), want, "{json}"),
         }
     }
+}
+
+#[test]
+fn export_table_defaults_to_119_and_0_turns_it_off() {
+    let table = |json: &str| ok(json).config.export_table;
+    assert_eq!(table(r#"{"Network":"10.50.0.0/16"}"#), DEFAULT_EXPORT_TABLE);
+    assert_eq!(DEFAULT_EXPORT_TABLE, 119);
+    assert_eq!(
+        table(r#"{"Network":"10.50.0.0/16","ExportTable":null}"#),
+        119
+    );
+    assert_eq!(table(r#"{"Network":"10.50.0.0/16","ExportTable":0}"#), 0);
+    assert_eq!(
+        table(r#"{"Network":"10.50.0.0/16","ExportTable":100}"#),
+        100
+    );
+    assert_eq!(
+        table(r#"{"Network":"10.50.0.0/16","ExportTable":252}"#),
+        252
+    );
+    assert_eq!(
+        table(r#"{"Network":"10.50.0.0/16","ExportTable":4294967295}"#),
+        u32::MAX
+    );
+    // A known key: no "unknown key" warning.
+    assert!(ok(r#"{"Network":"10.50.0.0/16","ExportTable":7}"#)
+        .warnings
+        .is_empty());
 }
 
 #[test]

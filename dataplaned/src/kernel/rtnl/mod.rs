@@ -125,7 +125,15 @@ impl Kernel for RtNetlink {
         Box::pin(self.route_del(table, route))
     }
     fn add_route(&self, route: KRoute, replace: bool) -> BoxFuture<'_, Result<(), KernelError>> {
-        Box::pin(self.route_add(route, replace))
+        Box::pin(self.route_add(MAIN, route, replace))
+    }
+    fn add_route_in(
+        &self,
+        table: u32,
+        route: KRoute,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<(), KernelError>> {
+        Box::pin(self.route_add(table, route, replace))
     }
     fn del_route(&self, route: KRoute) -> BoxFuture<'_, Result<(), KernelError>> {
         Box::pin(self.route_del(MAIN, route))

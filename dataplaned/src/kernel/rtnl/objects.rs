@@ -1,5 +1,6 @@
 //! rtnetlink calls for the objects kolach owns (the [`RtNetlink`] side of the
-//! `Kernel` seam): proto-107 routes in the main table, permanent neighbour
+//! `Kernel` seam): proto-107 routes (in the main table, and the export
+//! table's), permanent neighbour
 //! entries, and vxlan FDB entries (AF_BRIDGE neighbour messages with
 //! `NTF_SELF` and a `dst`).
 
@@ -114,10 +115,20 @@ impl RtNetlink {
         Ok(out)
     }
 
-    pub(crate) async fn route_add(&self, r: KRoute, replace: bool) -> Result<(), KernelError> {
-        let req = self.handle.route().add(route_message(MAIN, r));
+    pub(crate) async fn route_add(
+        &self,
+        table: u32,
+        r: KRoute,
+        replace: bool,
+    ) -> Result<(), KernelError> {
+        let req = self.handle.route().add(route_message(table, r));
         let req = if replace { req.replace() } else { req };
-        req.execute().await.map_err(nl(format!("add route {r}")))
+        let op = if table == MAIN {
+            format!("add route {r}")
+        } else {
+            format!("add route {r} (table {table})")
+        };
+        req.execute().await.map_err(nl(op))
     }
 
     pub(crate) async fn route_del(&self, table: u32, r: KRoute) -> Result<(), KernelError> {
