@@ -16,6 +16,7 @@ use super::alloc::{Allocation, Allocations, Attachment};
 use super::block::{self, BlockSet};
 use super::journal::{Journal, Record};
 use super::pool::PoolSet;
+use super::standing::Trouble;
 use super::{IpamError, IpamHandle, IpamSettings, Reply, Request, ViewRx, QUEUE};
 use crate::etcd::ipam_watch::{Kind, Watched, WatchedTx};
 use crate::etcd::kv::{RawEvent, RawKv};
@@ -53,9 +54,9 @@ pub(super) struct Task {
     pub(super) blocks_listed: bool,
     /// This host's empty blocks: since when (monotonic, and wall clock for reports).
     pub(super) empty_since: HashMap<Ipv4Net, (Instant, i64)>,
-    /// Blocks holding this host's addresses that etcd gives to another
-    /// host, each logged once.
-    pub(super) taken_logged: std::collections::HashSet<Ipv4Net>,
+    /// Troubled blocks (see `standing`) as last logged: each is logged
+    /// once, and once more when it is resolved.
+    pub(super) troubles_logged: HashMap<Ipv4Net, Trouble>,
     pending: Vec<Record>,
     undo: Vec<Undo>,
     deferred: Vec<Deferred>,
@@ -103,7 +104,7 @@ pub fn spawn(
         blocks_revision: 0,
         blocks_listed: false,
         empty_since: HashMap::new(),
-        taken_logged: std::collections::HashSet::new(),
+        troubles_logged: HashMap::new(),
         pending: Vec::new(),
         undo: Vec::new(),
         deferred: Vec::new(),
@@ -316,6 +317,7 @@ impl Task {
                 }
             }
         }
+        self.review_troubles();
     }
 
     fn decode_block(&self, kv: &RawKv) -> Option<block::Block> {
