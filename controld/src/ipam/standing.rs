@@ -63,8 +63,9 @@ pub fn unusable(block: Ipv4Net, pool: &str, pools: &PoolSet) -> Option<Trouble> 
 }
 
 /// Every block holding addresses of this host (`me`) that it cannot keep
-/// using, in address order. A block missing from etcd is not troubled: it is
-/// claimed back (see `tend`).
+/// using, in address order: lost when etcd has another host's block there or
+/// overlapping it. A block missing from etcd is not troubled: it is claimed
+/// back (see `tend`).
 pub fn troubled(
     allocs: &Allocations,
     blocks: &BlockSet,
@@ -79,11 +80,14 @@ pub fn troubled(
         .into_iter()
         .filter_map(|(net, list)| {
             let pool = list[0].pool.clone();
-            let trouble = match blocks.get(net) {
-                Some(b) if b.public_ip != me => Trouble::Lost {
+            // Another host's block at the same place, or one overlapping it
+            // (claimed after a BlockLen change), takes the addresses over.
+            let theirs = blocks.overlapping(net).find(|b| b.public_ip != me);
+            let trouble = match theirs {
+                Some(b) => Trouble::Lost {
                     holder: b.public_ip,
                 },
-                _ => unusable(net, &pool, pools)?,
+                None => unusable(net, &pool, pools)?,
             };
             Some(Troubled {
                 block: net,
@@ -220,6 +224,7 @@ mod tests {
         ]);
         let blocks = BlockSet::from_blocks([
             block("203.0.113.0/28", "blue", "198.18.0.2"),
+            block("203.0.113.64/27", "blue", "198.18.0.3"),
             block("203.0.113.16/28", "blue", ME),
             block("198.51.100.0/28", "red", ME),
             block("192.0.2.0/28", "red", ME),
@@ -233,6 +238,8 @@ mod tests {
         alloc(&mut t, "f", "100.64.0.1", "green", "100.64.0.0/28");
         // Missing from etcd: claimed back, not troubled.
         alloc(&mut t, "g", "203.0.113.33", "blue", "203.0.113.32/28");
+        // Inside a bigger block another host claimed (BlockLen changed).
+        alloc(&mut t, "i", "203.0.113.70", "blue", "203.0.113.64/28");
         alloc(&mut t, "h", "10.50.3.2", DEFAULT_POOL, "10.50.3.0/24");
         let got = troubled(&t, &blocks, &pools, ip(ME));
         let summary: Vec<_> = got
@@ -271,6 +278,14 @@ mod tests {
                         holder: ip("198.18.0.2")
                     },
                     vec!["a", "b"]
+                ),
+                (
+                    "203.0.113.64/28".to_string(),
+                    "blue",
+                    Trouble::Lost {
+                        holder: ip("198.18.0.3")
+                    },
+                    vec!["i"]
                 ),
             ]
         );

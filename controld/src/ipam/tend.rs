@@ -113,9 +113,10 @@ impl Task {
                 .1 += 1;
         }
         for (net, (pool, in_use)) in needed {
-            // Another host's block is never touched (review_troubles
-            // reports it).
-            if self.blocks.get(net).is_some() {
+            // A block there, or one overlapping it, is never touched: this
+            // host's own is kept as it is, another host's is reported
+            // (review_troubles).
+            if self.blocks.overlapping(net).next().is_some() {
                 continue;
             }
             let value = BlockValue {
