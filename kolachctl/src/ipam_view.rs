@@ -168,7 +168,7 @@ impl TroubledRow {
         let block = self.block.as_deref().unwrap_or("?");
         let what = match self.trouble {
             "lost" => format!(
-                "{block} (pool {}) belongs to {} in etcd; its addresses may be handed out there again: delete these pods or free them (kolachctl ipam check --release)",
+                "{block} (pool {}) belongs to {} in etcd; its addresses may be handed out there again: delete and recreate these pods",
                 self.pool,
                 self.holder.as_deref().unwrap_or("another host")
             ),
@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(t[0].key(), "lost block");
         assert_eq!(
             t[0].render(),
-            "203.0.113.0/28 (pool blue) belongs to 198.18.0.3 in etcd; its addresses may be handed out there again: delete these pods or free them (kolachctl ipam check --release); 2 pods: blue/a 203.0.113.0 (a/eth0), blue/b 203.0.113.1 (b/eth0)"
+            "203.0.113.0/28 (pool blue) belongs to 198.18.0.3 in etcd; its addresses may be handed out there again: delete and recreate these pods; 2 pods: blue/a 203.0.113.0 (a/eth0), blue/b 203.0.113.1 (b/eth0)"
         );
         assert_eq!(t[1].key(), "stray block");
         assert_eq!(

@@ -84,7 +84,7 @@ impl Task {
             match t.trouble {
                 Trouble::Lost { holder } => {
                     error!(block = %t.block, pool = %t.pool, holder = %holder, count, pods = %pods,
-                    "LOST a block this host's pods have addresses in: etcd gives it to another host (this host's etcd lease expired while it was cut off, and that host claimed the block), so their addresses may be handed out there again and traffic to them goes there; delete those pods (DEL frees the addresses) or free them with kolachctl ipam check --release")
+                    "LOST a block this host's pods have addresses in: etcd gives it to another host (this host's etcd lease expired while it was cut off, and that host claimed the block), so their addresses may be handed out there again and traffic to them goes there; delete and recreate those pods (DEL frees the addresses; kolachctl ipam check --release frees those whose pods are already gone)")
                 }
                 Trouble::OutsidePool => {
                     warn!(block = %t.block, pool = %t.pool, count, pods = %pods,
