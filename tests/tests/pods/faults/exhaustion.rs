@@ -1,9 +1,10 @@
-//! Pools running out, pods failing and etcd away, on three hosts:
+//! Pools running out, pods failing and etcd away, on two hosts:
 //!
 //! - Pool "tiny" (192.0.2.0/29, BlockLen 30: two blocks; MaxBlocksPerHost 1):
-//!   host1's fifth pod fails with the MaxBlocks error, and once host2 holds
-//!   the other block, host3's first pod fails with the pool-exhausted error;
-//!   both CNI code 100, naming the pool and its usage.
+//!   host1's fifth pod fails with the MaxBlocks error, and once a third host
+//!   (a block key written by hand) holds the other block, host2's first pod
+//!   fails with the pool-exhausted error; both CNI code 100, naming the pool
+//!   and its usage.
 //! - 30 ADDs that fail after Allocate (the pod's namespace already has an
 //!   `eth0` of its own) release their addresses: the pool's block is held at
 //!   most once and no allocation is left.
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use kolach_testkit::cni::Answer;
-use kolach_testkit::{netns, run, Backend, Lab};
+use kolach_testkit::{lab, netns, run, Backend, Lab};
 
 use super::{add_all, addresses, codes, own_blocks, pod_namespaces};
 
@@ -25,7 +26,7 @@ const FAILING: usize = 30;
 #[test]
 fn exhausted_pools_failing_pods_and_etcd_away() {
     run("podexh", |lab| {
-        lab.mesh_for_pods(3, &Backend::Udp.config())?;
+        lab.mesh_for_pods(2, &Backend::Udp.config())?;
         for args in [
             &["tiny", "192.0.2.0/29", "--block-len", "30"][..],
             &["blue", "203.0.113.0/24", "--block-len", "28"][..],
@@ -80,9 +81,13 @@ fn exhausted(lab: &mut Lab) -> Result<()> {
         "msg: {}",
         e.msg()
     );
-    add_ok(lab, 2, &tags("t", 0..4), "tiny")?;
-    let e = add_fails(lab, 3, "t0", "tiny")?;
-    eprintln!("host3, 1st pod of tiny: code {:?}: {}", e.code(), e.msg());
+    // A host outside the lab takes the other block.
+    lab.etcdctl().put(
+        &format!("{}/blocks/192.0.2.4-30", lab::PREFIX),
+        r#"{"Pool":"tiny","PublicIP":"198.18.0.99"}"#,
+    )?;
+    let e = add_fails(lab, 2, "t0", "tiny")?;
+    eprintln!("host2, 1st pod of tiny: code {:?}: {}", e.code(), e.msg());
     ensure!(e.code() == Some(100), "code {:?}", e.code());
     ensure!(
         e.msg()
