@@ -30,6 +30,10 @@ pub enum ClientError {
     Status(tonic::Status),
     #[error("kolach-controld did not answer {call} within {} s", CALL_TIMEOUT.as_secs())]
     Timeout { call: &'static str },
+    /// The call never got an answer: the connection broke under it
+    /// (controld stopped or crashed mid-call).
+    #[error("the connection to kolach-controld broke during {call} ({why}); it may have stopped or restarted: try again")]
+    Broken { call: &'static str, why: String },
     #[error("kolach-controld's {call} reply has no usable IPv4 address: {why}")]
     BadReply { call: &'static str, why: String },
 }
@@ -51,7 +55,7 @@ impl From<&ClientError> for CniError {
             ClientError::Connect(UdsError::PermissionDenied { .. }) => {
                 CniError::new(error::PERMISSION_DENIED, e.to_string())
             }
-            ClientError::Connect(_) | ClientError::Timeout { .. } => {
+            ClientError::Connect(_) | ClientError::Timeout { .. } | ClientError::Broken { .. } => {
                 CniError::new(error::TRY_AGAIN_LATER, e.to_string())
             }
             ClientError::BadReply { .. } => CniError::new(error::CONTROLD_FAILED, e.to_string()),
@@ -96,8 +100,26 @@ async fn deadline<T>(
 ) -> Result<T, ClientError> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(ClientError::Status(s)),
+        Ok(Err(s)) => Err(status_error(call, s)),
         Err(_) => Err(ClientError::Timeout { call }),
+    }
+}
+
+/// A status controld sent is its answer; one tonic made from a transport
+/// error (it carries the error as its source) means no answer came.
+fn status_error(call: &'static str, s: tonic::Status) -> ClientError {
+    match std::error::Error::source(&s) {
+        Some(src) => {
+            let mut why = src.to_string();
+            let mut next = src.source();
+            while let Some(e) = next {
+                why.push_str(": ");
+                why.push_str(&e.to_string());
+                next = e.source();
+            }
+            ClientError::Broken { call, why }
+        }
+        None => ClientError::Status(s),
     }
 }
 
@@ -189,6 +211,25 @@ impl Ipam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_try_again_later_an_answer_is_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let broken = tonic::Status::from_error(Box::new(io));
+        let e = status_error("Allocate", broken);
+        assert!(matches!(e, ClientError::Broken { .. }), "{e:?}");
+        let cni = CniError::from(&e);
+        assert_eq!(cni.code, error::TRY_AGAIN_LATER);
+        assert!(
+            cni.msg.starts_with(
+                "the connection to kolach-controld broke during Allocate (connection reset"
+            ),
+            "{}",
+            cni.msg
+        );
+        let answered = status_error("Allocate", tonic::Status::unknown("odd"));
+        assert_eq!(CniError::from(&answered).code, error::CONTROLD_FAILED);
+    }
 
     #[tokio::test]
     async fn absent_controld_is_try_again_later_with_the_sentence() {

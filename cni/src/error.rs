@@ -11,7 +11,7 @@
 //! | 5 | I/O failure (stdin) |
 //! | 6 | the network config is not JSON of the right shape |
 //! | 7 | invalid network config (names the key) |
-//! | 11 | try again later: controld is not running or UNAVAILABLE, a call timed out |
+//! | 11 | try again later: controld is not running or UNAVAILABLE, a call timed out, the connection broke mid-call |
 //! | 50 | STATUS: pods cannot get addresses now (controld away or not ready) |
 //! | 100 | controld RESOURCE_EXHAUSTED: no free address or block in the pool |
 //! | 101 | controld refused the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, …) |

@@ -1,10 +1,10 @@
 //! `kolachctl addresses`: the pod addresses this host has given out.
 
 use anyhow::Result;
-use kolach_proto::ipam::AddressesRequest;
+use kolach_proto::ipam::{AddressesRequest, StatusRequest};
 
 use crate::cli::{print_json, Cli};
-use crate::ipam_view::{short_id, AddressRow};
+use crate::ipam_view::{short_id, AddressRow, TroubledRow};
 use crate::table;
 
 pub async fn run(cli: &Cli) -> Result<bool> {
@@ -14,7 +14,18 @@ pub async fn run(cli: &Cli) -> Result<bool> {
         .await?
         .into_inner()
         .allocations;
-    let rows: Vec<AddressRow> = all.into_iter().map(AddressRow::from).collect();
+    // Addresses in a block this host can no longer use are marked.
+    let troubled = client
+        .status(StatusRequest {})
+        .await?
+        .into_inner()
+        .troubled_blocks;
+    let mut rows: Vec<AddressRow> = all.into_iter().map(AddressRow::from).collect();
+    for t in troubled.into_iter().map(TroubledRow::from) {
+        for r in rows.iter_mut().filter(|r| r.block == t.block) {
+            r.trouble = Some(t.trouble);
+        }
+    }
     if cli.json {
         print_json(&rows);
         return Ok(true);
@@ -22,23 +33,26 @@ pub async fn run(cli: &Cli) -> Result<bool> {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|a| {
-            let pod = match (a.pod_namespace.as_str(), a.pod_name.as_str()) {
-                ("", "") => "-".to_string(),
-                ("", name) => name.to_string(),
-                (ns, name) => format!("{ns}/{name}"),
-            };
             vec![
                 a.address.clone().unwrap_or_else(|| "?".into()),
                 a.pool.clone(),
                 short_id(&a.container_id),
                 a.ifname.clone(),
-                pod,
+                a.pod(),
+                match a.trouble {
+                    Some("lost") => "block LOST to another host".into(),
+                    Some(_) => "block outside its pool".into(),
+                    None => String::new(),
+                },
             ]
         })
         .collect();
     println!(
         "{}",
-        table::render(&["ADDRESS", "POOL", "CONTAINER", "IFNAME", "POD"], &cells)
+        table::render(
+            &["ADDRESS", "POOL", "CONTAINER", "IFNAME", "POD", "NOTE"],
+            &cells
+        )
     );
     Ok(true)
 }

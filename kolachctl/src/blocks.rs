@@ -27,12 +27,18 @@ pub async fn run(cli: &Cli) -> Result<bool> {
                     None => "-".into(),
                 },
                 if b.is_self { "*".into() } else { String::new() },
+                match b.trouble {
+                    Some("lost") => "LOST: this host's pods have addresses in it".into(),
+                    Some("outside_pool") => "outside its pool: given back once empty".into(),
+                    Some("pool_gone") => "pool gone: given back once empty".into(),
+                    _ => String::new(),
+                },
             ]
         })
         .collect();
     println!(
         "{}",
-        table::render(&["BLOCK", "POOL", "HOST", "IN USE", "SELF"], &cells)
+        table::render(&["BLOCK", "POOL", "HOST", "IN USE", "SELF", "NOTE"], &cells)
     );
     Ok(true)
 }

@@ -159,7 +159,12 @@ fn render(r: &Report, now: i64) -> String {
                 ),
             );
             match &r.ipam {
-                Answer::Ok(i) => kv("ipam", i.render()),
+                Answer::Ok(i) => {
+                    kv("ipam", i.render());
+                    for t in &i.troubled_blocks {
+                        kv(t.key(), t.render());
+                    }
+                }
                 Answer::Down { error } => kv("ipam", error.clone()),
             }
             if let Some(e) = &c.config_error {

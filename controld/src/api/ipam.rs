@@ -9,6 +9,7 @@ use kolach_proto::ipam::{self as pb};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
+use crate::ipam::standing::{Trouble, Troubled};
 use crate::ipam::{
     AllocateArgs, Allocation, Attachment, BlockReport, IpamError, IpamHandle, PoolEdit, PoolReport,
 };
@@ -82,8 +83,31 @@ fn pool_pb(p: &PoolReport) -> pb::Pool {
     }
 }
 
+fn trouble_pb(t: Option<Trouble>) -> pb::BlockTrouble {
+    match t {
+        None => pb::BlockTrouble::None,
+        Some(Trouble::Lost { .. }) => pb::BlockTrouble::Lost,
+        Some(Trouble::OutsidePool) => pb::BlockTrouble::OutsidePool,
+        Some(Trouble::PoolGone) => pb::BlockTrouble::PoolGone,
+    }
+}
+
+fn troubled_pb(t: &Troubled) -> pb::TroubledBlock {
+    pb::TroubledBlock {
+        trouble: trouble_pb(Some(t.trouble)).into(),
+        block: Some(t.block.into()),
+        pool: t.pool.clone(),
+        holder: match t.trouble {
+            Trouble::Lost { holder } => Some(holder.into()),
+            _ => None,
+        },
+        allocations: t.allocations.iter().map(to_pb).collect(),
+    }
+}
+
 fn block_pb(b: &BlockReport) -> pb::Block {
     pb::Block {
+        trouble: trouble_pb(b.trouble).into(),
         block: Some(b.block.net.into()),
         pool: b.block.pool.clone(),
         public_ip: Some(b.block.public_ip.into()),
@@ -181,6 +205,7 @@ impl Ipam for IpamApi {
             blocks_held: s.blocks_held,
             addresses_in_use: s.addresses_in_use,
             mtu: s.mtu,
+            troubled_blocks: s.troubled.iter().map(troubled_pb).collect(),
         })
     }
 

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use super::alloc::{Allocation, Range};
 use super::block::{self, BlockValue};
 use super::pool::{PoolSpec, DEFAULT_POOL};
+use super::standing::PoolUsage;
 use super::task::{now_unix, Task};
 use super::{AllocateArgs, IpamError};
 use crate::etcd::kv::Written;
@@ -126,7 +127,15 @@ impl Task {
         let me = self
             .my_ip()
             .ok_or(IpamError::NoLease { phase: "starting" })?;
-        let held: Vec<Ipv4Net> = self.blocks.held(&spec.name, me).map(|b| b.net).collect();
+        // A block of the pool outside its subnets now (an edit in etcd
+        // removed one) hands out nothing and does not count against the
+        // limit; it is given back once empty (tend).
+        let held: Vec<Ipv4Net> = self
+            .blocks
+            .held(&spec.name, me)
+            .map(|b| b.net)
+            .filter(|net| spec.contains(*net))
+            .collect();
         for net in &held {
             let r = Range::block(*net);
             if self.allocs.next_free(&r).is_some() {
@@ -136,8 +145,8 @@ impl Task {
         if held.len() >= spec.max_blocks_per_host as usize {
             return Err(IpamError::MaxBlocks {
                 pool: spec.name.clone(),
-                held: held.len(),
                 max: spec.max_blocks_per_host,
+                usage: PoolUsage::of(spec, &self.blocks, &self.allocs, me),
             });
         }
         let net = self.claim(spec, me, lease_id).await?;
@@ -205,13 +214,7 @@ impl Task {
         }
         Err(IpamError::NoFreeBlock {
             pool: spec.name.clone(),
-            total: spec.block_count(),
-            subnets: spec
-                .subnets
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            usage: PoolUsage::of(spec, &self.blocks, &self.allocs, me),
         })
     }
 }

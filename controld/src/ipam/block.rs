@@ -155,6 +155,11 @@ impl BlockSet {
         self.blocks.values().filter(move |b| b.pool == pool)
     }
 
+    /// Blocks equal to `net` or overlapping it.
+    pub fn overlapping(&self, net: Ipv4Net) -> impl Iterator<Item = &Block> {
+        self.blocks.values().filter(move |b| overlaps(b.net, net))
+    }
+
     fn overlaps_any(&self, net: Ipv4Net) -> bool {
         self.blocks.keys().any(|b| overlaps(*b, net))
     }
@@ -276,6 +281,12 @@ mod tests {
             Some(net("203.0.113.64/28"))
         );
         assert_eq!(set.free_count(&pool), 16 - 3);
+        let over: Vec<_> = set
+            .overlapping(net("203.0.113.48/28"))
+            .map(|b| b.net)
+            .collect();
+        assert_eq!(over, vec![net("203.0.113.32/27")]);
+        assert_eq!(set.overlapping(net("203.0.113.64/28")).count(), 0);
         assert_eq!(set.held("blue", "198.18.0.1".parse().unwrap()).count(), 1);
     }
 

@@ -5,6 +5,7 @@ use ipnet::Ipv4Net;
 use super::alloc::Attachment;
 use super::journal::JournalError;
 use super::pool::PoolError;
+use super::standing::PoolUsage;
 use crate::etcd::EtcdError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,14 +14,14 @@ pub enum IpamError {
     NoLease { phase: &'static str },
     #[error("no free address in the default pool (this host's subnet {subnet}, {size} addresses, all in use)")]
     DefaultFull { subnet: Ipv4Net, size: u32 },
-    #[error("pool {pool} has no free block: all {total} blocks of {subnets} are held; add a subnet (kolachctl pool add-subnet) or free addresses")]
-    NoFreeBlock {
+    #[error("pool {pool} is exhausted: no free block ({usage}); add a subnet (kolachctl pool add-subnet) or free addresses")]
+    NoFreeBlock { pool: String, usage: PoolUsage },
+    #[error("pool {pool}: this host's blocks are full and it may hold no more (MaxBlocksPerHost {max}; {usage}); raise MaxBlocksPerHost in the pool's key or free addresses")]
+    MaxBlocks {
         pool: String,
-        total: u64,
-        subnets: String,
+        max: u32,
+        usage: PoolUsage,
     },
-    #[error("pool {pool}: no free address in this host's {held} blocks, and it may hold no more (MaxBlocksPerHost {max})")]
-    MaxBlocks { pool: String, held: usize, max: u32 },
     #[error("pool {pool} does not exist (named by {by}); create it with kolachctl pool create")]
     UnknownPool { pool: String, by: &'static str },
     #[error("pool {pool} is not usable: {why}")]

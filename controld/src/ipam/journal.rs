@@ -3,7 +3,8 @@
 //!
 //! Appending is one write and one fdatasync per batch of requests, so
 //! concurrent ADDs share a sync. On start the journal is replayed; a torn
-//! last line (a crash mid-write) is skipped with a warning. When the journal
+//! last line (a crash mid-write) is skipped with a warning and cut off, so
+//! the next record starts a line of its own. When the journal
 //! has grown well past what is live it is rewritten (temp file + rename):
 //! the live allocations and each range's cursor.
 
@@ -73,6 +74,8 @@ pub struct Replayed {
     pub allocations: BTreeMap<Ipv4Addr, Allocation>,
     pub cursors: BTreeMap<Ipv4Net, Ipv4Addr>,
     pub lines: usize,
+    /// Bytes up to and including the last newline: what is kept.
+    pub whole: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +113,12 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(e)?;
+        // A torn last line would swallow the next record appended to it.
+        if file.metadata().map_err(e)?.len() > replayed.whole {
+            warn!(file = %path.display(), keep_bytes = replayed.whole, "cutting off a torn last journal line");
+            file.set_len(replayed.whole).map_err(e)?;
+            file.sync_data().map_err(e)?;
+        }
         let lines = replayed.lines;
         Ok((Journal { path, file, lines }, replayed))
     }
@@ -185,12 +194,23 @@ impl Journal {
     }
 }
 
-fn replay(r: impl BufRead, path: &Path) -> io::Result<Replayed> {
+fn replay(mut r: impl BufRead, path: &Path) -> io::Result<Replayed> {
     let mut out = Replayed::default();
     let mut by_attachment: std::collections::HashMap<Attachment, Ipv4Addr> =
         std::collections::HashMap::new();
-    for (i, line) in r.split(b'\n').enumerate() {
-        let line = line?;
+    let mut line = Vec::new();
+    let mut i = 0;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        i += 1;
+        if line.last() != Some(&b'\n') {
+            warn!(file = %path.display(), line = i, "skipping a torn last journal line (a crash mid-write)");
+            break;
+        }
+        out.whole += line.len() as u64;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -198,7 +218,7 @@ fn replay(r: impl BufRead, path: &Path) -> io::Result<Replayed> {
         let rec: Record = match serde_json::from_slice(&line) {
             Ok(r) => r,
             Err(err) => {
-                warn!(file = %path.display(), line = i + 1, error = %err,
+                warn!(file = %path.display(), line = i, error = %err,
                     "skipping an unreadable journal line (torn by a crash?)");
                 continue;
             }
@@ -306,7 +326,7 @@ mod tests {
         f.write_all(br#"{"op":"add","ip":"10.50.18.4","cont"#)
             .unwrap();
         drop(f);
-        let (_j, r) = Journal::open(&dir).unwrap();
+        let (mut j, r) = Journal::open(&dir).unwrap();
         assert_eq!(r.allocations.len(), 1);
         assert_eq!(
             r.allocations.values().next().unwrap(),
@@ -317,6 +337,14 @@ mod tests {
             r.cursors[&"10.50.18.0/24".parse::<Ipv4Net>().unwrap()].to_string(),
             "10.50.18.3"
         );
+        // The torn bytes are cut off: a record appended after the crash
+        // starts its own line and survives the next restart.
+        j.append(&[Record::add(&allocation("10.50.18.5", "c"))])
+            .unwrap();
+        drop(j);
+        let (_j, r) = Journal::open(&dir).unwrap();
+        assert_eq!(r.allocations.len(), 2, "{:?}", r.allocations);
+        assert_eq!(r.lines, 4);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

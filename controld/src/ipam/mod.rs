@@ -6,7 +6,8 @@
 //! block this host holds writes nothing to etcd (coil#232): it is recorded in
 //! the journal under `--state-dir`, one fdatasync per batch.
 //!
-//! - [`pool`], [`block`], [`alloc`]: the pure parts (rules, tables, order).
+//! - [`pool`], [`block`], [`alloc`]: the pure parts (rules, tables, order);
+//!   [`standing`]: blocks this host can no longer use, a pool's usage.
 //! - [`journal`]: the allocations on disk.
 //! - `task`: the loop; `allocate`: ADD, DEL, CHECK, GC; `edit`: pool
 //!   writes; `tend`: keeping this host's blocks (claimed again when they
@@ -18,6 +19,7 @@ pub mod block;
 pub mod error;
 pub mod journal;
 pub mod pool;
+pub mod standing;
 
 mod allocate;
 mod edit;

@@ -1,6 +1,7 @@
 //! What kolachctl and `status` show: pools, blocks and the IPAM summary,
 //! built from the task's tables.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -8,6 +9,7 @@ use ipnet::Ipv4Net;
 use super::alloc::Range;
 use super::block::Block;
 use super::pool::DEFAULT_POOL;
+use super::standing::{Trouble, Troubled};
 use super::task::Task;
 
 #[derive(Debug, Clone, Default)]
@@ -19,6 +21,8 @@ pub struct StatusReport {
     pub blocks_held: u32,
     pub addresses_in_use: u32,
     pub mtu: u32,
+    /// Blocks this host's pods have addresses in that it can no longer use.
+    pub troubled: Vec<Troubled>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,13 +43,17 @@ pub struct PoolReport {
 pub struct BlockReport {
     pub block: Block,
     pub is_self: bool,
+    /// This host's addresses in the block (on another host's block: lost ones).
     pub in_use: u32,
+    pub trouble: Option<Trouble>,
     pub size: u32,
     pub empty_since_unix: i64,
 }
 
 impl Task {
     pub(super) fn status_report(&self) -> StatusReport {
+        // Before the view is borrowed: troubled() borrows it too.
+        let troubled = self.troubled();
         let v = self.view.borrow();
         let me = v.public_ip;
         let reason = if let Err(e) = &self.journal {
@@ -68,6 +76,7 @@ impl Task {
             blocks_held: me.map_or(0, |ip| self.blocks.of_host(ip).count() as u32),
             addresses_in_use: self.allocs.len() as u32,
             mtu: v.mtu,
+            troubled,
         }
     }
 
@@ -122,18 +131,25 @@ impl Task {
 
     pub(super) fn block_reports(&self) -> Vec<BlockReport> {
         let me: Option<Ipv4Addr> = self.my_ip();
+        let troubles: HashMap<Ipv4Net, Trouble> = self
+            .troubled()
+            .into_iter()
+            .map(|t| (t.block, t.trouble))
+            .collect();
         self.blocks
             .iter()
             .map(|b| {
                 let is_self = Some(b.public_ip) == me;
+                let trouble = troubles.get(&b.net).copied();
                 BlockReport {
                     block: b.clone(),
                     is_self,
-                    in_use: if is_self {
+                    in_use: if is_self || trouble.is_some() {
                         self.allocs.in_use(b.net) as u32
                     } else {
                         0
                     },
+                    trouble,
                     size: Range::block(b.net).size(),
                     empty_since_unix: self.empty_since.get(&b.net).map_or(0, |(_, t)| *t),
                 }

@@ -16,6 +16,7 @@ use super::alloc::{Allocation, Allocations, Attachment};
 use super::block::{self, BlockSet};
 use super::journal::{Journal, Record};
 use super::pool::PoolSet;
+use super::standing::Trouble;
 use super::{IpamError, IpamHandle, IpamSettings, Reply, Request, ViewRx, QUEUE};
 use crate::etcd::ipam_watch::{Kind, Watched, WatchedTx};
 use crate::etcd::kv::{RawEvent, RawKv};
@@ -54,9 +55,9 @@ pub(super) struct Task {
     pub(super) blocks_listed: bool,
     /// This host's empty blocks: since when (monotonic, and wall clock for reports).
     pub(super) empty_since: HashMap<Ipv4Net, (Instant, i64)>,
-    /// Blocks holding this host's addresses that etcd gives to another
-    /// host, each logged once.
-    pub(super) taken_logged: std::collections::HashSet<Ipv4Net>,
+    /// Troubled blocks (see `standing`) as last logged: each is logged
+    /// once, and once more when it is resolved.
+    pub(super) troubles_logged: HashMap<Ipv4Net, Trouble>,
     /// Block keys that do not decode, by key name: each logged once.
     broken_blocks: Noted<String, String>,
     pending: Vec<Record>,
@@ -106,7 +107,7 @@ pub fn spawn(
         blocks_revision: 0,
         blocks_listed: false,
         empty_since: HashMap::new(),
-        taken_logged: std::collections::HashSet::new(),
+        troubles_logged: HashMap::new(),
         broken_blocks: Noted::default(),
         pending: Vec::new(),
         undo: Vec::new(),
@@ -354,6 +355,7 @@ impl Task {
                 }
             }
         }
+        self.review_troubles();
     }
 
     fn log_pool_changes(&self, changes: Vec<(String, Option<String>)>) {

@@ -8,16 +8,27 @@
 //!   subnet (the lease was lost and a new one granted) is moved onto the
 //!   current lease by a transaction on its mod revision, so it lives and
 //!   dies with the subnet again.
-//! - A block empty for the grace period is given back.
+//! - A block empty for the grace period is given back; one outside its
+//!   pool's subnets (or of a pool gone from etcd) as soon as it is empty.
+//! - A troubled block (see `standing`: lost to another host, outside its
+//!   pool) is logged once, loudly, and once more when resolved; `status`
+//!   lists it with its pods meanwhile.
+//!
+//! Giving a block back is a delete on its mod revision: it happens only if
+//! the key is unchanged since this host last saw it, still this host's, and
+//! the emptiness is checked in the same turn of the task, so no ADD can
+//! slip in between.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use tracing::{debug, error, info, warn};
 
+use super::alloc::Allocation;
 use super::block::{self, BlockValue};
 use super::pool::DEFAULT_POOL;
+use super::standing::{self, Trouble, Troubled};
 use super::task::{now_unix, Task};
 use crate::etcd::kv::Written;
 use crate::etcd::Registry;
@@ -43,6 +54,52 @@ impl Task {
             }
         }
         self.give_back_empty(&reg, me).await;
+        self.review_troubles();
+    }
+
+    /// The troubled blocks now (none before pools and blocks are listed).
+    pub(super) fn troubled(&self) -> Vec<Troubled> {
+        match self.my_ip() {
+            Some(me) if self.pools_listed && self.blocks_listed => {
+                standing::troubled(&self.allocs, &self.blocks, &self.pools, me)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Logs troubled blocks that are new or changed, and those resolved.
+    pub(super) fn review_troubles(&mut self) {
+        if !self.pools_listed || !self.blocks_listed {
+            return;
+        }
+        let now = self.troubled();
+        let mut seen = HashMap::new();
+        for t in &now {
+            seen.insert(t.block, t.trouble);
+            if self.troubles_logged.get(&t.block) == Some(&t.trouble) {
+                continue;
+            }
+            let pods = pods_text(&t.allocations);
+            let count = t.allocations.len();
+            match t.trouble {
+                Trouble::Lost { holder } => {
+                    error!(block = %t.block, pool = %t.pool, holder = %holder, count, pods = %pods,
+                    "LOST a block this host's pods have addresses in: etcd gives it to another host (this host's etcd lease expired while it was cut off, and that host claimed the block), so their addresses may be handed out there again and traffic to them goes there; delete and recreate those pods (DEL frees the addresses; kolachctl ipam check --release frees those whose pods are already gone)")
+                }
+                Trouble::OutsidePool => {
+                    warn!(block = %t.block, pool = %t.pool, count, pods = %pods,
+                    "a block of this host lies outside its pool's subnets now (the pool's definition changed in etcd): no new addresses come out of it, and it is given back once its pods are gone")
+                }
+                Trouble::PoolGone => warn!(block = %t.block, pool = %t.pool, count, pods = %pods,
+                    "the pool of a block this host holds is gone from etcd: no new addresses come out of the block, and it is given back once its pods are gone"),
+            }
+        }
+        for (net, was) in &self.troubles_logged {
+            if !seen.contains_key(net) {
+                info!(block = %net, was = was.as_str(), "block no longer troubled: its pods are gone, or it is this host's and in its pool again");
+            }
+        }
+        self.troubles_logged = seen;
     }
 
     /// Claims again the blocks this host's allocations are in that etcd no
@@ -56,19 +113,11 @@ impl Task {
                 .1 += 1;
         }
         for (net, (pool, in_use)) in needed {
-            match self.blocks.get(net) {
-                Some(b) if b.public_ip == me => {
-                    self.taken_logged.remove(&net);
-                    continue;
-                }
-                Some(b) => {
-                    if self.taken_logged.insert(net) {
-                        error!(block = %net, pool = %pool, addresses = in_use, holder = %b.public_ip,
-                            "a block holding this host's pod addresses belongs to another host in etcd; not touching it (delete those pods, or free the addresses with kolachctl ipam check --release)");
-                    }
-                    continue;
-                }
-                None => {}
+            // A block there, or one overlapping it, is never touched: this
+            // host's own is kept as it is, another host's is reported
+            // (review_troubles).
+            if self.blocks.overlapping(net).next().is_some() {
+                continue;
             }
             let value = BlockValue {
                 pool: pool.clone(),
@@ -134,7 +183,8 @@ impl Task {
         }
     }
 
-    /// Gives back this host's blocks that have been empty for the grace period.
+    /// Gives back this host's blocks that have been empty for the grace
+    /// period, and at once those no longer of use (outside the pool).
     async fn give_back_empty(&mut self, reg: &Registry, me: std::net::Ipv4Addr) {
         let now = Instant::now();
         let mine: Vec<block::Block> = self.blocks.of_host(me).cloned().collect();
@@ -146,14 +196,23 @@ impl Task {
                 continue;
             }
             let (since, _) = *self.empty_since.entry(b.net).or_insert((now, now_unix()));
-            if now.duration_since(since) < self.settings.block_grace {
+            let unusable = if self.pools_listed {
+                standing::unusable(b.net, &b.pool, &self.pools)
+            } else {
+                None
+            };
+            let grace = match unusable {
+                Some(_) => Duration::ZERO,
+                None => self.settings.block_grace,
+            };
+            if now.duration_since(since) < grace {
                 continue;
             }
             let key = format!("{}{}", reg.blocks_prefix(), subnet::key_name(b.net));
             match reg.delete_if_unchanged(key, b.mod_revision).await {
                 Ok(Written::At(_)) => {
                     info!(block = %b.net, pool = %b.pool, empty_for_s = now.duration_since(since).as_secs(),
-                        "gave back an empty block");
+                        unusable = unusable.map_or("", |t| t.as_str()), "gave back an empty block");
                     self.blocks.remove(b.net);
                     self.empty_since.remove(&b.net);
                     self.blocks_changed();
@@ -165,4 +224,25 @@ impl Task {
             }
         }
     }
+}
+
+/// The pods of a troubled block for a log line: at most 10, then how many more.
+fn pods_text(list: &[Allocation]) -> String {
+    const SHOWN: usize = 10;
+    let mut parts: Vec<String> = list.iter().take(SHOWN).map(pod_text).collect();
+    if list.len() > SHOWN {
+        parts.push(format!("and {} more", list.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+/// `namespace/name address (container/ifname)`, the pod's name left out when
+/// the runtime gave none.
+fn pod_text(a: &Allocation) -> String {
+    let pod = match (a.pod_namespace.as_str(), a.pod_name.as_str()) {
+        ("", "") => String::new(),
+        ("", name) => format!("{name} "),
+        (ns, name) => format!("{ns}/{name} "),
+    };
+    format!("{pod}{} ({})", a.address, a.attachment)
 }

@@ -18,16 +18,16 @@ use tonic::Code;
 use crate::common::{wait_for, Etcd, Host, TempDir};
 use crate::{net, NET16};
 
-const PREFIX: &str = "/coreos.com/network";
+pub(crate) const PREFIX: &str = "/coreos.com/network";
 
-fn att(c: &str) -> Option<Attachment> {
+pub(crate) fn att(c: &str) -> Option<Attachment> {
     Some(Attachment {
         container_id: c.into(),
         ifname: "eth0".into(),
     })
 }
 
-fn add(c: &str, ns: &str) -> AllocateRequest {
+pub(crate) fn add(c: &str, ns: &str) -> AllocateRequest {
     AllocateRequest {
         attachment: att(c),
         network: "kolach".into(),
@@ -36,7 +36,7 @@ fn add(c: &str, ns: &str) -> AllocateRequest {
     }
 }
 
-async fn addr(ipam: &mut IpamClient<Channel>, c: &str, ns: &str) -> (Ipv4Addr, bool) {
+pub(crate) async fn addr(ipam: &mut IpamClient<Channel>, c: &str, ns: &str) -> (Ipv4Addr, bool) {
     let r = ipam.allocate(add(c, ns)).await.unwrap().into_inner();
     let a = r.allocation.unwrap();
     (
@@ -45,7 +45,12 @@ async fn addr(ipam: &mut IpamClient<Channel>, c: &str, ns: &str) -> (Ipv4Addr, b
     )
 }
 
-async fn create_pool(ipam: &mut IpamClient<Channel>, name: &str, subnet: &str, block_len: u32) {
+pub(crate) async fn create_pool(
+    ipam: &mut IpamClient<Channel>,
+    name: &str,
+    subnet: &str,
+    block_len: u32,
+) {
     ipam.create_pool(CreatePoolRequest {
         name: name.into(),
         subnets: vec![net(subnet).into()],
@@ -68,7 +73,7 @@ async fn revision(etcd: &Etcd) -> i64 {
         .revision()
 }
 
-async fn blocks_in_etcd(etcd: &Etcd) -> Vec<(String, String, i64)> {
+pub(crate) async fn blocks_in_etcd(etcd: &Etcd) -> Vec<(String, String, i64)> {
     let resp = etcd
         .client()
         .await
@@ -413,7 +418,34 @@ async fn errors_name_the_problem() {
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert_eq!(
         e.message(),
-        "pool tiny: no free address in this host's 1 blocks, and it may hold no more (MaxBlocksPerHost 1)"
+        "pool tiny: this host's blocks are full and it may hold no more (MaxBlocksPerHost 1; \
+         1 of 2 blocks of 192.0.2.0/29 held, by 1 host; this host: 1 block, 4 addresses in use); \
+         raise MaxBlocksPerHost in the pool's key or free addresses"
+    );
+    // Another host takes the pool's last block: a third finds none.
+    etcd.client()
+        .await
+        .put(
+            format!("{PREFIX}/blocks/192.0.2.4-30"),
+            r#"{"Pool":"tiny","PublicIP":"198.18.0.9"}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let b = Host::start(&etcd, "198.18.0.2", true).await;
+    b.ready().await;
+    let mut ipam_b = b.ipam().await;
+    wait_for(Duration::from_secs(5), "B read pools and blocks", || {
+        let mut c = ipam_b.clone();
+        async move { c.status(StatusRequest {}).await.unwrap().into_inner().ready }
+    })
+    .await;
+    let e = ipam_b.allocate(add("u0", "tiny")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(
+        e.message(),
+        "pool tiny is exhausted: no free block (2 of 2 blocks of 192.0.2.0/29 held, by 2 hosts; \
+         this host: 0 blocks, 0 addresses in use); add a subnet (kolachctl pool add-subnet) or free addresses"
     );
     let e = ipam
         .allocate(AllocateRequest {

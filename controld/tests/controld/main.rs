@@ -7,6 +7,7 @@ mod binary;
 mod common;
 mod config;
 mod ipam;
+mod ipam_blocks;
 mod leases;
 mod outage;
 mod skipped;

@@ -2,11 +2,13 @@
 //! a runtime executes it: addresses from the default pool and from named
 //! pools on every backend, many pods on one host, restarts, GC, chaining
 //! with Debian's reference plugins, spoofed sources; BIRD advertising what
-//! the hosts export to a plain router.
+//! the hosts export to a plain router; under faults (controld killed
+//! mid-ADD, etcd away, partitions, exhaustion) and garbage in etcd.
 
 mod across;
 mod bird;
 mod chained;
+mod faults;
 mod garbage;
 mod one_host;
 mod podman;

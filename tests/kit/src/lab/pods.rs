@@ -82,35 +82,52 @@ impl Lab {
         tag: &str,
         pod_namespace: Option<&str>,
     ) -> Result<CniPod> {
+        let answer = self
+            .cni_add_answer(n, tag, pod_namespace)?
+            .require(&format!("ADD of pod {tag} on host{n}"))?;
+        self.cni_pod(n, tag, &answer)
+    }
+
+    /// ADD for pod `tag` as [`Lab::cni_add_existing`] runs it, returning
+    /// what the plugin answered, success or not (a test of failures reads
+    /// the CNI error's code and msg).
+    pub fn cni_add_answer(&self, n: u8, tag: &str, pod_namespace: Option<&str>) -> Result<Answer> {
         let ns = self.cni_pod_ns(n, tag);
-        let container_id = format!("{}-{n}-{tag}", self.names.stem);
+        let container_id = self.cni_container_id(n, tag);
         let args = match pod_namespace {
             Some(p) => format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={p};K8S_POD_NAME={tag}"),
             None => String::new(),
         };
         let config = self.cni_config(n);
         let path = netns::netns_path(&ns).display().to_string();
-        let answer = self
-            .cni(
-                n,
-                &Call {
-                    command: "ADD",
-                    container_id: &container_id,
-                    netns: &path,
-                    ifname: "eth0",
-                    args: &args,
-                    config: &config,
-                },
-            )?
-            .require(&format!("ADD of pod {tag} on host{n}"))?;
+        self.cni(
+            n,
+            &Call {
+                command: "ADD",
+                container_id: &container_id,
+                netns: &path,
+                ifname: "eth0",
+                args: &args,
+                config: &config,
+            },
+        )
+    }
+
+    /// The container ID [`Lab::cni_add`] gives pod `tag` on host `n`.
+    pub fn cni_container_id(&self, n: u8, tag: &str) -> String {
+        format!("{}-{n}-{tag}", self.names.stem)
+    }
+
+    /// The pod a successful ADD `answer` for pod `tag` on host `n` made.
+    pub fn cni_pod(&self, n: u8, tag: &str, answer: &Answer) -> Result<CniPod> {
         let result = answer
             .json
             .clone()
             .ok_or_else(|| anyhow!("ADD printed no JSON"))?;
         Ok(CniPod {
             host: n,
-            ns,
-            container_id,
+            ns: self.cni_pod_ns(n, tag),
+            container_id: self.cni_container_id(n, tag),
             ifname: "eth0".into(),
             ip: answer
                 .ip()
