@@ -8,18 +8,7 @@ use kolach_testkit::{query, run, Backend, Lab};
 
 fn pods_everywhere(lab: &mut Lab, backend: Backend) -> Result<Vec<CniPod>> {
     lab.mesh_for_pods(3, &backend.config())?;
-    let out = lab.kolachctl(
-        1,
-        &[
-            "pool",
-            "create",
-            "blue",
-            "203.0.113.0/24",
-            "--block-len",
-            "28",
-        ],
-    )?;
-    ensure!(out.success(), "kolachctl pool create: {}", out.stderr);
+    lab.create_pool(1, "blue", "203.0.113.0/24", &["--block-len", "28"])?;
     let mut pods = Vec::new();
     for n in lab.host_ids() {
         let env = lab.host(n).subnet_env().expect("ready");

@@ -215,8 +215,7 @@ fn bird_learns_the_export_table_and_a_plain_router_reaches_the_pods() {
         }
 
         // Blocks: the first ADD into pool "blue" claims one per host.
-        let out = lab.kolachctl(1, &["pool", "create", "blue", POOL, "--block-len", "28"])?;
-        ensure!(out.success(), "kolachctl pool create: {}", out.stderr);
+        lab.create_pool(1, "blue", POOL, &["--block-len", "28"])?;
         let mut pods: Vec<CniPod> = Vec::new();
         let mut blocks = Vec::new();
         for n in hosts {

@@ -29,18 +29,7 @@ fn log_len(lab: &Lab, n: u8) -> u64 {
 fn garbage_in_pools_and_blocks_is_told_once_and_changes_nothing() {
     run("podsgbg", |lab| {
         lab.mesh_for_pods(2, &Backend::Udp.config())?;
-        let out = lab.kolachctl(
-            1,
-            &[
-                "pool",
-                "create",
-                "blue",
-                "203.0.113.0/24",
-                "--block-len",
-                "28",
-            ],
-        )?;
-        ensure!(out.success(), "pool create: {}", out.stderr);
+        lab.create_pool(1, "blue", "203.0.113.0/24", &["--block-len", "28"])?;
         let a = lab.cni_add(1, "a", Some("blue"))?;
         let b = lab.cni_add(2, "b", Some("blue"))?;
         for n in [1, 2] {

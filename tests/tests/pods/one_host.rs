@@ -135,8 +135,7 @@ fn gc_frees_exactly_what_the_runtime_no_longer_lists() {
 fn restarts_keep_pods_reachable_and_del_still_frees() {
     run("podsrst", |lab| {
         lab.mesh_for_pods(2, &Backend::Udp.config())?;
-        let out = lab.kolachctl(1, &["pool", "create", "red", "198.51.100.0/24"])?;
-        ensure!(out.success(), "pool create: {}", out.stderr);
+        lab.create_pool(1, "red", "198.51.100.0/24", &[])?;
         let a = lab.cni_add(1, "a", Some("red"))?;
         let b = lab.cni_add(2, "b", None)?;
         lab.wait_dp_blocks(2, 1)?;
@@ -267,8 +266,7 @@ fn ipam_check_finds_and_releases_what_a_crashed_runtime_left() {
         // blind write, as a broken tool or an operator would do it): the
         // pod is reported by name, nothing is released; the block put back
         // as this host's makes the check pass again.
-        let out = lab.kolachctl(1, &["pool", "create", "grey", "198.51.100.0/24"])?;
-        ensure!(out.success(), "pool create: {}", out.stderr);
+        lab.create_pool(1, "grey", "198.51.100.0/24", &[])?;
         let grey = lab.cni_add(1, "grey", Some("grey"))?;
         let key = format!("{}/blocks/198.51.100.0-28", kolach_testkit::lab::PREFIX);
         let etcd = lab.etcdctl();

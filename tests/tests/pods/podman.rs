@@ -43,8 +43,7 @@ fn podman_containers_on_two_hosts_ping_each_other() {
     run("podsman", |lab| {
         podman::require_tools()?;
         lab.mesh_for_pods(2, &Backend::Udp.config())?;
-        let out = lab.kolachctl(1, &["pool", "create", "blue", "203.0.113.0/24"])?;
-        ensure!(out.success(), "pool create: {}", out.stderr);
+        lab.create_pool(1, "blue", "203.0.113.0/24", &[])?;
         let plugin: PathBuf = bins::find(cni::PLUGIN).context("the kolach plugin is built")?;
         let cache = podman::default_cache_dir();
         let mut hosts = Vec::new();

@@ -31,6 +31,22 @@ impl CniPod {
 }
 
 impl Lab {
+    /// `kolachctl pool create NAME SUBNET [extra...]` through host `n`'s
+    /// controld; an error carries kolachctl's message.
+    pub fn create_pool(&self, n: u8, name: &str, subnet: &str, extra: &[&str]) -> Result<()> {
+        let mut args = vec!["pool", "create", name, subnet];
+        args.extend_from_slice(extra);
+        let out = self.kolachctl(n, &args)?;
+        if !out.success() {
+            return Err(anyhow!(
+                "kolachctl {}: {}",
+                args.join(" "),
+                out.stderr.trim()
+            ));
+        }
+        Ok(())
+    }
+
     /// [`Lab::mesh_with`] without the bridge pods: hosts whose pods the
     /// plugin will wire (a bridge holding `.1/24` would shadow their /32s).
     pub fn mesh_for_pods(&mut self, hosts: u8, config: &str) -> Result<()> {

@@ -30,18 +30,7 @@ const ALLOCATED: &str = " allocated container=";
 fn controld_killed_mid_add_then_pods_gone_without_del() {
     run("podkill", |lab| {
         lab.mesh_for_pods(1, &Backend::Udp.config())?;
-        let out = lab.kolachctl(
-            1,
-            &[
-                "pool",
-                "create",
-                "blue",
-                "203.0.113.0/24",
-                "--block-len",
-                "28",
-            ],
-        )?;
-        ensure!(out.success(), "pool create: {}", out.stderr);
+        lab.create_pool(1, "blue", "203.0.113.0/24", &["--block-len", "28"])?;
         killed_mid_add(lab)?;
         vanished_without_del(lab)
     });

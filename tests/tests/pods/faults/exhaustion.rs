@@ -27,19 +27,14 @@ const FAILING: usize = 30;
 fn exhausted_pools_failing_pods_and_etcd_away() {
     run("podexh", |lab| {
         lab.mesh_for_pods(2, &Backend::Udp.config())?;
-        for args in [
-            &["tiny", "192.0.2.0/29", "--block-len", "30"][..],
-            &["blue", "203.0.113.0/24", "--block-len", "28"][..],
-            &["green", "198.51.100.0/24", "--block-len", "28"][..],
-        ] {
-            let mut full = vec!["pool", "create"];
-            full.extend_from_slice(args);
-            if args[0] == "tiny" {
-                full.extend_from_slice(&["--max-blocks-per-host", "1"]);
-            }
-            let out = lab.kolachctl(1, &full)?;
-            ensure!(out.success(), "pool create {args:?}: {}", out.stderr);
-        }
+        lab.create_pool(
+            1,
+            "tiny",
+            "192.0.2.0/29",
+            &["--block-len", "30", "--max-blocks-per-host", "1"],
+        )?;
+        lab.create_pool(1, "blue", "203.0.113.0/24", &["--block-len", "28"])?;
+        lab.create_pool(1, "green", "198.51.100.0/24", &["--block-len", "28"])?;
         exhausted(lab)?;
         failing_adds(lab)?;
         etcd_away(lab)

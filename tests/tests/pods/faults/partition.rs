@@ -117,8 +117,7 @@ fn a_host_cut_off_past_its_ttl_reports_the_block_a_joiner_took() {
         // Ticks every second: a lost block is looked at soon after the heal.
         lab.opts.controld_args = vec!["--block-grace".into(), "4s".into()];
         lab.mesh_for_pods(1, &Backend::Udp.config())?;
-        let out = lab.kolachctl(1, &["pool", "create", "solo", BLOCK, "--block-len", "28"])?;
-        ensure!(out.success(), "pool create: {}", out.stderr);
+        lab.create_pool(1, "solo", BLOCK, &["--block-len", "28"])?;
         let mine: Vec<String> = vec!["s0".into(), "s1".into()];
         pod_namespaces(lab, 1, &mine)?;
         let answers = add_all(lab, 1, &mine, Some("solo"), 1)?;
