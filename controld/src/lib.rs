@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod aws;
 pub mod backoff;
 pub mod dataplane;
 pub mod etcd;
