@@ -1,8 +1,30 @@
-//! The aws-vpc backend (DESIGN §11): routes in the VPC's route tables.
+//! The aws-vpc backend (DESIGN §11): routes in the VPC's route tables, one
+//! per host's subnet, pointing at that host's network interface.
 //!
-//! INTERFACE SKELETON: the EC2 client, the signer, instance metadata,
-//! credentials and the route plan are being written behind exactly this
-//! interface; the state task and the status view use only what is here.
+//! The parts, pure ones first:
+//! - [`sigv4`]: Signature Version 4 (pinned by AWS's test vectors).
+//! - [`xml`]: EC2's XML answers and errors, read.
+//! - [`plan`]: a route table's routes and what this host wants → the calls.
+//! - [`http`]: one HTTP/1.1 exchange (https with the system's roots; plain
+//!   http for an `AWS_ENDPOINT_URL*` or metadata endpoint that says so).
+//! - [`imds`]: instance metadata, IMDSv2 token first, IMDSv1 as fallback.
+//! - [`creds`]: the environment's key, else the instance role's, cached and
+//!   refreshed five minutes before it expires.
+//! - [`ec2`]: the EC2 Query API calls, signed, retried on throttling/5xx.
+//! - [`task`]: [`run`]'s loop.
+//!
+//! Why not aws-sdk-ec2: it and aws-config bring well over a hundred crates
+//! and minutes of compiling for six EC2 calls; this client adds one XML
+//! reader and the system's root certificates on top of what tonic already
+//! brings (hyper, rustls).
+//!
+//! Timing: a full check at each change of [`Desired`] and every
+//! [`task::RESYNC`] (30 s; `KOLACH_AWS_RESYNC=<seconds>` overrides it, for
+//! tests) after; after a failure, again in [`task::RETRY`] (10 s, or the
+//! resync when that is shorter). Throttling and 5xx answers are retried
+//! inside a check, [`ec2::ATTEMPTS`] times, 200 ms doubling to 5 s.
+//! Secrets are never logged: [`sigv4::Key`]'s `Debug` hides them, and
+//! errors carry AWS's code and message only.
 
 use std::net::Ipv4Addr;
 
@@ -10,6 +32,18 @@ use ipnet::Ipv4Net;
 use tokio::sync::watch;
 
 use crate::event::Shutdown;
+
+pub mod creds;
+pub mod ec2;
+pub mod http;
+pub mod imds;
+pub mod plan;
+pub mod sigv4;
+pub mod task;
+pub mod xml;
+
+#[cfg(test)]
+mod tests;
 
 /// What this host wants of the VPC: its own subnet routed to its instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +111,94 @@ impl Settings {
 /// in `desired`: nothing to keep (another backend, or no lease yet).
 pub async fn run(
     settings: Settings,
-    mut desired: watch::Receiver<Option<Desired>>,
+    desired: watch::Receiver<Option<Desired>>,
     status: watch::Sender<AwsStatus>,
     shutdown: Shutdown,
 ) {
-    let _ = (settings, &status, shutdown);
-    while desired.changed().await.is_ok() {}
+    task::run(settings, desired, status, shutdown).await
+}
+
+/// Everything that can go wrong talking to AWS; the `Display` is the one
+/// line logged and shown in the status (codes and messages, no secrets).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    /// AWS answered with an error.
+    #[error("{action}: {code}: {message}{}", hint(code))]
+    Api {
+        action: String,
+        /// The HTTP status.
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+    },
+    /// No answer (connect, TLS, timeout) or one that is no EC2 answer.
+    #[error("{0}")]
+    Http(String),
+    /// No answer within the call's time.
+    #[error("{0}")]
+    Timeout(String),
+    #[error("instance metadata: {0}")]
+    Imds(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("unexpected answer: {0}")]
+    Parse(String),
+    /// The instance does not look as this host's settings say.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl AwsError {
+    /// Worth another attempt within the same check: throttling, AWS's own
+    /// trouble (5xx), and no answer at all.
+    pub fn retryable(&self) -> bool {
+        match self {
+            AwsError::Api { status, code, .. } => {
+                *status >= 500
+                    || matches!(
+                        code.as_str(),
+                        "Throttling"
+                            | "ThrottlingException"
+                            | "RequestLimitExceeded"
+                            | "RequestThrottled"
+                            | "RequestThrottledException"
+                            | "TooManyRequestsException"
+                            | "InternalError"
+                            | "InternalFailure"
+                            | "ServiceUnavailable"
+                            | "Unavailable"
+                    )
+            }
+            AwsError::Http(_) | AwsError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The AWS error code, when AWS answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// What a person should do about the codes that have an answer.
+fn hint(code: &str) -> String {
+    match code {
+        "RouteLimitExceeded" => " (the route table is full: AWS allows 50 routes per table by \
+            default, one per host here; ask AWS for a higher routes-per-route-table quota, \
+            or use fewer hosts or larger subnets)"
+            .into(),
+        "AuthFailure" | "SignatureDoesNotMatch" | "InvalidClientTokenId" => {
+            " (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the instance role)".into()
+        }
+        "UnauthorizedOperation" => {
+            " (the credentials lack an ec2: permission: DescribeInstances, DescribeRouteTables, \
+             CreateRoute, ReplaceRoute, DeleteRoute, ModifyNetworkInterfaceAttribute)"
+                .into()
+        }
+        _ => String::new(),
+    }
 }
