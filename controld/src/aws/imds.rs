@@ -58,10 +58,9 @@ impl Imds {
                 .map_err(|e| AwsError::Imds(e.to_string()))?;
             match resp.status {
                 200 => return Ok(resp.text().trim().to_string()),
-                // The token expired early (the service restarted): once more
-                // with a new one.
-                // (or v1 was guessed after a slow token call and the
-                // instance requires v2): once more, asking for a token.
+                // The token expired early (the service restarted), or v1
+                // was guessed after a slow token call and the instance
+                // requires v2: once more, asking for a token.
                 401 if attempt == 0 => {
                     *self.token.lock().await = TokenState::Unknown;
                 }
@@ -115,7 +114,7 @@ impl Imds {
                 };
                 Ok(Some(value))
             }
-            Ok(r) if matches!(r.status, 403 | 404 | 405) => {
+            Ok(r) if (403..=405).contains(&r.status) => {
                 tracing::info!(
                     status = r.status,
                     "instance metadata: no IMDSv2 token, using IMDSv1"

@@ -43,6 +43,8 @@ pub mod task;
 pub mod xml;
 
 #[cfg(test)]
+mod fake;
+#[cfg(test)]
 mod tests;
 
 /// What this host wants of the VPC: its own subnet routed to its instance.

@@ -145,7 +145,19 @@ impl Backend {
         }
         let region = match &self.settings.region {
             Some(r) => r.clone(),
-            None => imds.get("/latest/meta-data/placement/region").await?,
+            None => match imds.get("/latest/meta-data/placement/region").await {
+                Ok(r) => r,
+                // Metadata older than placement/region (2020): the zone
+                // less its letter.
+                Err(e) => {
+                    let zone = imds
+                        .get("/latest/meta-data/placement/availability-zone")
+                        .await
+                        .map_err(|_| e)?;
+                    zone.trim_end_matches(|c: char| c.is_ascii_lowercase())
+                        .to_string()
+                }
+            },
         };
         let endpoint = self
             .settings
