@@ -15,7 +15,8 @@ use super::AwsError;
 pub const API_VERSION: &str = "2016-11-15";
 /// Attempts of one call when AWS throttles or fails (5xx, no answer).
 pub const ATTEMPTS: u32 = 5;
-/// The wait after the first throttled attempt; it doubles up to [`BACKOFF_MAX`].
+/// The wait after the first throttled attempt; it doubles up to
+/// [`BACKOFF_MAX`], each wait up to half as long again at random.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,7 +66,10 @@ impl Ec2 {
             match self.call_once(action, params).await {
                 Ok(body) => return Ok(body),
                 Err(e) if e.retryable() && attempt < ATTEMPTS => {
-                    let delay = backoff.next_delay();
+                    // Up to half again at random: hosts throttled together
+                    // (the account's limit is shared) come back apart.
+                    let base = backoff.next_delay();
+                    let delay = base + base.mul_f64(rand::random::<f64>() / 2.0);
                     tracing::debug!(action, attempt, error = %e, ?delay, "EC2 call retried");
                     tokio::time::sleep(delay).await;
                 }

@@ -60,6 +60,13 @@ pub fn table(id: &str, subnet: Option<&str>, main: bool, routes: Vec<FakeRoute>)
 pub struct State {
     /// The token call answered (else 405: IMDSv1 only).
     pub imds_v2: bool,
+    /// The token call never answered (a hop limit of 1 seen from a
+    /// container).
+    pub token_hangs: bool,
+    /// How long the role's key is good for.
+    pub role_ttl: Duration,
+    /// Role documents served.
+    pub role_fetches: u32,
     /// The key requests must be signed with (the role's when the test
     /// gives no environment key).
     pub key: Key,
@@ -136,6 +143,11 @@ async fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>) {
         return;
     };
     let (status, body) = answer(&req, &mut state.lock().unwrap());
+    if status == 0 {
+        // Hang: keep the connection open, answer nothing.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return;
+    }
     let head = format!(
         "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -189,6 +201,10 @@ async fn read_request(conn: &mut TcpStream) -> Option<Req> {
 }
 
 fn answer(req: &Req, s: &mut State) -> (u16, String) {
+    if req.path == "/latest/api/token" && s.token_hangs {
+        s.token_puts += 1;
+        return (0, String::new());
+    }
     if req.path.starts_with("/latest/") {
         imds(req, s)
     } else {
@@ -216,7 +232,7 @@ fn imds(req: &Req, s: &mut State) -> (u16, String) {
         None => s.gets_without_token += 1,
     }
     let role_doc = || {
-        let exp = sigv4::amz_date(SystemTime::now() + Duration::from_secs(3600));
+        let exp = sigv4::amz_date(SystemTime::now() + s.role_ttl);
         let exp = format!(
             "{}-{}-{}T{}:{}:{}Z",
             &exp[0..4],
@@ -237,7 +253,11 @@ fn imds(req: &Req, s: &mut State) -> (u16, String) {
         "/latest/meta-data/instance-id" => (200, INSTANCE.into()),
         "/latest/meta-data/placement/region" => (200, REGION.into()),
         "/latest/meta-data/iam/security-credentials/" => (200, format!("{ROLE}\n")),
-        p if p == format!("/latest/meta-data/iam/security-credentials/{ROLE}") => (200, role_doc()),
+        p if p == format!("/latest/meta-data/iam/security-credentials/{ROLE}") => {
+            let doc = role_doc();
+            s.role_fetches += 1;
+            (200, doc)
+        }
         _ => (404, String::new()),
     }
 }

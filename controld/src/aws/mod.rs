@@ -22,7 +22,10 @@
 //! [`task::RESYNC`] (30 s; `KOLACH_AWS_RESYNC=<seconds>` overrides it, for
 //! tests) after; after a failure, again in [`task::RETRY`] (10 s, or the
 //! resync when that is shorter). Throttling and 5xx answers are retried
-//! inside a check, [`ec2::ATTEMPTS`] times, 200 ms doubling to 5 s.
+//! inside a check, [`ec2::ATTEMPTS`] times, 200 ms doubling to 5 s (plus up
+//! to half at random); an AuthFailure with the instance role's key fetches
+//! the key again once. Any other error is one warn line (once per new
+//! error) and the status line, and the check runs again later.
 //! Secrets are never logged: [`sigv4::Key`]'s `Debug` hides them, and
 //! errors carry AWS's code and message only.
 
