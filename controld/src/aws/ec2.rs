@@ -143,6 +143,11 @@ impl Ec2 {
         // Host goes in from the URL, as signed.
         headers.retain(|(k, _)| k != "host");
         headers.push(("authorization".to_string(), signed.authorization));
+        // Unsigned: it names us in AWS's logs (CloudTrail).
+        headers.push((
+            "user-agent".to_string(),
+            concat!("kolach-controld/", env!("CARGO_PKG_VERSION")).to_string(),
+        ));
         let resp = self
             .http
             .send(&self.url, "POST", "/", &headers, body.into_bytes(), TIMEOUT)

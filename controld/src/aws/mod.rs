@@ -46,8 +46,6 @@ pub mod task;
 pub mod xml;
 
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 mod tests;
 
 /// What this host wants of the VPC: its own subnet routed to its instance.
@@ -198,6 +196,9 @@ fn hint(code: &str) -> String {
             .into(),
         "AuthFailure" | "SignatureDoesNotMatch" | "InvalidClientTokenId" => {
             " (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the instance role)".into()
+        }
+        "RequestExpired" | "RequestTimeTooSkewed" => {
+            " (the request was signed with this host's clock: check that it is right)".into()
         }
         "UnauthorizedOperation" => {
             " (the credentials lack an ec2: permission: DescribeInstances, DescribeRouteTables, \

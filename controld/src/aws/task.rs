@@ -198,28 +198,31 @@ impl Backend {
             .await
             .map_err(|e| e.to_string())?;
         status.send_modify(|s| s.interface_id = eni.interface_id.clone());
+        // Every step gets its turn even when one fails (the routes are
+        // worth having while the check is still on); all failures are
+        // reported together.
+        let mut errors = Vec::new();
         if eni.source_dest_check {
             // Per interface, not per instance: flannel's instance-wide call
             // failed on instances with several interfaces (#447).
-            ec2.disable_source_dest_check(&eni.interface_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            status.send_modify(|s| s.writes += 1);
-            info!(interface = %eni.interface_id, "aws-vpc: source/destination check turned off");
+            match ec2.disable_source_dest_check(&eni.interface_id).await {
+                Ok(()) => {
+                    status.send_modify(|s| s.writes += 1);
+                    info!(interface = %eni.interface_id, "aws-vpc: source/destination check turned off");
+                }
+                Err(e) => errors.push(format!("interface {}: {e}", eni.interface_id)),
+            }
         }
 
         let tables = tables(ec2, want, &eni).await.map_err(|e| e.to_string())?;
         status
             .send_modify(|s| s.tables = tables.iter().map(|t| t.route_table_id.clone()).collect());
 
-        // Every table gets its turn even when one fails; all failures are
-        // reported together.
         let plan_want = Want {
             network: want.network,
             subnet: want.subnet,
             interface_id: &eni.interface_id,
         };
-        let mut errors = Vec::new();
         for t in &tables {
             for call in plan(&t.routes, &plan_want) {
                 match apply(ec2, &t.route_table_id, &eni.interface_id, &call).await {
