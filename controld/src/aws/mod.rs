@@ -20,7 +20,8 @@
 //!
 //! Timing: a full check at each change of [`Desired`] and every
 //! [`task::RESYNC`] (30 s; `KOLACH_AWS_RESYNC=<seconds>` overrides it, for
-//! tests) after; after a failure, again in [`task::RETRY`] (10 s, or the
+//! tests that run the binary; in-process tests pass a [`task::Timing`] to
+//! [`task::run_with`]) after; after a failure, again in [`task::RETRY`] (10 s, or the
 //! resync when that is shorter). Throttling and 5xx answers are retried
 //! inside a check, [`ec2::ATTEMPTS`] times, 200 ms doubling to 5 s (plus up
 //! to half at random); an AuthFailure with the instance role's key fetches

@@ -21,24 +21,48 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 /// After a failed check.
 pub const RETRY: Duration = Duration::from_secs(10);
 
-/// [`RESYNC`], or `KOLACH_AWS_RESYNC` seconds.
-fn resync() -> Duration {
-    std::env::var("KOLACH_AWS_RESYNC")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| *s > 0.0 && s.is_finite())
-        .map(Duration::from_secs_f64)
-        .unwrap_or(RESYNC)
+/// How often the loop checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub resync: Duration,
+    pub retry: Duration,
+}
+
+impl Timing {
+    /// [`RESYNC`] (or `KOLACH_AWS_RESYNC` seconds) and [`RETRY`] (never
+    /// longer than the resync).
+    pub fn from_env() -> Timing {
+        let resync = std::env::var("KOLACH_AWS_RESYNC")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .unwrap_or(RESYNC);
+        Timing {
+            resync,
+            retry: RETRY.min(resync),
+        }
+    }
 }
 
 pub async fn run(
     settings: Settings,
+    desired: watch::Receiver<Option<Desired>>,
+    status: watch::Sender<AwsStatus>,
+    shutdown: Shutdown,
+) {
+    run_with(settings, desired, status, shutdown, Timing::from_env()).await
+}
+
+/// [`run`] with the timing given (tests).
+pub async fn run_with(
+    settings: Settings,
     mut desired: watch::Receiver<Option<Desired>>,
     status: watch::Sender<AwsStatus>,
     mut shutdown: Shutdown,
+    timing: Timing,
 ) {
-    let resync = resync();
-    let retry = RETRY.min(resync);
+    let Timing { resync, retry } = timing;
     let mut backend = Backend::new(settings);
     let mut last_error = String::new();
     loop {

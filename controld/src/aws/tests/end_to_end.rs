@@ -224,3 +224,48 @@ async fn none_wanted_makes_no_call() {
     let st = fake.state.lock().unwrap();
     assert_eq!((st.calls.len(), st.token_puts), (0, 0));
 }
+
+/// Nothing changes, yet the check comes back every resync period: a route
+/// someone deleted by hand is put back.
+#[tokio::test]
+async fn resync_puts_back_a_deleted_route() {
+    let key = key(None);
+    let mut st = state(
+        true,
+        key.clone(),
+        vec![table("rtb-main", None, true, vec![])],
+    );
+    st.source_dest_check = false;
+    let fake = Fake::start(st).await;
+    let (_desired, desired_rx) = watch::channel(Some(desired(&[])));
+    let (status_tx, mut status) = watch::channel(AwsStatus::default());
+    let (stop, shutdown) = Shutdown::new();
+    let timing = crate::aws::task::Timing {
+        resync: Duration::from_millis(300),
+        retry: Duration::from_millis(300),
+    };
+    let task = tokio::spawn(crate::aws::task::run_with(
+        settings(&fake, Some(&key)),
+        desired_rx,
+        status_tx,
+        shutdown,
+        timing,
+    ));
+    let within = Duration::from_secs(20);
+    tokio::time::timeout(within, status.wait_for(|s| s.ok && s.writes == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    fake.state.lock().unwrap().tables[0].routes.clear();
+    tokio::time::timeout(within, status.wait_for(|s| s.writes == 2))
+        .await
+        .expect("the resync puts the route back")
+        .unwrap();
+    assert_eq!(
+        fake.routes("rtb-main"),
+        vec![route("10.244.1.0/24", ENI, false)]
+    );
+    assert_eq!(writes(&fake.calls()), ["CreateRoute", "CreateRoute"]);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
