@@ -47,10 +47,19 @@ pub fn plan(routes: &[Route], want: &Want) -> Vec<Call> {
     let mut calls = Vec::new();
     for r in routes {
         let Some(dest) = r.destination else { continue };
+        // DeleteRoute names a destination only: never when some entry
+        // for it is active (no table AWS shows has two, but a wrong
+        // answer must not cost a host its route).
         if dest != want.subnet
             && r.blackhole
             && want.network.contains(&dest)
             && (r.origin.is_empty() || r.origin == "CreateRoute")
+            && !routes
+                .iter()
+                .any(|o| o.destination == Some(dest) && !o.blackhole)
+            && !calls
+                .iter()
+                .any(|c| matches!(c, Call::Delete { destination, .. } if *destination == dest))
         {
             calls.push(Call::Delete {
                 destination: dest,
@@ -219,6 +228,9 @@ mod tests {
             route("10.244.0.0/23", Some("eni-other"), false),
             route("10.244.1.128/25", Some("eni-other"), false),
             propagated,
+            // The same destination twice, one entry active: not deleted.
+            route("10.244.3.0/24", Some("eni-dead"), true),
+            route("10.244.3.0/24", Some("eni-other"), false),
             // No IPv4 destination: IPv6 and a prefix list, blackholed or not.
             route("2001:db8::/56", Some("eni-dead"), true),
             route("pl-63a5400a", None, true),
