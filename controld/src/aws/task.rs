@@ -68,7 +68,17 @@ pub async fn run_with(
     loop {
         let want = desired.borrow_and_update().clone();
         let next = match want {
-            None => None,
+            None => {
+                // Nothing to keep (no lease yet, or it was lost): say so
+                // rather than show the last check as current.
+                status.send_if_modified(|s| {
+                    let was = (s.ok, s.message.clone());
+                    s.ok = false;
+                    s.message = "no subnet to route (no lease)".into();
+                    was != (s.ok, s.message.clone())
+                });
+                None
+            }
             Some(want) => {
                 let outcome = tokio::select! {
                     r = backend.check(&want, &status) => r,

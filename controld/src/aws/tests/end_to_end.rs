@@ -210,7 +210,7 @@ async fn wrong_table_and_full_table_are_reported_and_retried() {
 async fn none_wanted_makes_no_call() {
     let fake = Fake::start(state(true, key(None), vec![])).await;
     let (_desired, desired_rx) = watch::channel(None);
-    let (status_tx, _status) = watch::channel(AwsStatus::default());
+    let (status_tx, status) = watch::channel(AwsStatus::default());
     let (stop, shutdown) = Shutdown::new();
     let task = tokio::spawn(run(
         settings(&fake, Some(&key(None))),
@@ -223,6 +223,8 @@ async fn none_wanted_makes_no_call() {
     task.await.unwrap();
     let st = fake.state.lock().unwrap();
     assert_eq!((st.calls.len(), st.token_puts), (0, 0));
+    let s = status.borrow();
+    assert!(!s.ok && s.message.contains("no lease"), "{s:?}");
 }
 
 /// Nothing changes, yet the check comes back every resync period: a route
