@@ -161,6 +161,14 @@ impl Http {
         }
     }
 
+    /// A client that trusts only `roots` (tests).
+    #[cfg(test)]
+    pub fn with_roots(roots: rustls::RootCertStore) -> Result<Http, AwsError> {
+        let http = Http::default();
+        let _ = http.tls.set(client_config(roots)?);
+        Ok(http)
+    }
+
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, AwsError> {
         if let Some(c) = self.tls.get() {
             return Ok(c.clone());
@@ -178,15 +186,20 @@ impl Http {
                     .unwrap_or_default()
             )));
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AwsError::Http(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(self.tls.get_or_init(|| Arc::new(config)).clone())
+        let config = client_config(roots)?;
+        Ok(self.tls.get_or_init(|| config).clone())
     }
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, AwsError> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| AwsError::Http(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 async fn exchange<S>(
@@ -228,6 +241,115 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A self-signed certificate for `localhost` (DER; a subject no system
+    /// root has), and its key, made
+    /// with the openssl command.
+    fn self_signed(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl command (Debian: openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/O=kolach test/CN=kolach aws http test",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ]);
+        run(&[
+            "x509", "-in", "cert.pem", "-outform", "der", "-out", "cert.der",
+        ]);
+        run(&[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "der", "-out", "key.der",
+        ]);
+        (
+            std::fs::read(dir.join("cert.der")).unwrap(),
+            std::fs::read(dir.join("key.der")).unwrap(),
+        )
+    }
+
+    /// https end to end on 127.0.0.1: a server the system's roots do not
+    /// know is refused; trusted, the answer comes through.
+    #[tokio::test]
+    async fn https_checks_the_server() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let dir = std::env::temp_dir().join(format!("kolach-aws-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self_signed(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let url = Url::parse(&format!("https://localhost:{port}")).unwrap();
+        let t = Duration::from_secs(10);
+
+        let err = Http::default()
+            .send(&url, "GET", "/", &[], Vec::new(), t)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS: invalid peer certificate"), "{err}");
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(cert)).unwrap();
+        let resp = Http::with_roots(roots)
+            .unwrap()
+            .send(&url, "GET", "/", &[], Vec::new(), t)
+            .await
+            .unwrap();
+        assert_eq!((resp.status, resp.text().as_str()), (200, "hello"));
+    }
 
     #[test]
     fn urls() {
