@@ -46,6 +46,10 @@ pub const WRITE_ACTIONS: [&str; 4] = [
 /// moto's port in the underlay (loopback there); the proxy and the stub
 /// take the next two, on the underlay address.
 pub const BASE_PORT: u16 = 4566;
+/// Seconds between the backend's full checks in the lab
+/// (`KOLACH_AWS_RESYNC`; 30 s by default): repairs of routes spoiled by
+/// hand show within a few seconds.
+pub const RESYNC_SECS: &str = "2";
 /// Where the venv is looked for below a target dir.
 const VENV_IN_TARGET: &str = "cache/moto-venv";
 
@@ -263,8 +267,8 @@ impl Emulator {
     }
 
     /// The environment of a host's controld: EC2 through the proxy, the
-    /// stub, the lab's keys; the region from the environment when
-    /// `region_env`, else from the stub.
+    /// stub, the lab's keys, a short resync ([`RESYNC_SECS`]); the region
+    /// from the environment when `region_env`, else from the stub.
     pub fn host_env(&self, region_env: bool) -> Vec<(String, String)> {
         let mut env = vec![
             ("AWS_ENDPOINT_URL_EC2".to_string(), self.endpoint()),
@@ -275,6 +279,7 @@ impl Emulator {
             ),
             ("AWS_ACCESS_KEY_ID".to_string(), KEY_ID.to_string()),
             ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET.to_string()),
+            ("KOLACH_AWS_RESYNC".to_string(), RESYNC_SECS.to_string()),
         ];
         if region_env {
             env.push(("AWS_REGION".to_string(), REGION.to_string()));
@@ -321,24 +326,37 @@ impl Emulator {
     /// route to a deleted interface reads "blackhole"; counted under the
     /// underlay's own address, never as a host's).
     pub fn routes(&self, table: &str) -> Result<Vec<Route>> {
+        let mut all = self.tables_routes(&[table.to_string()])?;
+        all.remove(table)
+            .ok_or_else(|| anyhow!("no route table {table}"))
+    }
+
+    /// [`Emulator::routes`] of several tables in one call (each helper call
+    /// starts a Python with boto3: on two cores, polling costs).
+    pub fn tables_routes(&self, tables: &[String]) -> Result<BTreeMap<String, Vec<Route>>> {
         let v = self.ec2_at(
             &self.endpoint(),
             "DescribeRouteTables",
-            serde_json::json!({ "RouteTableIds": [table] }),
+            serde_json::json!({ "RouteTableIds": tables }),
         )?;
-        let routes = v["RouteTables"][0]["Routes"]
-            .as_array()
-            .ok_or_else(|| anyhow!("no routes in {v}"))?;
         let text = |r: &Value, k: &str| r[k].as_str().map(str::to_string);
-        Ok(routes
-            .iter()
-            .map(|r| Route {
-                destination: text(r, "DestinationCidrBlock").unwrap_or_default(),
-                eni: text(r, "NetworkInterfaceId"),
-                instance: text(r, "InstanceId"),
-                state: text(r, "State").unwrap_or_default(),
-            })
-            .collect())
+        let mut out = BTreeMap::new();
+        for t in v["RouteTables"].as_array().into_iter().flatten() {
+            let id = text(t, "RouteTableId").unwrap_or_default();
+            let routes = t["Routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| Route {
+                    destination: text(r, "DestinationCidrBlock").unwrap_or_default(),
+                    eni: text(r, "NetworkInterfaceId"),
+                    instance: text(r, "InstanceId"),
+                    state: text(r, "State").unwrap_or_default(),
+                })
+                .collect();
+            out.insert(id, routes);
+        }
+        Ok(out)
     }
 
     /// The route of `table` to `destination`, if any.
