@@ -1,6 +1,6 @@
 # kolach: one entry point for what CI runs (`make test`) and for the demo.
 #
-#   make deps       install missing Debian packages and cargo tools
+#   make deps       install missing Debian packages, cargo tools and the EC2 emulator (moto)
 #   make test       fmt check, clippy -D warnings, build, unit + multi-host tests
 #   make demo       etcd + 3 host namespaces running both daemons, status, ping matrix
 #   make demo-down  stop the demo and remove its namespaces
@@ -20,6 +20,12 @@ DEMO_DATAPLANED_ENV ?=
 # daemons, and the machines this runs on have two cores.
 TEST_THREADS ?= 2
 BIN := target/debug
+# Slow-to-make things the tests use, kept across runs: the venv holding moto
+# (the EC2 emulator of the aws-vpc tests). tests/kit finds it as
+# <target dir>/cache/moto-venv, or at KOLACH_MOTO_VENV.
+CACHE_DIR ?= $(or $(CARGO_TARGET_DIR),target)/cache
+MOTO_VENV := $(CACHE_DIR)/moto-venv
+PYTHON ?= python3
 
 # gcc/libc6-dev build ring (etcd TLS); openssl makes the test CA of the TLS tests;
 # nftables cuts a host off from etcd (fault_partition); systemd (systemd-analyze),
@@ -31,17 +37,19 @@ BIN := target/debug
 # (the image) run containers on CNI networks in the hosts (tests/kit podman;
 # none of podman's recommends is needed: no crun, uidmap, fuse-overlayfs, catatonit).
 # bird2 (BIRD 2: bird, birdc) reads the export table and speaks BGP (pods bird).
+# python3-venv and python3-pip make the venv holding moto (deps-moto).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
 	nftables systemd man-db strace ethtool \
-	podman runc containernetworking-plugins busybox-static bird2
+	podman runc containernetworking-plugins busybox-static bird2 \
+	python3 python3-venv python3-pip
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-rust build fmt-check clippy sweep test unit demo demo-down bench fuzz
+.PHONY: all deps deps-apt deps-rust deps-moto build fmt-check clippy sweep test unit demo demo-down bench fuzz
 
 all: build
 
-deps: deps-apt deps-rust
+deps: deps-apt deps-rust deps-moto
 
 deps-apt:
 	@missing=""; \
@@ -68,6 +76,18 @@ deps-rust:
 		done; \
 	fi
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+# moto[server,ec2] from PyPI in a venv of its own (the aws-vpc tests' EC2
+# emulator, with boto3 for seeding it); skipped when it is there.
+deps-moto: deps-apt
+	@if [ -x $(MOTO_VENV)/bin/moto_server ] && $(MOTO_VENV)/bin/python -c 'import moto, boto3' 2>/dev/null; then \
+		echo "deps: moto present in $(MOTO_VENV)"; \
+	else \
+		echo "deps: installing moto[server,ec2] into $(MOTO_VENV)"; \
+		mkdir -p $(CACHE_DIR) && rm -rf $(MOTO_VENV) && \
+		$(PYTHON) -m venv $(MOTO_VENV) && \
+		$(MOTO_VENV)/bin/pip install -q 'moto[server,ec2]'; \
+	fi
 
 build:
 	$(CARGO) build --workspace

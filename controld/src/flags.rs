@@ -10,7 +10,11 @@ use clap::Parser;
 #[command(
     name = "kolach-controld",
     version,
-    about = "kolach control daemon: leases this host's subnet from etcd, watches the peers and pushes route-table snapshots to kolach-dataplaned"
+    about = "kolach control daemon: leases this host's subnet from etcd, watches the peers and pushes route-table snapshots to kolach-dataplaned",
+    after_help = "The aws-vpc backend reads its settings from the environment, as the AWS SDKs do: \
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (else the instance role's credentials), \
+AWS_REGION (else instance metadata), AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL (else the region's endpoint), \
+AWS_EC2_METADATA_SERVICE_ENDPOINT (default http://169.254.169.254)."
 )]
 pub struct Flags {
     /// etcd endpoints, comma separated.

@@ -16,6 +16,9 @@
 //!   (root only) in front of the IPAM task.
 //! - [`ipam`]: pod addresses (DESIGN §10): the task that owns this host's
 //!   allocations, the pools and every host's blocks.
+//! - [`aws`]: the aws-vpc backend (DESIGN §11): the task that keeps this
+//!   host's subnet routed in the VPC's route tables; the state task tells it
+//!   what to keep, the control API shows how it stands.
 //!
 //! Beside them:
 //! - [`dataplane`]: the `Dataplane.Sync` stream client, with reconnect.
@@ -58,7 +61,7 @@ use crate::api::view::View;
 use crate::backoff::Backoff;
 use crate::etcd::{ipam_watch, security, watcher, EtcdOptions, Registry};
 use crate::event::{sleep_or_stop, Shutdown};
-use crate::state::{Controller, Settings};
+use crate::state::{Controller, Outputs, Settings};
 
 /// The control API's requests are empty messages; the largest IPAM request
 /// is a GC's list of live attachments (about 100 bytes each).
@@ -92,6 +95,16 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         ..View::default()
     }));
     let registry_cell: Arc<OnceLock<Registry>> = Arc::new(OnceLock::new());
+    // Spawned once whatever the backend: it idles while told `None`, and a
+    // live switch to aws-vpc needs no new task.
+    let (aws_desired_tx, aws_desired_rx) = watch::channel(None);
+    let (aws_status_tx, aws_status_rx) = watch::channel(aws::AwsStatus::default());
+    let aws_task = tokio::spawn(aws::run(
+        aws::Settings::from_env(),
+        aws_desired_rx,
+        aws_status_tx,
+        stop.clone(),
+    ));
     let api = api::ControlApi {
         statics: api::Static {
             pid: std::process::id(),
@@ -102,6 +115,7 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         },
         view: view_rx.clone(),
         registry: registry_cell.clone(),
+        aws: aws_status_rx,
     };
     let view_rx_for_ipam = view_rx;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -143,6 +157,7 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
             registry_cell,
             events: (tx, rx),
             ipam_watch,
+            aws_desired: aws_desired_tx,
         }) => r,
         _ = shutdown => Ok(()),
     };
@@ -160,6 +175,11 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         ),
     }
     let _ = ipam_task.await;
+    // The AWS task may be inside a slow HTTP call; it keeps no state that a
+    // stop could tear, so it gets the same grace and no more.
+    if tokio::time::timeout(STOP_GRACE, aws_task).await.is_err() {
+        warn!("aws-vpc task still busy; stopping anyway");
+    }
     let _ = std::fs::remove_file(&sock_path);
     result
 }
@@ -170,6 +190,7 @@ struct Wiring {
     registry_cell: Arc<OnceLock<Registry>>,
     events: (event::EventTx, mpsc::UnboundedReceiver<event::Event>),
     ipam_watch: etcd::ipam_watch::WatchedTx,
+    aws_desired: watch::Sender<Option<aws::Desired>>,
 }
 
 /// Connects to etcd and runs the tasks; returns only on a fatal error or
@@ -186,6 +207,7 @@ async fn run_core(
         registry_cell,
         events: (tx, rx),
         ipam_watch,
+        aws_desired,
     } = wiring;
     let opts = EtcdOptions {
         endpoints: flags.etcd_endpoints.clone(),
@@ -247,7 +269,18 @@ async fn run_core(
             stop.clone(),
         )),
     ];
-    let controller = Controller::new(reg, settings, underlay, tx, stop.clone(), snap_tx, view_tx);
+    let controller = Controller::new(
+        reg,
+        settings,
+        underlay,
+        tx,
+        stop.clone(),
+        Outputs {
+            snapshots: snap_tx,
+            view: view_tx,
+            aws_desired,
+        },
+    );
     controller.run(rx).await;
     for t in tasks {
         let _ = t.await;

@@ -35,7 +35,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Both daemons: this host's lease, etcd, the applied snapshot, packet counters.
+    /// Both daemons: this host's lease, etcd, the applied snapshot, packet counters, the aws-vpc route tables.
     Status,
     /// Every subnet lease and reservation in etcd, as controld sees it.
     Leases,

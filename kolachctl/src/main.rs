@@ -6,11 +6,13 @@
 //!   (`pools`, `pool ...`), `blocks`, `addresses`, `check` (`ipam check`): one
 //!   file per subcommand.
 //! - `ipam_view`: the pool, block and address records.
+//! - `aws_view`: the aws-vpc backend's part of the status.
 //! - `table`: aligned text columns.
 
 #![forbid(unsafe_code)]
 
 mod addresses;
+mod aws_view;
 mod blocks;
 mod check;
 mod cli;

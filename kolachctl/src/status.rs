@@ -158,6 +158,9 @@ fn render(r: &Report, now: i64) -> String {
                     c.peer_count
                 ),
             );
+            if let Some(a) = &c.aws {
+                kv("aws-vpc", a.render());
+            }
             match &r.ipam {
                 Answer::Ok(i) => {
                     kv("ipam", i.render());

@@ -11,6 +11,8 @@ use kolach_proto::netpb::{IpAddress, IpNetwork};
 use kolach_proto::BackendKind;
 use serde::Serialize;
 
+use crate::aws_view::Aws;
+
 pub fn addr(a: &Option<IpAddress>) -> Option<String> {
     a.as_ref()
         .and_then(|a| IpAddr::try_from(a).ok())
@@ -75,6 +77,9 @@ pub struct Controld {
     pub config_error: Option<String>,
     pub subnet_file: String,
     pub warnings: Vec<String>,
+    /// Present while the backend is aws-vpc.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<Aws>,
 }
 
 impl From<ControlStatus> for Controld {
@@ -103,6 +108,7 @@ impl From<ControlStatus> for Controld {
             peer_count: s.peer_count,
             subnet_file: s.subnet_file,
             warnings: s.warnings,
+            aws: s.aws.map(Aws::from),
         }
     }
 }

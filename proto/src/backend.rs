@@ -11,14 +11,18 @@ pub enum BackendKind {
     Vxlan,
     HostGw,
     Alloc,
+    /// flannel 0.4's aws-vpc: the VPC's route tables carry the packets;
+    /// controld keeps them, the dataplane makes nothing (DESIGN §11).
+    AwsVpc,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Udp,
         BackendKind::Vxlan,
         BackendKind::HostGw,
         BackendKind::Alloc,
+        BackendKind::AwsVpc,
     ];
 
     /// The `Backend.Type` / lease `BackendType` spelling.
@@ -28,6 +32,7 @@ impl BackendKind {
             BackendKind::Vxlan => "vxlan",
             BackendKind::HostGw => "host-gw",
             BackendKind::Alloc => "alloc",
+            BackendKind::AwsVpc => "aws-vpc",
         }
     }
 
@@ -36,12 +41,18 @@ impl BackendKind {
         Self::ALL.into_iter().find(|b| b.as_str() == s)
     }
 
+    /// Whether the host's kernel routes peers itself (aws-vpc and alloc: no;
+    /// the VPC's router, or nobody, does).
+    pub fn routes_peers(self) -> bool {
+        !matches!(self, BackendKind::Alloc | BackendKind::AwsVpc)
+    }
+
     /// Bytes the encapsulation adds to every packet (DESIGN §5).
     pub fn overhead(self) -> u32 {
         match self {
             BackendKind::Udp => 28,
             BackendKind::Vxlan => 50,
-            BackendKind::HostGw | BackendKind::Alloc => 0,
+            BackendKind::HostGw | BackendKind::Alloc | BackendKind::AwsVpc => 0,
         }
     }
 
@@ -51,6 +62,7 @@ impl BackendKind {
             BackendKind::Vxlan => BackendType::Vxlan,
             BackendKind::HostGw => BackendType::HostGw,
             BackendKind::Alloc => BackendType::Alloc,
+            BackendKind::AwsVpc => BackendType::AwsVpc,
         }
     }
 
@@ -61,6 +73,7 @@ impl BackendKind {
             BackendType::Vxlan => Some(BackendKind::Vxlan),
             BackendType::HostGw => Some(BackendKind::HostGw),
             BackendType::Alloc => Some(BackendKind::Alloc),
+            BackendType::AwsVpc => Some(BackendKind::AwsVpc),
             BackendType::Unspecified => None,
         }
     }

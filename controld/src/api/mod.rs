@@ -16,14 +16,17 @@ use std::time::Instant;
 
 use kolach_proto::control::control_server::Control;
 use kolach_proto::control::{
-    ControlStatus, Lease as PbLease, LeasesReply, LeasesRequest, StatusRequest,
+    AwsStatus as PbAwsStatus, ControlStatus, Lease as PbLease, LeasesReply, LeasesRequest,
+    StatusRequest,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument};
 
 use self::view::View;
+use crate::aws::AwsStatus;
 use crate::etcd::Registry;
+use crate::model::config::BackendKind;
 
 /// Facts fixed at start.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct ControlApi {
     pub view: watch::Receiver<Arc<View>>,
     /// Set once etcd is connected; used for lease expiry times.
     pub registry: Arc<OnceLock<Registry>>,
+    /// What the aws-vpc backend last reported; shown while it is the backend.
+    pub aws: watch::Receiver<AwsStatus>,
 }
 
 #[tonic::async_trait]
@@ -48,6 +53,8 @@ impl Control for ControlApi {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<ControlStatus>, Status> {
         let v = self.view.borrow().clone();
         let s = &self.statics;
+        let aws =
+            (v.backend == BackendKind::AwsVpc.as_str()).then(|| aws_to_pb(&self.aws.borrow()));
         Ok(Response::new(ControlStatus {
             pid: s.pid,
             version: s.version.clone(),
@@ -72,6 +79,7 @@ impl Control for ControlApi {
             config_error: v.config_error.clone(),
             subnet_file: s.subnet_file.display().to_string(),
             warnings: v.warnings.clone(),
+            aws,
         }))
     }
 
@@ -116,5 +124,18 @@ impl Control for ControlApi {
             revision: v.watched_revision,
             leases,
         }))
+    }
+}
+
+fn aws_to_pb(a: &AwsStatus) -> PbAwsStatus {
+    PbAwsStatus {
+        ok: a.ok,
+        message: a.message.clone(),
+        instance_id: a.instance_id.clone(),
+        interface_id: a.interface_id.clone(),
+        region: a.region.clone(),
+        tables: a.tables.clone(),
+        checked_unix: a.checked_unix,
+        writes: a.writes,
     }
 }

@@ -68,7 +68,9 @@ impl LeaseAttrs {
             BackendKind::Vxlan => Some(json!({
                 "VtepMAC": vtep::for_public_ip(public_ip).to_string()
             })),
-            BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc => None,
+            BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc | BackendKind::AwsVpc => {
+                None
+            }
         };
         LeaseAttrs {
             public_ip,

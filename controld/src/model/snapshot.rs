@@ -59,7 +59,9 @@ pub fn build(
         .collect();
     let local_vtep_mac = match kind {
         BackendKind::Vxlan => vtep::for_public_ip(local.public_ip).to_vec(),
-        BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc => Vec::new(),
+        BackendKind::Udp | BackendKind::HostGw | BackendKind::Alloc | BackendKind::AwsVpc => {
+            Vec::new()
+        }
     };
     Snapshot {
         version: None,

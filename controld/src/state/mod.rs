@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::view::View;
+use crate::aws;
 use crate::backoff::Backoff;
 use crate::etcd::keeper;
 use crate::etcd::Registry;
@@ -57,6 +58,16 @@ pub struct Settings {
     /// Shown in every status until the daemon stops (plaintext etcd
     /// endpoints that are not loopback).
     pub standing_warnings: Vec<String>,
+}
+
+/// Where the state task's results go.
+pub struct Outputs {
+    /// To the dataplane sync task.
+    pub snapshots: watch::Sender<Option<Snapshot>>,
+    /// To the control API.
+    pub view: watch::Sender<Arc<View>>,
+    /// To the aws-vpc task.
+    pub aws_desired: watch::Sender<Option<aws::Desired>>,
 }
 
 pub struct Controller {
@@ -113,6 +124,8 @@ pub struct Controller {
     warnings: VecDeque<String>,
     standing_warnings: Vec<String>,
     view: watch::Sender<Arc<View>>,
+    /// What the aws-vpc task should keep (see `push::aws_desired`).
+    aws_desired: watch::Sender<Option<aws::Desired>>,
 }
 
 impl Controller {
@@ -122,9 +135,13 @@ impl Controller {
         underlay: Underlay,
         tx: EventTx,
         shutdown: Shutdown,
-        snapshots: watch::Sender<Option<Snapshot>>,
-        view: watch::Sender<Arc<View>>,
+        outputs: Outputs,
     ) -> Self {
+        let Outputs {
+            snapshots,
+            view,
+            aws_desired,
+        } = outputs;
         let standing_warnings = settings.standing_warnings.clone();
         let previous = crate::model::subnet_env::read_previous(&settings.subnet_file);
         if let Some(p) = previous {
@@ -168,6 +185,7 @@ impl Controller {
             warnings: VecDeque::new(),
             standing_warnings,
             view,
+            aws_desired,
         }
     }
 

@@ -2,6 +2,7 @@
 //! initial list, never without a lease), subnet.env once the dataplane applied
 //! a snapshot (then sd_notify READY=1), and the view the control API serves.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use kolach_proto::systemd::Notifier;
@@ -9,8 +10,10 @@ use tracing::{error, info, warn};
 
 use super::Controller;
 use crate::api::view::View;
+use crate::aws;
 use crate::event::DataplaneEvent;
 use crate::ipam::block;
+use crate::model::config::{BackendKind, NetConfig};
 use crate::model::lease::Lease;
 use crate::model::peers::{self, Note, SkipReason, Skipped};
 use crate::model::snapshot::{self, Local};
@@ -222,7 +225,47 @@ impl Controller {
             leases,
         };
         self.view.send_replace(Arc::new(v));
+        self.send_aws_desired();
     }
+
+    /// Tells the aws-vpc task what to keep: this host's subnet while the
+    /// backend is aws-vpc and the lease is held, else nothing. The lease never
+    /// waits on the VPC: whatever the task meets, it only reports.
+    fn send_aws_desired(&self) {
+        let desired = aws_desired(
+            self.cfg.as_ref(),
+            self.mine.as_ref(),
+            self.underlay.public_ip,
+        );
+        self.aws_desired.send_if_modified(|d| {
+            if *d == desired {
+                return false;
+            }
+            match &desired {
+                Some(w) => info!(subnet = %w.subnet, public_ip = %w.public_ip,
+                    tables = ?w.route_tables, "aws-vpc: keeping this subnet in the VPC"),
+                None if d.is_some() => info!("aws-vpc: nothing to keep in the VPC"),
+                None => {}
+            }
+            *d = desired;
+            true
+        });
+    }
+}
+
+/// What the aws-vpc task should keep under `cfg` while `mine` is held.
+pub(super) fn aws_desired(
+    cfg: Option<&NetConfig>,
+    mine: Option<&Lease>,
+    public_ip: Ipv4Addr,
+) -> Option<aws::Desired> {
+    let (cfg, mine) = (cfg?, mine?);
+    (cfg.backend.kind == BackendKind::AwsVpc).then(|| aws::Desired {
+        network: cfg.network,
+        subnet: mine.subnet,
+        public_ip,
+        route_tables: cfg.backend.route_tables.clone(),
+    })
 }
 
 /// One line per skipped lease when it is first skipped, and when it is
@@ -248,5 +291,46 @@ fn log_note(note: &Note) {
             "not routing a vxlan lease without a valid BackendData.VtepMAC"),
         Note::Routed(s) => info!(subnet = %s.subnet, public_ip = %s.public_ip, ours = %s.ours,
             "routing a lease skipped before"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config;
+    use crate::model::lease::LeaseAttrs;
+
+    fn cfg(json: &str) -> NetConfig {
+        config::parse(json.as_bytes()).unwrap().config
+    }
+
+    #[test]
+    fn aws_desired_only_for_aws_vpc_with_a_lease() {
+        let ip: Ipv4Addr = "198.18.0.1".parse().unwrap();
+        let attrs = LeaseAttrs::ours(BackendKind::AwsVpc, ip);
+        let mine = Lease {
+            subnet: "10.50.18.0/24".parse().unwrap(),
+            value: attrs.to_json(),
+            attrs,
+            lease_id: 7,
+            mod_revision: 1,
+            create_revision: 1,
+        };
+        let aws = cfg(
+            r#"{"Network":"10.50.0.0/16","Backend":{"Type":"aws-vpc","RouteTableID":["rtb-0a","rtb-0b"]}}"#,
+        );
+        assert_eq!(
+            aws_desired(Some(&aws), Some(&mine), ip),
+            Some(aws::Desired {
+                network: "10.50.0.0/16".parse().unwrap(),
+                subnet: "10.50.18.0/24".parse().unwrap(),
+                public_ip: ip,
+                route_tables: vec!["rtb-0a".into(), "rtb-0b".into()],
+            })
+        );
+        assert_eq!(aws_desired(Some(&aws), None, ip), None);
+        assert_eq!(aws_desired(None, Some(&mine), ip), None);
+        let vxlan = cfg(r#"{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        assert_eq!(aws_desired(Some(&vxlan), Some(&mine), ip), None);
     }
 }

@@ -1,7 +1,8 @@
 //! The backends behind one enum, chosen by a factory from the snapshot's type.
 //!
 //! udp runs the TUN/UDP packet loop; vxlan and host-gw program the kernel,
-//! which then forwards; alloc does nothing (leases only). Every apply ends in
+//! which then forwards; alloc (leases only) and aws-vpc (the VPC routes)
+//! do nothing. Every apply ends in
 //! [`sync`], which also removes what an earlier backend left
 //! in the kernel, so switching backends needs no special path; then
 //! [`export`] keeps this host's subnet and blocks in the export table, the
@@ -42,7 +43,14 @@ pub struct Outcome {
 }
 
 pub enum Backend {
-    Alloc { tun: String },
+    Alloc {
+        tun: String,
+    },
+    /// aws-vpc: the VPC's route tables carry the packets (controld keeps
+    /// them); here, like alloc, nothing but clearing what others left.
+    AwsVpc {
+        tun: String,
+    },
     Udp(UdpBackend),
     Vxlan(VxlanBackend),
     HostGw(HostGwBackend),
@@ -63,12 +71,16 @@ impl Backend {
             BackendKind::Alloc => Backend::Alloc {
                 tun: tun_name.to_string(),
             },
+            BackendKind::AwsVpc => Backend::AwsVpc {
+                tun: tun_name.to_string(),
+            },
         }
     }
 
     pub fn kind(&self) -> BackendKind {
         match self {
             Backend::Alloc { .. } => BackendKind::Alloc,
+            Backend::AwsVpc { .. } => BackendKind::AwsVpc,
             Backend::Udp(_) => BackendKind::Udp,
             Backend::Vxlan(_) => BackendKind::Vxlan,
             Backend::HostGw(_) => BackendKind::HostGw,
@@ -78,7 +90,7 @@ impl Backend {
     /// The device this backend forwards through, if any.
     pub fn device(&self) -> Option<&str> {
         match self {
-            Backend::Alloc { .. } => None,
+            Backend::Alloc { .. } | Backend::AwsVpc { .. } => None,
             Backend::Udp(u) => Some(u.device()),
             Backend::Vxlan(v) => v.device(),
             Backend::HostGw(h) => h.device(),
@@ -89,7 +101,7 @@ impl Backend {
     /// "none"); for udp see [`features`](Self::features).
     pub fn mode(&self) -> String {
         match self {
-            Backend::Alloc { .. } => "none".into(),
+            Backend::Alloc { .. } | Backend::AwsVpc { .. } => "none".into(),
             Backend::Udp(u) => u
                 .features()
                 .map(|f| f.to_string())
@@ -125,7 +137,7 @@ impl Backend {
         kernel: &dyn Kernel,
     ) -> Result<Outcome, BackendError> {
         match self {
-            Backend::Alloc { tun } => {
+            Backend::Alloc { tun } | Backend::AwsVpc { tun } => {
                 let report = sync(kernel, &Desired::only_tun(tun, false)).await?;
                 Ok(Outcome {
                     warnings: report.errors,

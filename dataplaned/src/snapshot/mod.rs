@@ -206,6 +206,7 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         Ok(BackendType::Vxlan) => BackendKind::Vxlan,
         Ok(BackendType::HostGw) => BackendKind::HostGw,
         Ok(BackendType::Alloc) => BackendKind::Alloc,
+        Ok(BackendType::AwsVpc) => BackendKind::AwsVpc,
         Ok(BackendType::Unspecified) => return Err(invalid("backend.type", "is unspecified")),
         Err(_) => return Err(invalid("backend.type", format!("{} is unknown", b.r#type))),
     };

@@ -24,6 +24,9 @@
 //!   own configs and storage, containers on a CNI network
 //!   ([`podman::PodmanHost`], [`podman::PodmanLab`]), the busybox image.
 //!
+//! - [`aws`]: the EC2 emulator moto in a lab's underlay namespace, a
+//!   counting proxy in front of it and an instance-metadata stub for every
+//!   host, seeded with a VPC and one instance per host (aws-vpc tests).
 //! - [`bird`]: BIRD 2 in a lab's namespace (a host's exporter reading the
 //!   export table, a plain BGP router), its configs and `birdc` queries.
 //!
@@ -42,6 +45,7 @@
 //! - [`intruder`]: an unprivileged local user against the daemons' sockets
 //!   (`kolach-intruder` run with setpriv).
 
+pub mod aws;
 pub mod bins;
 pub mod bird;
 pub mod cmd;

@@ -205,9 +205,11 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // The daemons read KOLACH_* flags from the environment: none may leak in.
+        // The daemons read KOLACH_* flags from the environment, and controld
+        // AWS_* settings (aws-vpc): none may leak in.
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("KOLACH_") {
+            let k_str = k.to_string_lossy();
+            if k_str.starts_with("KOLACH_") || k_str.starts_with("AWS_") {
                 cmd.env_remove(k);
             }
         }

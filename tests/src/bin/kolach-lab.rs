@@ -27,7 +27,7 @@ enum Cmd {
     Up {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
         hosts: u8,
-        /// Backend.Type of the network config: udp, vxlan, host-gw or alloc.
+        /// Backend.Type of the network config: udp, vxlan, host-gw, alloc or aws-vpc (no VPC in the demo: hosts keep leases only).
         #[arg(long, default_value = "udp")]
         backend: kolach_testkit::Backend,
         /// Set on every host's kolach-dataplaned, e.g. KOLACH_QUEUES=auto

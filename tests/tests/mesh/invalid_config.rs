@@ -42,6 +42,11 @@ fn bad_config(lab: &mut Lab) -> Result<()> {
             r#"{"Network":"10.50.0.0/16","SubnetLen":40,"Backend":{"Type":"udp"}}"#,
             "SubnetLen",
         ),
+        // A live switch to aws-vpc with a table ID that is none: nothing moves.
+        (
+            r#"{"Network":"10.50.0.0/16","Backend":{"Type":"aws-vpc","RouteTableID":["rtb-0a1b2c3d","subnet-0a1b"]}}"#,
+            "RouteTableID",
+        ),
         (r#"{"Network":"10.50.0.0/16","Backend":{"Type":"#, ""),
     ];
     for (config, must_name) in cases {
@@ -49,7 +54,7 @@ fn bad_config(lab: &mut Lab) -> Result<()> {
         for n in lab.host_ids() {
             let s =
                 lab.wait_control(n, Duration::from_secs(5), "reported a config error", |s| {
-                    !s.config_error.is_empty()
+                    !s.config_error.is_empty() && s.config_error.contains(must_name)
                 })?;
             ensure!(
                 s.config_error.contains(must_name),

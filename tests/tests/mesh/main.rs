@@ -1,7 +1,9 @@
 //! Multi-host tests of a running mesh: the harness itself, pings across
 //! every backend, kernel objects, leases coming and going, the wire format,
-//! kolachctl, configs that must change nothing.
+//! kolachctl, configs that must change nothing, the aws-vpc backend
+//! against the EC2 emulator.
 
+mod aws_vpc;
 mod backend_switch;
 mod foreign_lease;
 mod harness;

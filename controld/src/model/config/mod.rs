@@ -30,11 +30,14 @@ pub use kolach_proto::BackendKind;
 
 /// `Backend` with defaults filled in. `port` and `vni` are 0 where the backend
 /// has no such option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub kind: BackendKind,
     pub port: u16,
     pub vni: u32,
+    /// aws-vpc's `RouteTableID`, a string or a list of them (empty: the
+    /// table of the instance's subnet, else the VPC's main table).
+    pub route_tables: Vec<String>,
 }
 
 impl BackendConfig {
@@ -43,6 +46,7 @@ impl BackendConfig {
             kind: BackendKind::Udp,
             port: 8285,
             vni: 0,
+            route_tables: Vec::new(),
         }
     }
 }
@@ -329,13 +333,13 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
         None | Some(Value::Null) => BackendKind::Udp,
         Some(Value::String(s)) => BackendKind::parse(s).ok_or_else(|| {
             ConfigError(format!(
-                "Backend.Type {} is not one of udp, vxlan, host-gw, alloc",
+                "Backend.Type {} is not one of udp, vxlan, host-gw, alloc, aws-vpc",
                 shown(format!("{s:?}"))
             ))
         })?,
         Some(v) => {
             return err(format!(
-                "Backend.Type {} must be a string (udp, vxlan, host-gw or alloc), not {}",
+                "Backend.Type {} must be a string (udp, vxlan, host-gw, alloc or aws-vpc), not {}",
                 shown(v.to_string()),
                 type_name(v)
             ))
@@ -360,18 +364,69 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConfig, ConfigError> {
             kind,
             port: number("Port", 8285, 1, 65535)? as u16,
             vni: 0,
+            route_tables: Vec::new(),
         },
         BackendKind::Vxlan => BackendConfig {
             kind,
             port: number("Port", 8472, 1, 65535)? as u16,
             vni: number("VNI", 1, 0, 16_777_215)?,
+            route_tables: Vec::new(),
         },
         BackendKind::HostGw | BackendKind::Alloc => BackendConfig {
             kind,
             port: 0,
             vni: 0,
+            route_tables: Vec::new(),
+        },
+        BackendKind::AwsVpc => BackendConfig {
+            kind,
+            port: 0,
+            vni: 0,
+            route_tables: parse_route_tables(obj.get("RouteTableID"))?,
         },
     })
+}
+
+/// The longest route table ID AWS hands out: `rtb-` and 17 hex digits
+/// (older accounts have 8).
+const MAX_RTB_HEX: usize = 17;
+
+/// `Backend.RouteTableID`: one ID or a list of them, each `rtb-` and hex
+/// digits; absent, null or `[]`: none named (the backend finds the table).
+fn parse_route_tables(v: Option<&Value>) -> Result<Vec<String>, ConfigError> {
+    let one = |v: &Value| -> Result<String, ConfigError> {
+        let Value::String(id) = v else {
+            return err(format!(
+                "Backend.RouteTableID {} must be a string such as \"rtb-0a1b2c3d\" or a list of them, not {}",
+                shown(v.to_string()),
+                type_name(v)
+            ));
+        };
+        let hex = id.strip_prefix("rtb-").unwrap_or("");
+        let valid = (1..=MAX_RTB_HEX).contains(&hex.len())
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return err(format!(
+                "Backend.RouteTableID {} is not a route table ID: \"rtb-\" and 1 to {MAX_RTB_HEX} lowercase hex digits (rtb-0a1b2c3d)",
+                shown(format!("{id:?}"))
+            ));
+        }
+        Ok(id.clone())
+    };
+    let ids = match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        Some(v) => vec![one(v)?],
+    };
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            return err(format!(
+                "Backend.RouteTableID {} lists {id:?} twice; name each table once",
+                shown(v.map(Value::to_string).unwrap_or_default())
+            ));
+        }
+    }
+    Ok(ids)
 }
 
 /// `ExportTable`: a routing table number (a u32, as `ip route ... table N`

@@ -25,6 +25,8 @@ pub enum Backend {
     Vxlan,
     HostGw,
     Alloc,
+    /// The VPC routes (DESIGN §11); on the hosts, like alloc, nothing.
+    AwsVpc,
 }
 
 impl Backend {
@@ -35,6 +37,7 @@ impl Backend {
             Backend::Vxlan => "vxlan",
             Backend::HostGw => "host-gw",
             Backend::Alloc => "alloc",
+            Backend::AwsVpc => "aws-vpc",
         }
     }
 
@@ -51,7 +54,7 @@ impl Backend {
         match self {
             Backend::Udp => 28,
             Backend::Vxlan => 50,
-            Backend::HostGw | Backend::Alloc => 0,
+            Backend::HostGw | Backend::Alloc | Backend::AwsVpc => 0,
         }
     }
 
@@ -70,10 +73,11 @@ impl std::str::FromStr for Backend {
             Backend::Vxlan,
             Backend::HostGw,
             Backend::Alloc,
+            Backend::AwsVpc,
         ]
         .into_iter()
         .find(|b| b.name() == s)
-        .ok_or_else(|| format!("unknown backend {s:?} (udp, vxlan, host-gw, alloc)"))
+        .ok_or_else(|| format!("unknown backend {s:?} (udp, vxlan, host-gw, alloc, aws-vpc)"))
     }
 }
 

@@ -107,6 +107,10 @@ impl Host {
             cd_args,
             dir.join("controld.log"),
         );
+        // A host switched to aws-vpc must never reach for the real instance
+        // metadata or EC2: both point at a closed port on the host's own
+        // loopback unless a test's emulator (`crate::aws`) replaces them.
+        controld.env.extend(crate::aws::unreachable_env());
         if mode == Mode::Detached {
             dataplaned = dataplaned.detached(dir.join("dataplaned.pid"));
             controld = controld.detached(dir.join("controld.pid"));
