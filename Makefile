@@ -140,19 +140,19 @@ bench: deps-apt
 # Fuzz targets (fuzz/, its own workspace): udp packet checks, TSO segmentation,
 # coalescing (fuzz/, over kolach-packet alone); the config parser, lease values
 # and keys, snapshots, pool and block values, the allocation journal, the CNI
-# plugin's config and environment (fuzz/daemons/, over the daemons and the plugin). cargo fuzz needs a
+# plugin's config and environment, EC2 answers (fuzz/daemons/, over the daemons and the plugin). cargo fuzz needs a
 # nightly toolchain for its sanitizers; without one the targets run on stable
 # with `-s none` (coverage-guided, no AddressSanitizer). New inputs go to
 # <dir>/corpus/<target>, the committed seeds are in <dir>/seeds/<target>, <dir>
 # being fuzz or fuzz/daemons.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= config lease packet snapshot segment coalesce pool block journal cni_config
+FUZZ_TARGETS ?= config lease packet snapshot segment coalesce pool block journal cni_config ec2_xml
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; san=; \
 	else echo "fuzz: no nightly toolchain: running on stable without a sanitizer (-s none)"; tc=; san="-s none"; fi; \
 	mkdir -p target; cd fuzz && for t in $(FUZZ_TARGETS); do \
-		case $$t in config|lease|snapshot|pool|block|journal|cni_config) d=daemons;; *) d=.;; esac; \
+		case $$t in config|lease|snapshot|pool|block|journal|cni_config|ec2_xml) d=daemons;; *) d=.;; esac; \
 		mkdir -p $$d/corpus/$$t; \
 		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 		cargo $$tc fuzz run --fuzz-dir $$d $$san $$t $$d/corpus/$$t $$d/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
