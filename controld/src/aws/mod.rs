@@ -84,7 +84,8 @@ pub struct AwsStatus {
 }
 
 /// Settings read from the environment as the AWS SDKs read them (DESIGN §11).
-#[derive(Debug, Clone, Default)]
+/// Its `Debug` never prints the secret key or the session token.
+#[derive(Clone, Default)]
 pub struct Settings {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
@@ -92,6 +93,20 @@ pub struct Settings {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub metadata_endpoint: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("metadata_endpoint", &self.metadata_endpoint)
+            .finish()
+    }
 }
 
 impl Settings {

@@ -160,3 +160,19 @@ fn error_kinds_and_lines() {
         .contains("instance role"));
     assert!(api(400, "RequestExpired").to_string().contains("clock"));
 }
+
+#[test]
+fn settings_debug_hides_the_secret_and_the_token() {
+    let s = crate::aws::Settings {
+        access_key_id: Some("AKIDEXAMPLE".into()),
+        secret_access_key: Some("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into()),
+        session_token: Some("token-xyz".into()),
+        ..Default::default()
+    };
+    let shown = format!("{s:?}");
+    assert!(shown.contains("AKIDEXAMPLE"), "{shown}");
+    assert!(
+        !shown.contains("EXAMPLEKEY") && !shown.contains("token-xyz"),
+        "{shown}"
+    );
+}
