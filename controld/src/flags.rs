@@ -1,6 +1,6 @@
 //! Command-line flags (DESIGN §7); every flag can also come from `KOLACH_<FLAG>`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,6 +95,12 @@ pub struct Flags {
     #[arg(long, env = "KOLACH_SUBNET_LEASE_TTL", default_value = "24h", value_parser = parse_ttl)]
     pub subnet_lease_ttl: Duration,
 
+    /// Serve `/metrics` (Prometheus text format, both daemons' figures) and
+    /// `/healthz` (200 while the lease is held and the dataplane applied a
+    /// snapshot, else 503 and why) over plain HTTP at ADDR:PORT. Off by default.
+    #[arg(long, env = "KOLACH_METRICS_ADDR", value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_VERBOSE")]
     pub verbose: u8,
@@ -177,6 +183,7 @@ mod tests {
         assert_eq!(f.state_dir, PathBuf::from("/var/lib/kolach"));
         assert_eq!(f.block_grace, Duration::from_secs(600));
         assert_eq!(parse_grace("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(f.metrics_addr, None);
         assert!(parse_grace("0").is_err());
         let f = Flags::try_parse_from([
             "kolach-controld",
@@ -185,8 +192,11 @@ mod tests {
             "-vv",
             "--public-ip",
             "198.18.0.1",
+            "--metrics-addr",
+            "127.0.0.1:9465",
         ])
         .unwrap();
+        assert_eq!(f.metrics_addr, Some("127.0.0.1:9465".parse().unwrap()));
         assert_eq!(f.etcd_endpoints.len(), 2);
         assert_eq!(f.verbose, 2);
         assert!(Flags::try_parse_from(["kolach-controld", "--etcd-certfile", "c.pem"]).is_err());

@@ -19,6 +19,8 @@
 //! - [`aws`]: the aws-vpc backend (DESIGN §11): the task that keeps this
 //!   host's subnet routed in the VPC's route tables; the state task tells it
 //!   what to keep, the control API shows how it stands.
+//! - [`metrics`]: `--metrics-addr`: `/metrics` (Prometheus text) and
+//!   `/healthz`, from the same view the control API serves.
 //!
 //! Beside them:
 //! - [`dataplane`]: the `Dataplane.Sync` stream client, with reconnect.
@@ -40,6 +42,7 @@ pub mod etcd;
 pub mod event;
 pub mod flags;
 pub mod ipam;
+pub mod metrics;
 pub mod model;
 pub mod state;
 pub mod underlay;
@@ -83,6 +86,10 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         .with_context(|| format!("cannot create run dir {}", flags.run_dir.display()))?;
     let sock_path = flags.run_dir.join(CONTROLD_SOCKET);
     let listener = uds::bind(&sock_path).await?;
+    let metrics_listener = match flags.metrics_addr {
+        Some(a) => Some(metrics::serve::bind(a).await?),
+        None => None,
+    };
 
     let (stop_tx, stop) = Shutdown::new();
     let now = SystemTime::now()
@@ -129,6 +136,14 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         tx.clone(),
         stop.clone(),
     );
+    let metrics_task = metrics_listener.map(|l| {
+        let sources = metrics::Sources {
+            view: api.view.clone(),
+            ipam: ipam.clone(),
+            dataplane_socket: flags.run_dir.join(DATAPLANED_SOCKET),
+        };
+        tokio::spawn(metrics::serve::run(l, sources, stop.clone()))
+    });
     let mut api_stop = stop.clone();
     // Control is read-only; every Ipam method is root's only.
     let limits = uds::Limits {
@@ -175,6 +190,9 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
         ),
     }
     let _ = ipam_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     // The AWS task may be inside a slow HTTP call; it keeps no state that a
     // stop could tear, so it gets the same grace and no more.
     if tokio::time::timeout(STOP_GRACE, aws_task).await.is_err() {
