@@ -42,7 +42,8 @@ DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iprout
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
 	nftables systemd man-db strace ethtool \
 	podman runc containernetworking-plugins busybox-static bird2 \
-	python3 python3-venv python3-pip
+	python3 python3-venv python3-pip \
+	prometheus curl
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-rust deps-moto build fmt-check clippy sweep test unit demo demo-down bench fuzz
