@@ -25,6 +25,8 @@ pub struct View {
     /// The last keepalive answer: TTL seconds and when it came.
     pub keepalive: Option<(i64, Instant)>,
     pub etcd_reachable: bool,
+    /// Failed etcd requests (watch, keepalive, list or write) since start.
+    pub etcd_errors: u64,
     pub watched_revision: i64,
     pub dataplane_connected: bool,
     pub epoch: u64,

@@ -123,6 +123,12 @@ pub fn render(f: &Figures) -> String {
         b(v.etcd_reachable),
     );
     t.single(
+        "kolach_controld_etcd_request_errors_total",
+        "etcd requests (watch, keepalive, list, write) that failed since controld started.",
+        Kind::Counter,
+        v.etcd_errors as f64,
+    );
+    t.single(
         "kolach_controld_watched_revision",
         "The etcd revision of the subnet watch.",
         Kind::Gauge,

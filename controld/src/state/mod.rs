@@ -121,6 +121,8 @@ pub struct Controller {
 
     etcd_reachable: bool,
     etcd_error: Option<String>,
+    /// Failed etcd requests the other tasks reported (each `EtcdDown`).
+    etcd_errors: u64,
     warnings: VecDeque<String>,
     standing_warnings: Vec<String>,
     view: watch::Sender<Arc<View>>,
@@ -182,6 +184,7 @@ impl Controller {
             applied_generation: 0,
             etcd_reachable: false,
             etcd_error: None,
+            etcd_errors: 0,
             warnings: VecDeque::new(),
             standing_warnings,
             view,
@@ -280,6 +283,7 @@ impl Controller {
         }
         self.etcd_reachable = false;
         self.etcd_error = Some(msg);
+        self.etcd_errors += 1;
     }
 
     fn periodic(&mut self) {

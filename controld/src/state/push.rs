@@ -206,6 +206,7 @@ impl Controller {
                 .map_or(0, |c| snapshot::overlay_mtu(c, self.underlay.mtu)),
             keepalive: self.keepalive,
             etcd_reachable: self.etcd_reachable,
+            etcd_errors: self.etcd_errors,
             watched_revision: self.table.revision(),
             dataplane_connected: self.dp_connected,
             epoch: self.versioner.epoch(),
