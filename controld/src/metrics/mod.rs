@@ -14,7 +14,7 @@ pub mod text;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kolach_proto::dataplane::dataplane_client::DataplaneClient;
 use kolach_proto::dataplane::{DataplaneStatus, StatusRequest};
@@ -24,6 +24,11 @@ use tokio::sync::watch;
 use self::text::{Kind, Text};
 use crate::api::view::View;
 use crate::ipam::{IpamHandle, PoolReport, StatusReport};
+
+/// How long a scrape waits for the dataplane or the IPAM task: a stuck one
+/// shows as down rather than hanging the scraper (Prometheus' default
+/// scrape timeout is 10 s).
+const ASK_WITHIN: Duration = Duration::from_secs(3);
 
 /// What a scrape needs to reach.
 #[derive(Clone)]
@@ -62,7 +67,13 @@ impl Sources {
                 self.ipam.pools().await.ok()?,
             ))
         };
-        let (dataplane, ipam) = tokio::join!(dataplane, ipam);
+        let (dataplane, ipam) = tokio::join!(
+            tokio::time::timeout(ASK_WITHIN, dataplane),
+            tokio::time::timeout(ASK_WITHIN, ipam)
+        );
+        let dataplane = dataplane
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no status answer within {ASK_WITHIN:?}")));
+        let ipam = ipam.ok().flatten();
         Figures {
             view,
             lease_ttl_seconds,
