@@ -98,6 +98,22 @@ fn metrics(lab: &mut Lab) -> Result<()> {
         .context("peer_count")?;
     ensure!(value(&after, "kolach_controld_peers")? == peers && peers == 1.0);
     ensure!(value(&after, "kolach_dataplane_up")? == 1.0);
+    // Nothing changes in etcd meanwhile: the generations and etcd's state agree.
+    for (metric, field) in [
+        ("kolach_controld_snapshot_generation", "generation"),
+        (
+            "kolach_controld_dataplane_applied_generation",
+            "applied_generation",
+        ),
+    ] {
+        let want = status["controld"][field].as_f64().context(field)?;
+        ensure!(
+            value(&after, metric)? == want,
+            "{metric} != status {field} {want}"
+        );
+    }
+    ensure!(value(&after, "kolach_controld_etcd_reachable")? == 1.0);
+    ensure!(value(&after, "kolach_controld_lease_expiry_seconds")? > 0.0);
     let rx = "kolach_dataplane_packets_total{path=\"tun_rx\"}";
     let udp_rx = "kolach_dataplane_packets_total{path=\"udp_rx\"}";
     ensure!(
