@@ -176,6 +176,7 @@ impl Registry {
             }
             Err(_) => {
                 self.pool.failed(idx);
+                self.pool.reconnect(idx);
                 Err(EtcdError::Timeout {
                     endpoints: self.endpoints.clone(),
                 })
