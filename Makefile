@@ -4,6 +4,7 @@
 #   make test       fmt check, clippy -D warnings, build, unit + multi-host tests
 #   make demo       etcd + 3 host namespaces running both daemons, status, ping matrix
 #   make demo-down  stop the demo and remove its namespaces
+#   make deb        release build, then kolach_<version>_<arch>.deb in target/deb, checked by lintian
 #   make bench      release build, then udp/udp-busy/udp-1queue/vxlan/host-gw/underlay side by side
 #   make fuzz       the fuzz targets in fuzz/ (cargo fuzz), FUZZ_SECONDS each; not in CI
 #
@@ -26,6 +27,14 @@ BIN := target/debug
 CACHE_DIR ?= $(or $(CARGO_TARGET_DIR),target)/cache
 MOTO_VENV := $(CACHE_DIR)/moto-venv
 PYTHON ?= python3
+# The Debian tree the package tests boot with systemd-nspawn: bookworm
+# minbase plus these (tests/kit/src/nspawn/mod.rs PACKAGES says the same);
+# the stamp next to it names them, so a changed list makes it anew.
+NSPAWN_TREE := $(CACHE_DIR)/bookworm-minbase
+NSPAWN_PACKAGES := systemd,systemd-sysv,dbus,iproute2,iputils-ping,procps
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEB_DIR ?= $(or $(CARGO_TARGET_DIR),target)/deb
+RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release
 
 # gcc/libc6-dev build ring (etcd TLS); openssl makes the test CA of the TLS tests;
 # nftables cuts a host off from etcd (fault_partition); systemd (systemd-analyze),
@@ -38,19 +47,23 @@ PYTHON ?= python3
 # none of podman's recommends is needed: no crun, uidmap, fuse-overlayfs, catatonit).
 # bird2 (BIRD 2: bird, birdc) reads the export table and speaks BGP (pods bird).
 # python3-venv and python3-pip make the venv holding moto (deps-moto).
+# dpkg-dev (dpkg-shlibdeps), binutils (strip) and lintian build and check the
+# package (make deb); debootstrap makes the Debian tree that systemd-container's
+# systemd-nspawn boots to run it under a real systemd (operations packaged).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
 	nftables systemd man-db strace ethtool \
 	podman runc containernetworking-plugins busybox-static bird2 \
 	python3 python3-venv python3-pip \
-	prometheus curl
+	prometheus curl \
+	dpkg-dev binutils lintian debootstrap systemd-container
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-rust deps-moto build fmt-check clippy sweep test unit demo demo-down bench fuzz
+.PHONY: all deps deps-apt deps-rust deps-moto deps-nspawn deb build fmt-check clippy sweep test unit demo demo-down bench fuzz
 
 all: build
 
-deps: deps-apt deps-rust deps-moto
+deps: deps-apt deps-rust deps-moto deps-nspawn
 
 deps-apt:
 	@missing=""; \
@@ -90,8 +103,27 @@ deps-moto: deps-apt
 		$(MOTO_VENV)/bin/pip install -q 'moto[server,ec2]'; \
 	fi
 
+# debootstrap into a temporary dir, moved into place when complete.
+deps-nspawn: deps-apt
+	@if [ "$$(cat $(NSPAWN_TREE).stamp 2>/dev/null)" = "bookworm $(NSPAWN_PACKAGES)" ] && \
+		[ -x $(NSPAWN_TREE)/lib/systemd/systemd ]; then \
+		echo "deps: Debian tree present in $(NSPAWN_TREE)"; \
+	else \
+		echo "deps: debootstrap bookworm into $(NSPAWN_TREE) (about a minute)"; \
+		mkdir -p $(CACHE_DIR) && rm -rf $(NSPAWN_TREE) $(NSPAWN_TREE).tmp $(NSPAWN_TREE).stamp && \
+		$(SUDO) debootstrap --variant=minbase --include=$(NSPAWN_PACKAGES) \
+			bookworm $(NSPAWN_TREE).tmp $(DEBIAN_MIRROR) >$(CACHE_DIR)/debootstrap.log 2>&1 || \
+			{ tail -20 $(CACHE_DIR)/debootstrap.log; exit 1; }; \
+		mv $(NSPAWN_TREE).tmp $(NSPAWN_TREE) && echo "bookworm $(NSPAWN_PACKAGES)" >$(NSPAWN_TREE).stamp; \
+	fi
+
 build:
 	$(CARGO) build --workspace
+
+deb: deps-apt
+	$(CARGO) build --release -p kolach-controld -p kolach-dataplaned -p kolachctl -p kolach-cni -p kolach-docgen
+	packaging/deb/build --bins $(RELEASE_BIN) --docgen $(RELEASE_BIN)/kolach-docgen --out $(DEB_DIR)
+	lintian --fail-on error $(DEB_DIR)/kolach_*.deb
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -29,6 +29,8 @@
 //!   host, seeded with a VPC and one instance per host (aws-vpc tests).
 //! - [`bird`]: BIRD 2 in a lab's namespace (a host's exporter reading the
 //!   export table, a plain BGP router), its configs and `birdc` queries.
+//! - [`nspawn`]: a real systemd in a lab's namespace: a cached Debian tree
+//!   booted with systemd-nspawn, commands run inside it.
 //!
 //! The plain modules they stand on:
 //! - [`cmd`]: every external command under a deadline.
@@ -42,20 +44,25 @@
 //! - [`query`]: gRPC over the run dir sockets.
 //! - [`subnet_env`]: parsing subnet.env.
 //! - [`systemd`]: the units checked with systemd-analyze, syscalls vs. their filter.
+//! - [`deb`]: the Debian package built from the binaries under test, lintian.
+//! - [`cache`]: where what is slow to make (moto's venv, the Debian tree) is kept.
 //! - [`intruder`]: an unprivileged local user against the daemons' sockets
 //!   (`kolach-intruder` run with setpriv).
 
 pub mod aws;
 pub mod bins;
 pub mod bird;
+pub mod cache;
 pub mod cmd;
 pub mod cni;
+pub mod deb;
 pub mod etcd;
 pub mod intruder;
 pub mod kernel;
 pub mod lab;
 pub mod names;
 pub mod netns;
+pub mod nspawn;
 pub mod podman;
 pub mod process;
 pub mod query;

@@ -55,8 +55,6 @@ pub const BASE_PORT: u16 = 4566;
 /// (`KOLACH_AWS_RESYNC`; 30 s by default): repairs of routes spoiled by
 /// hand show within a few seconds.
 pub const RESYNC_SECS: &str = "2";
-/// Where the venv is looked for below a target dir.
-const VENV_IN_TARGET: &str = "cache/moto-venv";
 
 /// The environment every lab host's controld starts with: the metadata
 /// service and EC2 on a closed port of the host's own loopback, so a host
@@ -72,37 +70,14 @@ pub fn unreachable_env() -> Vec<(String, String)> {
 }
 
 /// The venv holding moto: `$KOLACH_MOTO_VENV`, else `cache/moto-venv` in
-/// the target dir the running executable lives in (`make deps` makes it
-/// there), else in the workspace's `target/`.
+/// a target dir (`make deps` makes it there).
 pub fn venv() -> Result<PathBuf> {
-    let has_moto = |d: &Path| d.join("bin/moto_server").is_file();
-    if let Some(d) = std::env::var_os("KOLACH_MOTO_VENV") {
-        let d = PathBuf::from(d);
-        if has_moto(&d) {
-            return Ok(d);
-        }
-        bail!("KOLACH_MOTO_VENV={} holds no bin/moto_server", d.display());
-    }
-    let mut tried = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        tried.extend(
-            exe.ancestors()
-                .skip(1)
-                .take(3)
-                .map(|a| a.join(VENV_IN_TARGET)),
-        );
-    }
-    tried.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target")
-            .join(VENV_IN_TARGET),
-    );
-    tried.into_iter().find(|d| has_moto(d)).ok_or_else(|| {
-        anyhow!(
-            "moto (the EC2 emulator) not found: run `make deps` (it makes <target dir>/{VENV_IN_TARGET}), \
-             or point KOLACH_MOTO_VENV at a venv with moto[server,ec2]"
-        )
-    })
+    crate::cache::find(
+        "moto-venv",
+        "KOLACH_MOTO_VENV",
+        "run `make deps` to make the venv holding moto[server,ec2]",
+        |d| d.join("bin/moto_server").is_file(),
+    )
 }
 
 /// The helper script (proxy, metadata stub, seed, direct calls).

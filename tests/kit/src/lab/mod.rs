@@ -216,6 +216,15 @@ impl Lab {
         Ok(ns)
     }
 
+    /// Adds an empty namespace of the lab (`<stem>-x<tag>`, loopback up),
+    /// removed with it; e.g. a pod that a CNI plugin wires.
+    pub fn add_namespace(&mut self, tag: &str) -> Result<String> {
+        let ns = self.names.outsider(tag);
+        self.namespaces.push(ns.clone());
+        netns::create(&ns)?;
+        Ok(ns)
+    }
+
     pub fn host(&self, n: u8) -> &Host {
         &self.hosts[usize::from(n) - 1]
     }
