@@ -141,7 +141,7 @@ unit:
 test: deps fmt-check clippy build sweep
 	$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS) --config-file tests/nextest.toml
 
-demo: deps build
+demo: deps-apt deps-rust build
 	$(BIN)/kolach-lab --dir $(DEMO_DIR) up --hosts $(DEMO_HOSTS) --backend $(DEMO_BACKEND) \
 		$(foreach e,$(DEMO_DATAPLANED_ENV),--dataplaned-env $(e))
 	@echo; echo '$$ kolachctl --run-dir $(DEMO_DIR)/host1 status'
