@@ -40,7 +40,7 @@
 //!   asks of the kernel).
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it
 //!   publishes; [`engine::store`]: the last applied snapshot in
-//!   `<run-dir>/snapshot.pb`.
+//!   `<run-dir>/snapshot.pb`; [`engine::histogram`]: how long applies take.
 //! - [`daemon`]: the daemon's life: take over, restore, serve, hand over;
 //!   [`daemon::api`]: the gRPC services on `<run-dir>/dataplaned.sock`;
 //!   [`daemon::cleanup`]: the `--cleanup` teardown; `observability`,

@@ -226,11 +226,14 @@ fn render(r: &Report, now: i64) -> String {
                 Some(v) if d.has_snapshot => kv(
                     "snapshot",
                     format!(
-                        "generation {} (epoch {}, etcd revision {}), applied {} ago, {} routes",
+                        "generation {} (epoch {}, etcd revision {}), applied {} ago{}, {} routes",
                         v.generation,
                         v.epoch,
                         v.etcd_revision,
                         duration(now - d.applied_at_unix),
+                        d.last_apply_us
+                            .map(|us| format!(" in {:.1} ms", us as f64 / 1000.0))
+                            .unwrap_or_default(),
                         d.route_count
                     ),
                 ),
@@ -355,6 +358,45 @@ mod tests {
         assert_eq!(json["dataplane"]["binary"]["inode"], 777);
         assert_eq!(json["dataplane"]["binary"]["changed_on_disk"], true);
         assert_eq!(json["dataplane"]["upgrades"], 3);
+    }
+
+    #[test]
+    fn snapshot_line_says_how_long_the_apply_took() {
+        use kolach_proto::dataplane::{DataplaneStatus, SnapshotVersion};
+        let report = |last_apply_us| Report {
+            controld: Answer::Down {
+                error: "down".into(),
+            },
+            ipam: Answer::Down {
+                error: "down".into(),
+            },
+            dataplane: Answer::Ok(
+                DataplaneStatus {
+                    has_snapshot: true,
+                    applied_version: Some(SnapshotVersion {
+                        epoch: 1,
+                        generation: 4,
+                        etcd_revision: 30,
+                    }),
+                    applied_at_unix: 90,
+                    last_apply_us,
+                    route_count: 2,
+                    ..Default::default()
+                }
+                .into(),
+            ),
+        };
+        let text = render(&report(1240), 100);
+        assert!(
+            text.contains(
+                "generation 4 (epoch 1, etcd revision 30), applied 10s ago in 1.2 ms, 2 routes"
+            ),
+            "{text}"
+        );
+        // An older dataplane does not say.
+        assert!(render(&report(0), 100).contains("applied 10s ago, 2 routes"));
+        let json = serde_json::to_value(report(1240)).unwrap();
+        assert_eq!(json["dataplane"]["last_apply_us"], 1240);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct Dataplane {
     pub has_snapshot: bool,
     pub applied_version: Option<Version>,
     pub applied_at_unix: i64,
+    /// How long the applied snapshot took to apply (absent from an older
+    /// dataplane).
+    pub last_apply_us: Option<u64>,
     pub backend: Option<String>,
     pub port: Option<u32>,
     pub vni: Option<u32>,
@@ -212,6 +215,7 @@ impl From<DataplaneStatus> for Dataplane {
             has_snapshot: s.has_snapshot,
             applied_version: s.applied_version.as_ref().map(Version::from),
             applied_at_unix: s.applied_at_unix,
+            last_apply_us: (s.last_apply_us != 0).then_some(s.last_apply_us),
             backend: backend.map(|b| backend_name(b.r#type)),
             port: backend.map(|b| b.port).filter(|p| *p != 0),
             vni: backend.map(|b| b.vni).filter(|v| *v != 0),

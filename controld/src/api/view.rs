@@ -32,6 +32,10 @@ pub struct View {
     pub epoch: u64,
     pub generation: u64,
     pub applied_generation: u64,
+    /// Snapshots the dataplane answered as applied (a resend after a
+    /// reconnect included), and those it refused, since controld started.
+    pub snapshots_pushed: u64,
+    pub snapshot_push_errors: u64,
     pub peer_count: u32,
     pub config_error: String,
     pub warnings: Vec<String>,

@@ -37,6 +37,9 @@ pub struct PoolReport {
     pub blocks_held: u32,
     pub blocks_mine: u32,
     pub addresses_in_use: u32,
+    /// Addresses still free in this host's ranges of the pool: its blocks,
+    /// or for the default pool its subnet (less `.0`, `.1` and the last).
+    pub addresses_free: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -99,7 +102,18 @@ impl Task {
                 .filter(|b| Some(b.public_ip) == me)
                 .count() as u32,
             addresses_in_use: self.allocs.iter().filter(|a| a.pool == name).count() as u32,
+            addresses_free: self
+                .blocks
+                .of_pool(name)
+                .filter(|b| Some(b.public_ip) == me)
+                .map(|b| self.free_in(&Range::block(b.net)))
+                .sum(),
         })
+    }
+
+    /// The addresses of `r` no allocation holds.
+    fn free_in(&self, r: &Range) -> u64 {
+        u64::from(r.size()).saturating_sub(self.allocs.in_use(r.block) as u64)
     }
 
     pub(super) fn pool_reports(&self) -> Vec<PoolReport> {
@@ -119,6 +133,7 @@ impl Task {
                 .iter()
                 .filter(|a| a.pool == DEFAULT_POOL)
                 .count() as u32,
+            addresses_free: v.subnet.map_or(0, |s| self.free_in(&Range::host_subnet(s))),
         }];
         drop(v);
         out.extend(

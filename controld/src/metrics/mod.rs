@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kolach_proto::dataplane::dataplane_client::DataplaneClient;
-use kolach_proto::dataplane::{DataplaneStatus, StatusRequest};
+use kolach_proto::dataplane::{self as pb, DataplaneStatus, StatusRequest};
 use kolach_proto::uds;
 use tokio::sync::watch;
+use tracing::warn;
 
-use self::text::{Kind, Text};
+use self::text::{Histogram, Kind, Text};
 use crate::api::view::View;
 use crate::ipam::{IpamHandle, PoolReport, StatusReport};
 
@@ -164,6 +165,18 @@ pub fn render(f: &Figures) -> String {
         v.applied_generation as f64,
     );
     t.single(
+        "kolach_controld_snapshots_pushed_total",
+        "Snapshots pushed to the dataplane that it answered as applied (a resend after a reconnect included).",
+        Kind::Counter,
+        v.snapshots_pushed as f64,
+    );
+    t.single(
+        "kolach_controld_snapshot_push_errors_total",
+        "Snapshots pushed to the dataplane that it refused (invalid, older than the applied one, or the backend failed).",
+        Kind::Counter,
+        v.snapshot_push_errors as f64,
+    );
+    t.single(
         "kolach_controld_dataplane_connected",
         "Whether the snapshot stream to the dataplane is up.",
         Kind::Gauge,
@@ -210,6 +223,14 @@ fn render_ipam(t: &mut Text, st: &StatusReport, pools: &[PoolReport]) {
     );
     for p in pools {
         f.sample(&[("pool", &p.name)], p.addresses_in_use as f64);
+    }
+    let mut f = t.family(
+        "kolach_ipam_addresses_free",
+        "Pod addresses still free on this host, by pool: in the blocks it holds (the default pool: in its subnet).",
+        Kind::Gauge,
+    );
+    for p in pools {
+        f.sample(&[("pool", &p.name)], p.addresses_free as f64);
     }
     let mut f = t.family(
         "kolach_ipam_blocks_held",
@@ -300,6 +321,17 @@ fn render_dataplane(t: &mut Text, dp: &DataplaneStatus) {
         Kind::Gauge,
         dp.applied_at_unix as f64,
     );
+    // Absent from a dataplane older than the field: then no family at all.
+    if let Some(h) = &dp.snapshot_apply_seconds {
+        match histogram(h) {
+            Ok(h) => t.histogram(
+                "kolach_dataplane_snapshot_apply_duration_seconds",
+                "How long the dataplane took to apply each snapshot, from its receipt to the backend having applied it (since the dataplane's image started).",
+                &h,
+            ),
+            Err(e) => warn!(error = %e, "not rendering the dataplane's snapshot apply histogram"),
+        }
+    }
     t.single(
         "kolach_dataplane_routes",
         "Routes in the applied snapshot.",
@@ -318,6 +350,18 @@ fn render_dataplane(t: &mut Text, dp: &DataplaneStatus) {
         Kind::Gauge,
         dp.start_time_unix as f64,
     );
+}
+
+/// The dataplane's histogram, checked.
+fn histogram(h: &pb::Histogram) -> Result<Histogram, String> {
+    Histogram::new(
+        h.buckets
+            .iter()
+            .map(|b| (b.upper_bound, b.cumulative_count))
+            .collect(),
+        h.sum,
+        h.count,
+    )
 }
 
 #[cfg(test)]

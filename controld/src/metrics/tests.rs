@@ -1,8 +1,24 @@
 use std::collections::HashMap;
 
-use kolach_proto::dataplane::{Counters, DataplaneStatus, SnapshotVersion};
+use kolach_proto::dataplane::{
+    Counters, DataplaneStatus, Histogram as HistogramPb, HistogramBucket, SnapshotVersion,
+};
 
 use super::*;
+
+fn apply_seconds(buckets: &[(f64, u64)], sum: f64, count: u64) -> HistogramPb {
+    HistogramPb {
+        buckets: buckets
+            .iter()
+            .map(|&(upper_bound, cumulative_count)| HistogramBucket {
+                upper_bound,
+                cumulative_count,
+            })
+            .collect(),
+        sum,
+        count,
+    }
+}
 
 fn running() -> Figures {
     Figures {
@@ -14,6 +30,8 @@ fn running() -> Figures {
             etcd_errors: 3,
             generation: 7,
             applied_generation: 7,
+            snapshots_pushed: 9,
+            snapshot_push_errors: 1,
             peer_count: 2,
             ..View::default()
         },
@@ -32,6 +50,12 @@ fn running() -> Figures {
                 ..Counters::default()
             }),
             handover_pause_us: 1500,
+            snapshot_apply_seconds: Some(apply_seconds(
+                &[(0.001, 2), (0.01, 5), (0.1, 6)],
+                0.21,
+                7,
+            )),
+            last_apply_us: 800,
             ..DataplaneStatus::default()
         }),
         ipam: Some((
@@ -41,11 +65,13 @@ fn running() -> Figures {
                     name: "default".into(),
                     is_default: true,
                     addresses_in_use: 4,
+                    addresses_free: 249,
                     ..PoolReport::default()
                 },
                 PoolReport {
                     name: "big".into(),
                     addresses_in_use: 2,
+                    addresses_free: 14,
                     blocks_mine: 1,
                     ..PoolReport::default()
                 },
@@ -75,6 +101,11 @@ fn renders_both_daemons() {
         "kolach_dataplane_applied_generation 7\n",
         "kolach_ipam_addresses_in_use{pool=\"default\"} 4\n",
         "kolach_ipam_blocks_held{pool=\"big\"} 1\n",
+        "kolach_ipam_addresses_free{pool=\"default\"} 249\n",
+        "kolach_ipam_addresses_free{pool=\"big\"} 14\n",
+        "kolach_controld_snapshots_pushed_total 9\n",
+        "kolach_controld_snapshot_push_errors_total 1\n",
+        "# TYPE kolach_dataplane_snapshot_apply_duration_seconds histogram\n",
     ] {
         assert!(body.contains(line), "missing {line:?} in\n{body}");
     }
@@ -117,4 +148,45 @@ fn health_needs_the_lease_and_an_applied_snapshot() {
         "{why}"
     );
     assert!(render(&f).contains("kolach_controld_lease_held 0\n"));
+}
+
+#[test]
+fn the_apply_histogram_is_rendered_cumulative_with_inf_equal_to_count() {
+    let body = render(&running());
+    let name = "kolach_dataplane_snapshot_apply_duration_seconds";
+    let lines: Vec<&str> = body.lines().filter(|l| l.starts_with(name)).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{name}_bucket{{le=\"0.001\"}} 2"),
+            format!("{name}_bucket{{le=\"0.01\"}} 5"),
+            format!("{name}_bucket{{le=\"0.1\"}} 6"),
+            format!("{name}_bucket{{le=\"+Inf\"}} 7"),
+            format!("{name}_sum 0.21"),
+            format!("{name}_count 7"),
+        ]
+    );
+    assert!(body.contains(&format!("# HELP {name} ")));
+}
+
+#[test]
+fn an_older_dataplane_or_a_bad_histogram_leaves_only_the_histogram_out() {
+    for h in [
+        None,
+        // Counts that fall: not a cumulative histogram.
+        Some(apply_seconds(&[(0.001, 3), (0.01, 2)], 0.1, 3)),
+        // More in a bucket than observed.
+        Some(apply_seconds(&[(0.001, 4)], 0.1, 3)),
+    ] {
+        let mut f = running();
+        if let Ok(dp) = &mut f.dataplane {
+            dp.snapshot_apply_seconds = h.clone();
+        }
+        let body = render(&f);
+        assert!(
+            !body.contains("kolach_dataplane_snapshot_apply_duration_seconds"),
+            "{h:?}:\n{body}"
+        );
+        assert!(body.contains("kolach_dataplane_routes "), "{h:?}");
+    }
 }

@@ -10,6 +10,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum Kind {
     Counter,
     Gauge,
+    /// Written with [`Text::histogram`], not [`Text::family`].
+    Histogram,
 }
 
 /// Accumulates families; [`Text::finish`] gives the body.
@@ -31,6 +33,7 @@ impl Text {
         let kind_s = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {kind_s}");
@@ -45,8 +48,75 @@ impl Text {
         self.family(name, help, kind).sample(&[], value);
     }
 
+    /// A histogram without labels: `name_bucket{le="…"}` for each of `h`'s
+    /// buckets and `le="+Inf"` (the count), then `name_sum` and `name_count`.
+    /// The name carries the unit (`…_seconds`), never `_total`.
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        debug_assert!(
+            !name.ends_with("_total"),
+            "histogram {name:?} ends in _total"
+        );
+        self.family(name, help, Kind::Histogram);
+        let bucket = format!("{name}_bucket");
+        for &(le, n) in h.buckets() {
+            let _ = writeln!(self.out, "{bucket}{{le=\"{}\"}} {n}", number(le));
+        }
+        let _ = writeln!(self.out, "{bucket}{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(self.out, "{name}_sum {}", number(h.sum));
+        let _ = writeln!(self.out, "{name}_count {}", h.count);
+    }
+
     pub fn finish(self) -> String {
         self.out
+    }
+}
+
+/// A histogram as the format wants it, checked: finite upper bounds that
+/// rise, cumulative counts that never fall and stay at most `count`, a
+/// finite sum. Built from what another process sent, so a bad one is
+/// refused rather than written (a scraper would reject the whole body).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    /// `buckets`: (upper bound, cumulative count), without +Inf.
+    pub fn new(buckets: Vec<(f64, u64)>, sum: f64, count: u64) -> Result<Histogram, String> {
+        if let Some(&(le, _)) = buckets.iter().find(|(le, _)| !le.is_finite()) {
+            return Err(format!("bucket bound {le} is not finite"));
+        }
+        if let Some(w) = buckets.windows(2).find(|w| w[0].0 >= w[1].0) {
+            return Err(format!(
+                "bucket bounds {} then {} do not rise",
+                w[0].0, w[1].0
+            ));
+        }
+        if let Some(w) = buckets.windows(2).find(|w| w[0].1 > w[1].1) {
+            return Err(format!(
+                "bucket counts fall from {} (le {}) to {} (le {})",
+                w[0].1, w[0].0, w[1].1, w[1].0
+            ));
+        }
+        if let Some(&(le, n)) = buckets.last().filter(|(_, n)| *n > count) {
+            return Err(format!(
+                "bucket le {le} counts {n}, more than the count {count}"
+            ));
+        }
+        if !sum.is_finite() {
+            return Err(format!("sum {sum} is not finite"));
+        }
+        Ok(Histogram {
+            buckets,
+            sum,
+            count,
+        })
+    }
+
+    pub fn buckets(&self) -> &[(f64, u64)] {
+        &self.buckets
     }
 }
 
@@ -168,6 +238,53 @@ mod tests {
     #[cfg(debug_assertions)]
     fn counters_end_in_total() {
         Text::default().single("kolach_packets", "p", Kind::Counter, 1.0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count() {
+        let h = Histogram::new(vec![(0.0005, 1), (0.01, 3), (1.0, 3)], 0.75, 4).unwrap();
+        let mut t = Text::default();
+        t.histogram("kolach_x_seconds", "How long.", &h);
+        assert_eq!(
+            t.finish(),
+            "# HELP kolach_x_seconds How long.\n\
+             # TYPE kolach_x_seconds histogram\n\
+             kolach_x_seconds_bucket{le=\"0.0005\"} 1\n\
+             kolach_x_seconds_bucket{le=\"0.01\"} 3\n\
+             kolach_x_seconds_bucket{le=\"1\"} 3\n\
+             kolach_x_seconds_bucket{le=\"+Inf\"} 4\n\
+             kolach_x_seconds_sum 0.75\n\
+             kolach_x_seconds_count 4\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_histogram_is_all_zeros() {
+        let h = Histogram::new(vec![(0.5, 0), (1.0, 0)], 0.0, 0).unwrap();
+        let mut t = Text::default();
+        t.histogram("kolach_y_seconds", "y", &h);
+        let body = t.finish();
+        assert!(body.contains("kolach_y_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(body.contains("kolach_y_seconds_sum 0\nkolach_y_seconds_count 0\n"));
+    }
+
+    #[test]
+    fn malformed_histograms_are_refused() {
+        let bad = [
+            (vec![(1.0, 1), (0.5, 1)], 1.0, 1, "do not rise"),
+            (vec![(0.5, 1), (0.5, 1)], 1.0, 1, "do not rise"),
+            (vec![(0.5, 2), (1.0, 1)], 1.0, 2, "fall"),
+            (vec![(0.5, 1), (1.0, 3)], 1.0, 2, "more than the count"),
+            (vec![(f64::NAN, 0)], 0.0, 0, "not finite"),
+            (vec![(f64::INFINITY, 0)], 0.0, 0, "not finite"),
+            (vec![(1.0, 0)], f64::NAN, 0, "sum"),
+        ];
+        for (buckets, sum, count, why) in bad {
+            let e = Histogram::new(buckets.clone(), sum, count).unwrap_err();
+            assert!(e.contains(why), "{buckets:?}: {e}");
+        }
+        // No buckets at all is a histogram of +Inf only.
+        assert!(Histogram::new(Vec::new(), 2.0, 3).is_ok());
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct Controller {
     ready_sent: bool,
     dp_connected: bool,
     applied_generation: u64,
+    /// Snapshots the dataplane applied (or had applied already), and those
+    /// it refused.
+    snapshots_pushed: u64,
+    snapshot_push_errors: u64,
 
     etcd_reachable: bool,
     etcd_error: Option<String>,
@@ -182,6 +186,8 @@ impl Controller {
             ready_sent: false,
             dp_connected: false,
             applied_generation: 0,
+            snapshots_pushed: 0,
+            snapshot_push_errors: 0,
             etcd_reachable: false,
             etcd_error: None,
             etcd_errors: 0,

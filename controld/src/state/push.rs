@@ -38,6 +38,7 @@ impl Controller {
                 applied_version,
             } => {
                 if !applied {
+                    self.snapshot_push_errors += 1;
                     warn!(generation, reason = %reason, applied = ?applied_version,
                         "dataplane refused the snapshot");
                     self.warn_event(format!(
@@ -45,6 +46,7 @@ impl Controller {
                     ));
                     return;
                 }
+                self.snapshots_pushed += 1;
                 self.applied_generation = self.applied_generation.max(generation);
                 if let Some(env) = self.pending_env.get(&generation).cloned() {
                     self.acked_env = Some(env);
@@ -212,6 +214,8 @@ impl Controller {
             epoch: self.versioner.epoch(),
             generation: self.versioner.generation(),
             applied_generation: self.applied_generation,
+            snapshots_pushed: self.snapshots_pushed,
+            snapshot_push_errors: self.snapshot_push_errors,
             peer_count: self.peer_count,
             config_error: self.config_error.clone().unwrap_or_default(),
             // What stands now (skipped peers, insecure endpoints) first,

@@ -3,11 +3,12 @@
 //!
 //! Applies are serialized by a mutex; what readers see is published through an
 //! `ArcSwap`, so Status never waits for an apply in progress.
+//! [`histogram`]: how long the applies took, as Status reports it.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use kolach_proto::dataplane as pb;
@@ -21,6 +22,9 @@ use crate::handover::inherit::{Carried, Inherited};
 use crate::kernel::Kernel;
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
 
+use self::histogram::Histogram;
+
+pub mod histogram;
 pub mod store;
 
 /// Where a snapshot came from; restored ones are not written back to disk.
@@ -35,6 +39,8 @@ pub struct Applied {
     pub snapshot: ValidSnapshot,
     pub raw: pb::Snapshot,
     pub at: SystemTime,
+    /// From the snapshot's receipt to the backend having applied it.
+    pub took: Duration,
     pub device: Option<String>,
     pub mode: String,
     /// The udp backend's offloads as applied (the status corrects them by
@@ -60,6 +66,9 @@ pub struct Engine {
     applied: ArcSwapOption<Applied>,
     /// Why the last snapshot was not applied; cleared by a successful apply.
     last_error: StdMutex<Option<String>>,
+    /// How long each applied snapshot took (this image's applies only: a
+    /// hot upgrade starts it anew, with the restore as its first).
+    apply_times: StdMutex<Histogram>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -82,6 +91,7 @@ impl Engine {
             backend: Mutex::new(None),
             applied: ArcSwapOption::empty(),
             last_error: StdMutex::new(None),
+            apply_times: StdMutex::new(Histogram::default()),
         }
     }
 
@@ -154,6 +164,8 @@ impl Engine {
 
     /// Validates, orders and applies one full snapshot.
     pub async fn apply(&self, raw: pb::Snapshot, origin: Origin) -> pb::ApplyReply {
+        // Waiting for an apply in progress counts: it delays this one as much.
+        let received = Instant::now();
         let s = match snapshot::validate(&raw) {
             Ok(s) => s,
             Err(e) => {
@@ -212,6 +224,8 @@ impl Engine {
                 return self.reply(false, e.to_string());
             }
         };
+        let took = received.elapsed();
+        self.apply_times.lock().expect("not poisoned").observe(took);
         let mut warnings = outcome.warnings;
         if origin == Origin::Controld {
             if let Err(e) = store::save(&self.run_dir, &raw) {
@@ -227,6 +241,7 @@ impl Engine {
             backend = s.backend.as_str(),
             subnet = %s.local_subnet,
             routes = outcome.routes,
+            took_us = took.as_micros() as u64,
             "snapshot applied"
         );
         self.applied.store(Some(Arc::new(Applied {
@@ -237,6 +252,7 @@ impl Engine {
             snapshot: s,
             raw,
             at: SystemTime::now(),
+            took,
             warnings,
         })));
         *self.last_error.lock().expect("not poisoned") = None;
@@ -342,6 +358,8 @@ impl Engine {
             handover_pause_us: 0,
             upgrade_error: String::new(),
             export_table: s.map(|s| s.export_table).unwrap_or(0),
+            snapshot_apply_seconds: Some(self.apply_times.lock().expect("not poisoned").to_pb()),
+            last_apply_us: a.as_ref().map_or(0, |a| a.took.as_micros() as u64),
         }
     }
 

@@ -61,6 +61,32 @@ async fn applies_orders_and_saves() {
 }
 
 #[tokio::test]
+async fn only_applied_snapshots_are_timed() {
+    let (e, d) = engine("timed");
+    let h = e.status().snapshot_apply_seconds.unwrap();
+    assert_eq!((h.count, e.status().last_apply_us), (0, 0));
+    assert_eq!(h.buckets.len(), histogram::APPLY_BOUNDS.len());
+    assert!(e.apply(alloc(2), Origin::Controld).await.applied);
+    // Already applied, older, invalid: none of them is an apply.
+    assert!(e.apply(alloc(2), Origin::Controld).await.applied);
+    assert!(!e.apply(alloc(1), Origin::Controld).await.applied);
+    assert!(
+        !e.apply(pb::Snapshot::default(), Origin::Controld)
+            .await
+            .applied
+    );
+    assert!(e.apply(alloc(3), Origin::Controld).await.applied);
+    let st = e.status();
+    let h = st.snapshot_apply_seconds.unwrap();
+    assert_eq!(h.count, 2);
+    assert!(h.sum > 0.0);
+    // The last one is one of the two.
+    assert!(st.last_apply_us as f64 <= h.sum * 1e6 + 1.0);
+    assert!(h.buckets.last().unwrap().cumulative_count <= h.count);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
 async fn vxlan_applies_and_needs_its_mac() {
     let d = std::env::temp_dir().join(format!("kdp-engine-vxlan-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
