@@ -15,7 +15,7 @@ pub const ABOUT: &str =
 /// What it does and how it is run (the man page's DESCRIPTION).
 pub const LONG_ABOUT: &str = "kolach is the CNI plugin of the kolach overlay network, installed as /usr/lib/cni/kolach. A container runtime runs it with the CNI_* variables set and the network config as JSON on stdin; it prints its result (ADD) or a CNI error object on stdout:
 
-  CNI_COMMAND=ADD CNI_CONTAINERID=... CNI_NETNS=... CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni kolach < net.conf
+CNI_COMMAND=ADD CNI_CONTAINERID=... CNI_NETNS=... CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni kolach < net.conf
 
 ADD asks kolach-controld (over <runDir>/controld.sock) for an address, from this host's subnet or from the pool of the pod's namespace, and wires the pod with a veth pair: the pod's end is CNI_IFNAME with the address as /32, a route to 169.254.1.1 on it and a default route via 169.254.1.1; the host end (kol and 11 hex characters) has proxy ARP on and the host routes <address>/32 to it with route protocol 108. ADD turns on IPv4 forwarding when it is off. DEL releases the address and removes the veth; CHECK compares the wiring with what ADD made; GC frees the addresses of attachments the runtime no longer lists; STATUS says whether pods can get addresses now. The plugin keeps no state of its own.
 
@@ -106,14 +106,22 @@ const EXIT_STATUS: Section = Section {
 const FILES: Section = Section {
     title: "FILES",
     items: &[
-        Item::Entry("/run/kolach/controld.sock", "kolach-controld's API (kolach.ipam.v1), the default runDir's."),
-        Item::Entry("/etc/cni/net.d/", "Where runtimes look for network configs, e.g. a conflist with {\"type\": \"kolach\"}."),
+        Item::Entry(
+            "/run/kolach/controld.sock",
+            "kolach-controld's API (kolach.ipam.v1), the default runDir's.",
+        ),
+        Item::Entry(
+            "/etc/cni/net.d/",
+            "Where runtimes look for network configs, e.g. a conflist with {\"type\": \"kolach\"}.",
+        ),
     ],
 };
 
 const SEE_ALSO: Section = Section {
     title: "SEE ALSO",
-    items: &[Item::Para("kolach-controld(8), kolachctl(8), kolach-dataplaned(8)")],
+    items: &[Item::Para(
+        "kolach-controld(8), kolachctl(8), kolach-dataplaned(8)",
+    )],
 };
 
 /// What `kolach` prints at a terminal after its version line: what it is,
@@ -180,7 +188,13 @@ mod tests {
     #[test]
     fn usage_explains_the_environment() {
         let u = usage();
-        for var in ["CNI_COMMAND", "CNI_NETNS", "CNI_ARGS", "runDir", "man 8 kolach"] {
+        for var in [
+            "CNI_COMMAND",
+            "CNI_NETNS",
+            "CNI_ARGS",
+            "runDir",
+            "man 8 kolach",
+        ] {
             assert!(u.contains(var), "{var}");
         }
     }

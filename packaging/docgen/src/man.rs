@@ -53,10 +53,16 @@ fn push(out: &mut Vec<Page>, cmd: clap::Command, manual: &[Section], parent: Opt
 pub fn render(cmd: &clap::Command, manual: &[Section], parent: Option<&str>) -> Vec<u8> {
     let version = cmd.get_version().unwrap_or(env!("CARGO_PKG_VERSION"));
     let man = Man::new(cmd.clone())
-        .title(cmd.get_display_name().unwrap_or(cmd.get_name()).to_uppercase())
+        .title(
+            cmd.get_display_name()
+                .unwrap_or(cmd.get_name())
+                .to_uppercase(),
+        )
         .section(SECTION)
-        // No date: the page is the same whenever it is built.
-        .date("")
+        // No date: the page is the same whenever it is built. Written as
+        // `""` because roff leaves an empty argument out, which would shift
+        // the source and manual into the date's place.
+        .date("\"\"")
         .source(format!("kolach {version}"))
         .manual("System Administration");
     let mut w = Vec::new();
