@@ -169,3 +169,40 @@ pub fn command() -> clap::Command {
 pub fn completions(shell: Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut command(), "kolachctl", out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn completions_parse_and_name_every_subcommand() {
+        let cli = Cli::try_parse_from(["kolachctl", "completions", "bash"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completions { shell: Shell::Bash }
+        ));
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for sub in ["status", "leases", "routes", "pool", "ipam", "dataplane"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_long_help_carries_the_manual() {
+        let help = command().render_long_help().to_string();
+        for s in MANUAL {
+            assert!(help.contains(&format!("{}:", s.title)), "{}", s.title);
+        }
+        let short = command().render_help().to_string();
+        assert!(!short.contains("EXIT STATUS"), "{short}");
+    }
+}

@@ -1,8 +1,6 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use clap_complete::Shell;
-
 use crate::{binaries, completions, man};
 
 fn page_text(file: &str) -> String {
@@ -199,4 +197,27 @@ fn man_renders_every_page_without_warnings() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(complaints.is_empty(), "{}", complaints.join("\n"));
+}
+
+/// `--help` shows the same manual sections; `-h` stays short.
+#[test]
+fn long_help_carries_the_manual_and_short_help_does_not() {
+    for b in binaries::all().into_iter().filter(|b| b.interactive) {
+        let long = b.command.clone().render_long_help().to_string();
+        let short = b.command.clone().render_help().to_string();
+        for s in b.manual {
+            assert!(
+                long.contains(&format!("\n{}:\n", s.title)),
+                "{}: {}",
+                b.name,
+                s.title
+            );
+            assert!(
+                !short.contains(&format!("\n{}:\n", s.title)),
+                "{}: {}",
+                b.name,
+                s.title
+            );
+        }
+    }
 }
