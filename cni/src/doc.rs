@@ -13,13 +13,13 @@ pub const ABOUT: &str =
     "kolach's CNI plugin: pod addresses from kolach-controld, a veth pair and /32 routes";
 
 /// What it does and how it is run (the man page's DESCRIPTION).
-pub const LONG_ABOUT: &str = "kolach is the CNI plugin of the kolach overlay network, installed as /usr/lib/cni/kolach. A container runtime runs it with the CNI_* variables set and the network config as JSON on stdin; it prints its result (ADD) or a CNI error object on stdout:
+pub const LONG_ABOUT: &str = "kolach is the CNI plugin of the kolach overlay network, installed in a CNI bin dir (/usr/lib/cni/kolach by the Debian package, or /opt/cni/bin/kolach). A container runtime runs it with the CNI_* variables set and the network config as JSON on stdin; it prints its result (ADD) or a CNI error object on stdout:
 
 CNI_COMMAND=ADD CNI_CONTAINERID=... CNI_NETNS=... CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni kolach < net.conf
 
 ADD asks kolach-controld (over <runDir>/controld.sock) for an address, from this host's subnet or from the pool of the pod's namespace, and wires the pod with a veth pair: the pod's end is CNI_IFNAME with the address as /32, a route to 169.254.1.1 on it and a default route via 169.254.1.1; the host end (kol and 11 hex characters) has proxy ARP on and the host routes <address>/32 to it with route protocol 108. ADD turns on IPv4 forwarding when it is off. DEL releases the address and removes the veth; CHECK compares the wiring with what ADD made; GC frees the addresses of attachments the runtime no longer lists; STATUS says whether pods can get addresses now. The plugin keeps no state of its own.
 
-It speaks CNI 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 and answers in the version it was asked in. It must run as root. Run without CNI_COMMAND it prints its version and this summary on stderr.";
+It speaks CNI 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 and answers in the version it was asked in. It must run as root. Run without CNI_COMMAND it prints its version on stderr, and at a terminal this summary too.";
 
 /// The sections beyond the description, for the man page and the terminal.
 pub const MANUAL: &[Section] = &[ENVIRONMENT, NETWORK_CONFIG, EXIT_STATUS, FILES, SEE_ALSO];
