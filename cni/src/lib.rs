@@ -11,6 +11,7 @@
 //! - [`wire`]: veth, addresses, routes, neighbours, sysctls (rtnetlink).
 //! - [`commands`]: ADD, DEL, CHECK, GC, STATUS.
 //! - [`observability`]: debug logs to stderr on request (stdout is the protocol).
+//! - [`doc`]: what the plugin says about itself, for kolach(8) and a terminal.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod doc;
 pub mod error;
 pub mod observability;
 pub mod result;

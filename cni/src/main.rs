@@ -19,6 +19,10 @@ fn main() -> ExitCode {
                 .map(Version::as_str)
                 .join(", ")
         );
+        // A person, not a runtime: say what this is and how it is run.
+        if std::io::stdin().is_terminal() {
+            eprintln!("\n{}", kolach_cni::doc::usage());
+        }
     }
     let mut stdin = Vec::new();
     // A person trying `CNI_COMMAND=VERSION kolach` at a terminal gets an answer

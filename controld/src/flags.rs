@@ -5,16 +5,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use kolach_proto::manual::{Item, Section};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kolach-controld",
     version,
     about = "kolach control daemon: leases this host's subnet from etcd, watches the peers and pushes route-table snapshots to kolach-dataplaned",
-    after_help = "The aws-vpc backend reads its settings from the environment, as the AWS SDKs do: \
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (else the instance role's credentials), \
-AWS_REGION (else instance metadata), AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL (else the region's endpoint), \
-AWS_EC2_METADATA_SERVICE_ENDPOINT (default http://169.254.169.254)."
+    long_about = "kolach control daemon: leases this host's subnet from etcd, watches the peers and pushes route-table snapshots to kolach-dataplaned.
+
+kolach-controld reads the network config from etcd (flannel's layout, <etcd-prefix>/config), claims and keeps this host's subnet lease, watches every other host's lease, and pushes full route-table snapshots to kolach-dataplaned over <run-dir>/dataplaned.sock. Once the dataplane applied the first snapshot it writes the subnet file (KOLACH_NETWORK, KOLACH_SUBNET, KOLACH_MTU, KOLACH_IPMASQ) and, under systemd, sends READY=1. After a restart it gets its old subnet back and pushes only after listing every peer.
+
+It also hands out pod addresses to the CNI plugin kolach, from this host's subnet or from address pools, and keeps them under <state-dir>/ipam/.
+
+It needs no privileges. Every option can also be given in the environment, as the KOLACH_ variable named beside it.",
+    after_long_help = kolach_proto::manual::help_text(MANUAL)
 )]
 pub struct Flags {
     /// etcd endpoints, comma separated.
@@ -95,9 +100,10 @@ pub struct Flags {
     #[arg(long, env = "KOLACH_SUBNET_LEASE_TTL", default_value = "24h", value_parser = parse_ttl)]
     pub subnet_lease_ttl: Duration,
 
-    /// Serve `/metrics` (Prometheus text format, both daemons' figures) and
-    /// `/healthz` (200 while the lease is held and the dataplane applied a
-    /// snapshot, else 503 and why) over plain HTTP at ADDR:PORT. Off by default.
+    /// Serve `/metrics` (Prometheus text format: this daemon's figures and
+    /// the dataplane's, read over dataplaned.sock) and `/healthz` (200 while
+    /// the lease is held and the dataplane applied a snapshot, else 503 and
+    /// why) over plain HTTP at ADDR:PORT. Off by default.
     #[arg(long, env = "KOLACH_METRICS_ADDR", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
@@ -105,6 +111,47 @@ pub struct Flags {
     #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_VERBOSE")]
     pub verbose: u8,
 }
+
+/// What `--help` and the man page say beyond the flags (kolach_proto::manual).
+pub const MANUAL: &[Section] = &[
+    Section {
+        title: "ENVIRONMENT",
+        items: &[
+            Item::Para("The aws-vpc backend (Backend.Type \"aws-vpc\") reads its settings as the AWS SDKs do:"),
+            Item::Entry(
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN",
+                "Static credentials (AWS_SECURITY_TOKEN is accepted for the token); absent: the instance role's, from instance metadata.",
+            ),
+            Item::Entry("AWS_REGION", "Absent: the instance's region, from instance metadata."),
+            Item::Entry(
+                "AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL",
+                "The EC2 endpoint; absent: the region's.",
+            ),
+            Item::Entry(
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                "Instance metadata (default http://169.254.169.254; IMDSv2 first, IMDSv1 as fallback).",
+            ),
+            Item::Para("The credentials need ec2:DescribeInstances, ec2:DescribeRouteTables, ec2:CreateRoute, ec2:ReplaceRoute, ec2:DeleteRoute and ec2:ModifyNetworkInterfaceAttribute."),
+            Item::Entry("RUST_LOG", "Log filter; overrides -v."),
+        ],
+    },
+    Section {
+        title: "SIGNALS",
+        items: &[Item::Para("SIGTERM and SIGINT stop the daemon. Its lease stays in etcd and kolach-dataplaned keeps its routes.")],
+    },
+    Section {
+        title: "FILES",
+        items: &[
+            Item::Entry("/run/kolach/controld.sock", "The gRPC API (kolach.control.v1, kolach.ipam.v1), for kolachctl and the CNI plugin."),
+            Item::Entry("/run/kolach/subnet.env", "This host's subnet, for Docker's --bip and --mtu."),
+            Item::Entry("/var/lib/kolach/ipam/", "The pod addresses this host gave out."),
+        ],
+    },
+    Section {
+        title: "SEE ALSO",
+        items: &[Item::Para("kolach-dataplaned(8), kolachctl(8), kolach(8)")],
+    },
+];
 
 /// `86400`, `90s`, `10m`, `24h` (also `d`); at least 5 s, which keeps the
 /// keepalive interval (TTL/3) above a second.

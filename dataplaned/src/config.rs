@@ -2,13 +2,21 @@
 
 use std::path::PathBuf;
 
+use kolach_proto::manual::{Item, Section};
+
 use crate::datapath::offload::Offload;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "kolach-dataplaned",
     version,
-    about = "kolach dataplane: applies route-table snapshots from kolach-controld; udp backend = TUN + UDP packet loop, vxlan and host-gw = kernel routes programmed over rtnetlink"
+    about = "kolach dataplane: applies route-table snapshots from kolach-controld; udp backend = TUN + UDP packet loop, vxlan and host-gw = kernel routes programmed over rtnetlink",
+    long_about = "kolach dataplane: applies route-table snapshots from kolach-controld; udp backend = TUN + UDP packet loop, vxlan and host-gw = kernel routes programmed over rtnetlink.
+
+kolach-dataplaned applies the full route-table snapshots that kolach-controld pushes over <run-dir>/dataplaned.sock and keeps the last one in <run-dir>/snapshot.pb, so that it forwards after a restart before controld is back. With the udp backend it owns the persistent TUN device and a UDP socket and forwards between them; with vxlan and host-gw it programs the kernel over rtnetlink (routes of protocol 107, neighbours, FDB entries) and the kernel forwards. With every backend it keeps this host's subnet and pool blocks as routes of protocol 107 on lo in the export table (network config ExportTable, default 119) for a routing daemon such as BIRD. Stopping it never removes kernel state.
+
+It needs CAP_NET_ADMIN, and CAP_BPF to steer its TUN queues by CPU (without it the queues are picked by flow). Every option but -v can also be given in the environment, as the KOLACH_ variable named beside it.",
+    after_long_help = kolach_proto::manual::help_text(MANUAL)
 )]
 pub struct Config {
     /// Directory for dataplaned.sock and the saved snapshot.
@@ -29,6 +37,15 @@ pub struct Config {
     /// USO, UDP GSO and GRO; "auto"), or none ("off": one packet per TUN read
     /// and write, sendmmsg/recvmmsg batches). `kolachctl status` shows what
     /// runs.
+    ///
+    /// With "auto" the TUN device is opened with IFF_VNET_HDR and TSO, so one
+    /// read returns a TCP super-packet that the dataplane cuts into segments
+    /// itself, sends go out with UDP_SEGMENT (GSO) and receives come in with
+    /// UDP_GRO, and received TCP segments (and, on Linux 6.2 and later, UDP
+    /// datagrams) of one flow are written to the TUN as one super-packet;
+    /// each offload the kernel lacks is left out. Either way every UDP
+    /// datagram carries exactly one inner IPv4 packet (flannel's wire
+    /// format).
     #[arg(long, env = "KOLACH_OFFLOAD", value_enum, default_value_t = Offload::Auto)]
     pub offload: Offload,
 
@@ -37,6 +54,12 @@ pub struct Config {
     /// ("0" = off: sleep whenever both are empty). Lower round-trip times
     /// for a CPU per queue kept busy while traffic flows; e.g. 50us, 20ms, 1s
     /// (at most 10s).
+    ///
+    /// Off, every packet after a quiet moment first wakes a thread. On, the
+    /// polling CPU is yielded to anything else that wants it, and batches
+    /// are smaller under load. With a queue per CPU (the default) every
+    /// queue's CPU is kept busy; `--queues 1` polls in one thread. The mode
+    /// `kolachctl status` shows then ends in ", busy-poll 20ms".
     #[arg(long, env = "KOLACH_BUSY_POLL", default_value = "0", value_parser = crate::datapath::busy_poll::parse)]
     pub busy_poll: std::time::Duration,
 
@@ -46,10 +69,22 @@ pub struct Config {
     /// "auto" (default): one per CPU this process may use (at most 8); 1:
     /// one unpinned thread; or up to 64. Taken when the device's queues are
     /// opened; a restart or hot upgrade keeps the queues it is handed.
+    ///
+    /// The sockets form one SO_REUSEPORT group and the threads are named
+    /// kolach-udp-q0, kolach-udp-q1, ... An eBPF program (needs CAP_BPF) puts
+    /// a packet the host sends in the queue of its CPU, unless the packet's
+    /// flow sent one less than 5 ms ago (then it follows it, so a sender
+    /// moving between CPUs is not reordered), and a classic BPF program hands
+    /// a received datagram to the socket of its CPU. The mode `kolachctl
+    /// status` shows then ends in ", 2 queues by cpu" ("by flow" without
+    /// CAP_BPF). A device made single-queue by an earlier image keeps one
+    /// queue until it is deleted. Per-CPU queues about halve the round-trip
+    /// time on a host with idle CPUs.
     #[arg(long, env = "KOLACH_QUEUES", default_value = "auto", value_parser = crate::datapath::steer::parse)]
     pub queues: crate::datapath::steer::Queues,
 
-    /// User besides root allowed to push snapshots (ignored if no such user).
+    /// User besides root allowed to push snapshots and ask for a hot upgrade
+    /// (ignored if no such user).
     #[arg(long, env = "KOLACH_CONTROLD_USER", default_value = "kolach")]
     pub controld_user: String,
 
@@ -64,6 +99,44 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub upgrade_check: bool,
 }
+
+/// What `--help` and the man page say beyond the flags (kolach_proto::manual).
+pub const MANUAL: &[Section] = &[
+    Section {
+        title: "HOT UPGRADE",
+        items: &[
+            Item::Para("On SIGHUP, `systemctl reload kolach-dataplaned` or `kolachctl dataplane upgrade`, the daemon runs the binary now at the path it was started from with --upgrade-check and, if that answers, re-executes it with the TUN fd, the UDP socket and the listening socket kept open: same PID, the packet loop paused for milliseconds, no packet lost. A binary that fails the check is refused and the running one keeps running; the reason is logged and shown by `kolachctl status`."),
+        ],
+    },
+    Section {
+        title: "SIGNALS",
+        items: &[
+            Item::Entry("SIGTERM, SIGINT", "Stop; the kernel state (TUN device, routes, neighbours) stays."),
+            Item::Entry("SIGHUP", "Hot upgrade (see HOT UPGRADE)."),
+        ],
+    },
+    Section {
+        title: "SYSTEMD",
+        items: &[
+            Item::Para("Type=notify: READY=1 once serving; RELOADING=1 and READY=1 around a hot upgrade. The TUN fd and the UDP socket are put in the service's fd store (FDSTORE=1, FDNAME=tun and udp) and taken back from LISTEN_FDS after a restart."),
+        ],
+    },
+    Section {
+        title: "ENVIRONMENT",
+        items: &[Item::Entry("RUST_LOG", "Log filter; overrides -v.")],
+    },
+    Section {
+        title: "FILES",
+        items: &[
+            Item::Entry("/run/kolach/dataplaned.sock", "The gRPC API (kolach.dataplane.v1)."),
+            Item::Entry("/run/kolach/snapshot.pb", "The last applied snapshot."),
+        ],
+    },
+    Section {
+        title: "SEE ALSO",
+        items: &[Item::Para("kolach-controld(8), kolachctl(8)")],
+    },
+];
 
 impl Config {
     /// The udp backend's flags.

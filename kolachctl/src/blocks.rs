@@ -3,7 +3,8 @@
 use anyhow::Result;
 use kolach_proto::ipam::BlocksRequest;
 
-use crate::cli::{print_json, Cli};
+use crate::cli::Cli;
+use crate::clients::{print_json, Connect};
 use crate::ipam_view::BlockRow;
 use crate::table;
 

@@ -1,19 +1,24 @@
+//! kolachctl's flags and subcommands: what the binary parses, and what
+//! kolach-docgen renders into man pages and shell completions.
+
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use kolach_proto::control::control_client::ControlClient;
-use kolach_proto::dataplane::dataplane_admin_client::DataplaneAdminClient;
-use kolach_proto::dataplane::dataplane_client::DataplaneClient;
-use kolach_proto::ipam::ipam_client::IpamClient;
-use kolach_proto::uds::{self, UdsError};
-use tonic::transport::Channel;
+use kolach_proto::manual::{Item, Section};
+
+/// How long an ADD may take between allocating and creating the host end
+/// (`ipam check`'s default `--min-age`).
+pub const IN_FLIGHT: Duration = Duration::from_secs(60);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kolachctl",
     version,
-    about = "Query kolach-controld and kolach-dataplaned"
+    about = "Query kolach-controld and kolach-dataplaned",
+    long_about = "Query kolach-controld and kolach-dataplaned: ask the daemons what they know (over the sockets in the run dir), edit address pools, check pod addresses and hot-upgrade the dataplane.",
+    after_long_help = kolach_proto::manual::help_text(MANUAL)
 )]
 pub struct Cli {
     /// Directory holding controld.sock and dataplaned.sock.
@@ -36,10 +41,19 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Both daemons: this host's lease, etcd, the applied snapshot, packet counters, the aws-vpc route tables.
+    ///
+    /// The snapshot: its generation, routes and export table. The dataplane:
+    /// its PID, version, start time, hot upgrades, running binary (flagged
+    /// when the file on disk was replaced). With the aws-vpc backend: whether
+    /// every kept VPC route table routes this host's subnet to its instance,
+    /// or the last error. Exits 1 when either daemon does not answer.
     Status,
     /// Every subnet lease and reservation in etcd, as controld sees it.
     Leases,
     /// The route table the dataplane forwards with, and what it exports (ExportTable).
+    ///
+    /// The export table holds this host's own subnet and pool blocks, for a
+    /// routing daemon such as BIRD.
     Routes,
     /// Address pools: the default one (this host's subnet) and those in etcd.
     Pools,
@@ -71,6 +85,9 @@ pub enum DataplaneCommand {
     /// Hot upgrade: kolach-dataplaned re-executes the binary now on disk,
     /// keeping its PID, TUN device, UDP socket and route table (no packet
     /// lost). Refused, with the reason, if that binary fails its check.
+    ///
+    /// Exits 1, with the reason, when the upgrade did not happen; this is the
+    /// ExecReload of kolach-dataplaned.service.
     Upgrade {
         /// Seconds to wait for the new binary to report in.
         #[arg(long, env = "KOLACH_UPGRADE_WAIT", default_value_t = 30)]
@@ -89,7 +106,7 @@ pub enum IpamCommand {
         release: bool,
         /// Seconds an allocation must be old to be judged: a younger one
         /// may belong to an ADD that has not made its veth yet.
-        #[arg(long, default_value_t = crate::check::IN_FLIGHT.as_secs())]
+        #[arg(long, default_value_t = IN_FLIGHT.as_secs())]
         min_age: u64,
     },
 }
@@ -118,55 +135,74 @@ pub enum PoolCommand {
     Delete { name: String },
 }
 
-pub fn completions(shell: Shell) {
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "kolachctl",
-        &mut std::io::stdout(),
-    );
+/// What `--help` and the man page say beyond the flags (kolach_proto::manual).
+pub const MANUAL: &[Section] = &[
+    Section {
+        title: "EXIT STATUS",
+        items: &[
+            Item::Entry("0", "Success."),
+            Item::Entry(
+                "1",
+                "An error (printed on stderr); status: a daemon did not answer; ipam check: stale allocations remain; dataplane upgrade: the upgrade did not happen.",
+            ),
+        ],
+    },
+    Section {
+        title: "FILES",
+        items: &[
+            Item::Entry("/run/kolach/controld.sock", "kolach-controld's API."),
+            Item::Entry("/run/kolach/dataplaned.sock", "kolach-dataplaned's API."),
+        ],
+    },
+    Section {
+        title: "SEE ALSO",
+        items: &[Item::Para("kolach-controld(8), kolach-dataplaned(8), kolach(8)")],
+    },
+];
+
+/// The command line as clap sees it: for parsing, man pages and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
-impl Cli {
-    fn socket(&self, name: &str) -> PathBuf {
-        self.run_dir.join(name)
-    }
-
-    pub async fn controld(&self) -> Result<ControlClient<Channel>, UdsError> {
-        let path = self.socket(kolach_proto::CONTROLD_SOCKET);
-        Ok(ControlClient::new(
-            uds::connect(&path, "kolach-controld").await?,
-        ))
-    }
-
-    pub async fn ipam(&self) -> Result<IpamClient<Channel>, UdsError> {
-        let path = self.socket(kolach_proto::CONTROLD_SOCKET);
-        Ok(IpamClient::new(
-            uds::connect(&path, "kolach-controld").await?,
-        ))
-    }
-
-    pub async fn dataplaned(&self) -> Result<DataplaneClient<Channel>, UdsError> {
-        let path = self.socket(kolach_proto::DATAPLANED_SOCKET);
-        Ok(DataplaneClient::new(
-            uds::connect(&path, "kolach-dataplaned").await?,
-        ))
-    }
+/// Writes the completion script for `shell` (`kolachctl completions SHELL`).
+pub fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut command(), "kolachctl", out);
 }
 
-impl Cli {
-    pub async fn dataplaned_admin(&self) -> Result<DataplaneAdminClient<Channel>, UdsError> {
-        let path = self.socket(kolach_proto::DATAPLANED_SOCKET);
-        Ok(DataplaneAdminClient::new(
-            uds::connect(&path, "kolach-dataplaned").await?,
-        ))
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Prints `value` as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("views serialize")
-    );
+    #[test]
+    fn clap_definitions_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn completions_parse_and_name_every_subcommand() {
+        let cli = Cli::try_parse_from(["kolachctl", "completions", "bash"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completions { shell: Shell::Bash }
+        ));
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for sub in ["status", "leases", "routes", "pool", "ipam", "dataplane"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_long_help_carries_the_manual() {
+        let help = command().render_long_help().to_string();
+        for s in MANUAL {
+            assert!(help.contains(&format!("{}:", s.title)), "{}", s.title);
+        }
+        let short = command().render_help().to_string();
+        assert!(!short.contains("EXIT STATUS"), "{short}");
+    }
 }

@@ -3,7 +3,8 @@
 use anyhow::Result;
 use kolach_proto::control::LeasesRequest;
 
-use crate::cli::{print_json, Cli};
+use crate::cli::Cli;
+use crate::clients::{print_json, Connect};
 use crate::table;
 use crate::view::{duration, LeaseRow};
 

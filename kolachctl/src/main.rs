@@ -1,6 +1,7 @@
 //! kolachctl: ask kolach-controld and kolach-dataplaned what they know.
 //!
-//! - `cli`: flags and subcommands.
+//! - `cli` (in the library, for kolach-docgen): flags and subcommands;
+//!   `clients`: the daemons' gRPC clients and `--json` output.
 //! - `view`: the proto replies turned into plain records, for tables and `--json`.
 //! - `status`, `leases`, `routes`, `upgrade` (`dataplane upgrade`), `pools`
 //!   (`pools`, `pool ...`), `blocks`, `addresses`, `check` (`ipam check`): one
@@ -15,7 +16,7 @@ mod addresses;
 mod aws_view;
 mod blocks;
 mod check;
-mod cli;
+mod clients;
 mod ipam_view;
 mod leases;
 mod pools;
@@ -28,6 +29,7 @@ mod view;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kolachctl::cli;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -47,7 +49,7 @@ async fn main() -> ExitCode {
             command: cli::DataplaneCommand::Upgrade { wait },
         } => upgrade::run(&cli, std::time::Duration::from_secs(*wait)).await,
         cli::Command::Completions { shell } => {
-            cli::completions(*shell);
+            cli::completions(*shell, &mut std::io::stdout());
             Ok(true)
         }
     };

@@ -5,7 +5,8 @@ use kolach_proto::ipam::{
     AddPoolSubnetRequest, CreatePoolRequest, DeletePoolRequest, PoolsRequest,
 };
 
-use crate::cli::{print_json, Cli, PoolCommand};
+use crate::cli::{Cli, PoolCommand};
+use crate::clients::{print_json, Connect};
 use crate::ipam_view::PoolRow;
 use crate::table;
 

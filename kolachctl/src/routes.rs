@@ -5,7 +5,8 @@ use anyhow::Result;
 use kolach_proto::dataplane::RoutesRequest;
 use serde::Serialize;
 
-use crate::cli::{print_json, Cli};
+use crate::cli::Cli;
+use crate::clients::{print_json, Connect};
 use crate::table;
 use crate::view::{RouteRow, Version};
 

@@ -9,7 +9,8 @@ use kolach_proto::dataplane::StatusRequest as DataplaneStatusRequest;
 use kolach_proto::ipam::StatusRequest as IpamStatusRequest;
 use serde::Serialize;
 
-use crate::cli::{print_json, Cli};
+use crate::cli::Cli;
+use crate::clients::{print_json, Connect};
 use crate::ipam_view::IpamLine;
 use crate::view::{duration, size, Controld, Dataplane};
 

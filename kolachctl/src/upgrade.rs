@@ -9,7 +9,8 @@ use anyhow::Result;
 use kolach_proto::dataplane::{DataplaneStatus, StatusRequest, UpgradeRequest};
 use serde::Serialize;
 
-use crate::cli::{print_json, Cli};
+use crate::cli::Cli;
+use crate::clients::{print_json, Connect};
 use crate::view::Binary;
 
 #[derive(Serialize, Debug)]

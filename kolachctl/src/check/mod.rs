@@ -6,7 +6,7 @@
 //! ID and ifname) is not in this network namespace, or when the netns path the
 //! runtime gave at ADD no longer exists. [`judge`] decides from those two
 //! answers alone; [`run`] asks the kernel and controld. An allocation younger
-//! than `--min-age` ([`IN_FLIGHT`] by default) is left alone: its ADD may not have made the veth yet.
+//! than `--min-age` ([`IN_FLIGHT`](crate::cli::IN_FLIGHT) by default) is left alone: its ADD may not have made the veth yet.
 //!
 //! [`blocks`] holds the allocations against the blocks in etcd and the host's
 //! subnet: addresses in blocks this host does not hold are reported, never
@@ -27,12 +27,10 @@ use kolach_proto::ipam::{
 use kolach_proto::pod;
 use serde::Serialize;
 
-use crate::cli::{print_json, Cli};
+use crate::cli::Cli;
+use crate::clients::{print_json, Connect};
 use crate::ipam_view::{short_id, AddressRow};
 use crate::table;
-
-/// How long an ADD may take between allocating and creating the host end.
-pub const IN_FLIGHT: Duration = Duration::from_secs(60);
 
 /// What this host shows of one allocation's pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +50,7 @@ pub enum Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Live,
-    /// Too young to judge (`--min-age`, [`IN_FLIGHT`] by default).
+    /// Too young to judge (`--min-age`, [`IN_FLIGHT`](crate::cli::IN_FLIGHT) by default).
     InFlight,
     Stale(Vec<Reason>),
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub const CONTROLD: &str = "kolach-controld";
 pub const DATAPLANED: &str = "kolach-dataplaned";
 pub const KOLACHCTL: &str = "kolachctl";
+/// Writes the man pages and completions (packaging/docgen).
+pub const DOCGEN: &str = "kolach-docgen";
 
 /// Directories searched, in order.
 pub fn search_dirs() -> Vec<PathBuf> {

@@ -49,20 +49,32 @@ fn analyze(args: &[&str]) -> Result<cmd::Output> {
         .context("systemd-analyze is needed to check the units (Debian package systemd)")
 }
 
-/// `packaging/man`, a MANPATH entry holding the pages the units name.
-pub fn man_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/man")
+/// The man pages the package ships, written by the built `kolach-docgen
+/// --out <dir>` (as the package build runs it); returns `<dir>/man`, a
+/// MANPATH entry holding the pages the units name.
+pub fn generate_man_pages(dir: &Path) -> Result<PathBuf> {
+    let docgen = bins::require(bins::DOCGEN);
+    let out = cmd::run(
+        &docgen.to_string_lossy(),
+        &[std::ffi::OsStr::new("--out"), dir.as_os_str()],
+        Duration::from_secs(60),
+    )?;
+    if !out.success() {
+        bail!(
+            "kolach-docgen --out {}: {}",
+            dir.display(),
+            out.stderr.trim()
+        );
+    }
+    Ok(dir.join("man"))
 }
 
-/// `systemd-analyze verify <units>`: its complaints, if any. With `man`
-/// installed the units' `Documentation=man:` pages are looked up in
-/// `packaging/man` (as installed); without it, `--man=no`.
-pub fn verify(units: &[PathBuf], with_man: bool) -> Result<Option<String>> {
-    let manpath = format!("MANPATH={}", man_dir().display());
+/// `systemd-analyze verify <units>`: its complaints, if any. The units'
+/// `Documentation=man:` pages are looked up in `man_dir` (as installed), so
+/// `man` must be there.
+pub fn verify(units: &[PathBuf], man_dir: &Path) -> Result<Option<String>> {
+    let manpath = format!("MANPATH={}", man_dir.display());
     let mut args = vec![manpath, "systemd-analyze".to_string(), "verify".to_string()];
-    if !with_man {
-        args.push("--man=no".to_string());
-    }
     args.extend(units.iter().map(|u| u.display().to_string()));
     let out = cmd::run("env", &args, Duration::from_secs(60))?;
     let said = format!("{}{}", out.stdout, out.stderr);
