@@ -107,6 +107,27 @@ pub struct Flags {
     #[arg(long, env = "KOLACH_METRICS_ADDR", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Masquerade traffic from the Network to destinations outside it (not
+    /// within the Network, not to multicast), as flannel's -ip-masq does:
+    /// rules in an nftables table of kolach's own, kept by kolach-dataplaned.
+    /// subnet.env then says KOLACH_IPMASQ=true (FLANNEL_IPMASQ=true), so
+    /// Docker and CNI plugins leave masquerading to kolach.
+    #[arg(long, env = "KOLACH_IP_MASQ")]
+    pub ip_masq: bool,
+
+    /// Accept forwarding to and from the Network in the host's FORWARD
+    /// chain (flannel's -iptables-forward-rules), where a firewall such as
+    /// Docker's (policy DROP) would drop traffic between hosts' pods. On by
+    /// default; false leaves the FORWARD chain alone.
+    #[arg(
+        long,
+        env = "KOLACH_IPTABLES_FORWARD_RULES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub iptables_forward_rules: bool,
+
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_VERBOSE")]
     pub verbose: u8,

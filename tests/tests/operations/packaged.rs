@@ -293,8 +293,13 @@ fn start(m: &Machine) -> Result<()> {
     );
     // Under its unit the dataplane has what it asks for: no warning such as
     // a missing CAP_BPF or an unwritable sysctl.
-    let warned = m.sh("journalctl --no-pager -o cat -u kolach-dataplaned | grep ' WARN ' || true")?;
-    ensure!(warned.is_empty(), "{}: the dataplane warned under its unit:\n{warned}", m.name);
+    let warned =
+        m.sh("journalctl --no-pager -o cat -u kolach-dataplaned | grep ' WARN ' || true")?;
+    ensure!(
+        warned.is_empty(),
+        "{}: the dataplane warned under its unit:\n{warned}",
+        m.name
+    );
     eprintln!(
         "deb: {}: enable --now took {took:.1?}; both active; subnet.env holds {}",
         m.name,
