@@ -54,6 +54,24 @@ async fn etcd_outage_keeps_state_and_recovers() {
     .await;
 }
 
+/// A controld started while etcd is down (a host booting before its etcd)
+/// keeps trying: its first calls fail and time out, and once etcd is up it
+/// claims a lease and gets ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_down_at_start_then_up() {
+    let mut etcd = Etcd::start().await;
+    etcd.put_config(NET16).await;
+    etcd.stop();
+    let a = Host::start(&etcd, "198.18.0.1", true).await;
+    // Past the first connect failure and one call timeout (5 s).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(a.subnet().await.is_none(), "a lease without etcd");
+    assert!(!a.status().await.etcd_reachable);
+    etcd.restart().await;
+    a.ready().await;
+    assert!(a.status().await.etcd_reachable);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_dataplane_no_subnet_env_then_push_on_connect() {
     let etcd = Etcd::start().await;

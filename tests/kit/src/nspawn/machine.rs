@@ -167,27 +167,17 @@ impl Machine {
 
     /// `sh -c script` inside; its stdout, or an error with its output.
     pub fn sh(&self, script: &str) -> Result<String> {
-        let out = self.exec(&["sh", "-c", script], Duration::from_secs(120))?;
-        if !out.success() {
-            bail!(
-                "{}: `{script}` failed ({}):\n{}{}",
-                self.name,
-                out.status,
-                out.stdout,
-                out.stderr
-            );
-        }
-        Ok(out.stdout)
+        self.sh_with(script, None)
     }
 
     /// `sh -c script` inside with `input` on its stdin.
     pub fn sh_input(&self, script: &str, input: &str) -> Result<String> {
-        let out = cmd::run_input(
-            "nsenter",
-            &self.command(&["sh", "-c", script]),
-            Some(input.as_bytes()),
-            Duration::from_secs(60),
-        )?;
+        self.sh_with(script, Some(input.as_bytes()))
+    }
+
+    fn sh_with(&self, script: &str, input: Option<&[u8]>) -> Result<String> {
+        let args = self.command(&["sh", "-c", script]);
+        let out = cmd::run_input("nsenter", &args, input, Duration::from_secs(120))?;
         if !out.success() {
             bail!(
                 "{}: `{script}` failed ({}):\n{}{}",
