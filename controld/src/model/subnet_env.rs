@@ -28,6 +28,20 @@ impl SubnetEnv {
             self.ipmasq
         )
     }
+
+    /// flannel's subnet.env for the same lease, byte for byte as flanneld's
+    /// WriteSubnetFile writes it (IPv4 only): `FLANNEL_NETWORK`,
+    /// `FLANNEL_SUBNET` (the first address, with the subnet's prefix
+    /// length), `FLANNEL_MTU`, `FLANNEL_IPMASQ`, in that order.
+    pub fn render_flannel(&self) -> String {
+        format!(
+            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
+            self.network,
+            first_host(self.subnet),
+            self.mtu,
+            self.ipmasq
+        )
+    }
 }
 
 /// The subnet a previous run wrote (`KOLACH_SUBNET=10.50.18.1/24` →
@@ -51,6 +65,12 @@ pub fn read_previous(path: &Path) -> Option<Ipv4Net> {
 
 /// Writes `contents` to `path` atomically, creating the directory if needed.
 pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
+    write_atomic_mode(path, contents, None)
+}
+
+/// [`write_atomic`] with the file's mode set (flannel's file is 0644 whatever
+/// the umask, as flanneld writes it).
+pub fn write_atomic_mode(path: &Path, contents: &str, mode: Option<u32>) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -66,6 +86,10 @@ pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -98,6 +122,21 @@ mod tests {
             parse_subnet(&env.render()),
             Some("10.50.18.0/24".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn renders_flannels_file() {
+        let env = SubnetEnv {
+            network: "10.50.0.0/16".parse().unwrap(),
+            subnet: "10.50.18.0/24".parse().unwrap(),
+            mtu: 1472,
+            ipmasq: true,
+        };
+        assert_eq!(
+            env.render_flannel().as_bytes(),
+            b"FLANNEL_NETWORK=10.50.0.0/16\nFLANNEL_SUBNET=10.50.18.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n"
+        );
+        assert!(env.render().ends_with("KOLACH_IPMASQ=true\n"));
     }
 
     #[test]

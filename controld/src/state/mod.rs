@@ -53,6 +53,12 @@ const WARNINGS_KEPT: usize = 20;
 pub struct Settings {
     pub lease_ttl: Duration,
     pub subnet_file: PathBuf,
+    /// flannel's subnet.env, written beside ours (--flannel-subnet-file).
+    pub flannel_subnet_file: Option<PathBuf>,
+    /// --ip-masq, for KOLACH_IPMASQ / FLANNEL_IPMASQ.
+    pub ip_masq: bool,
+    /// A flannel `-port`, checked against each config applied.
+    pub expect_udp_port: Option<u16>,
     pub config_key: String,
     pub epoch: u64,
     /// Shown in every status until the daemon stops (plaintext etcd

@@ -83,6 +83,7 @@ impl Controller {
                         mtu = env.mtu, "wrote subnet.env")
                     }
                 }
+                self.write_flannel_env(&env);
                 self.written_env = Some(env);
                 if !self.ready_sent {
                     self.ready_sent = true;
@@ -95,6 +96,25 @@ impl Controller {
             }
             Err(e) => {
                 error!(file = %path.display(), error = %e, "cannot write subnet.env; will retry");
+                self.warn_event(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// flannel's subnet.env (--flannel-subnet-file), right after ours and
+    /// from the same content, for what still reads /run/flannel/subnet.env.
+    /// A failure is logged; the next change writes both again.
+    fn write_flannel_env(&mut self, env: &SubnetEnv) {
+        let Some(path) = self.settings.flannel_subnet_file.clone() else {
+            return;
+        };
+        match crate::model::subnet_env::write_atomic_mode(&path, &env.render_flannel(), Some(0o644))
+        {
+            Ok(()) => {
+                info!(file = %path.display(), subnet = %env.subnet, "wrote flannel's subnet.env")
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "cannot write flannel's subnet.env");
                 self.warn_event(format!("cannot write {}: {e}", path.display()));
             }
         }
@@ -138,7 +158,7 @@ impl Controller {
             network: cfg.network,
             subnet: m.subnet,
             mtu: content.mtu,
-            ipmasq: false,
+            ipmasq: self.settings.ip_masq,
         };
         let routes = content.routes.len();
         let block_count = content.routes.iter().map(|r| r.blocks.len()).sum::<usize>()
