@@ -26,6 +26,9 @@ fn ok(line: &str) -> Flags {
     parse(line, &[]).unwrap_or_else(|e| panic!("{line}: {e}")).0
 }
 
+/// What a parsed command line must satisfy.
+type Check = fn(&Flags) -> bool;
+
 #[test]
 fn flannel_command_lines() {
     let f = ok("-etcd-endpoints=http://a:2379,http://b:2379 -etcd-prefix /p -iface=eth0 -ip-masq -subnet-file=/run/flannel/subnet.env");
@@ -39,7 +42,7 @@ fn flannel_command_lines() {
     );
     assert_eq!(f.subnet_file, PathBuf::from("/run/kolach/subnet.env"));
 
-    let cases: &[(&str, fn(&Flags) -> bool)] = &[
+    let cases: &[(&str, Check)] = &[
         ("-ip-masq=true", |f| f.ip_masq),
         ("-ip-masq=false", |f| !f.ip_masq),
         ("--ip-masq", |f| f.ip_masq),
@@ -67,7 +70,8 @@ fn flannel_command_lines() {
             f.public_ip == Some([198, 18, 0, 9].into())
         }),
         ("--subnet-file=/x/subnet.env", |f| {
-            f.subnet_file == PathBuf::from("/x/subnet.env") && f.flannel_subnet_file.is_none()
+            f.subnet_file == std::path::Path::new("/x/subnet.env")
+                && f.flannel_subnet_file.is_none()
         }),
         ("-healthz-port=9465", |f| {
             f.metrics_addr == Some("0.0.0.0:9465".parse().unwrap())
