@@ -45,10 +45,15 @@ impl SubnetEnv {
 }
 
 /// The subnet a previous run wrote (`KOLACH_SUBNET=10.50.18.1/24` →
-/// `10.50.18.0/24`), if the text has a readable one.
+/// `10.50.18.0/24`; flanneld's or our flannel file's `FLANNEL_SUBNET=` alike),
+/// if the text has a readable one.
 pub fn parse_subnet(text: &str) -> Option<Ipv4Net> {
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix("KOLACH_SUBNET="))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("KOLACH_SUBNET=")
+                .or_else(|| l.strip_prefix("FLANNEL_SUBNET="))
+        })
         .filter_map(|v| v.trim().trim_matches('"').parse::<Ipv4Net>().ok())
         .map(|n| n.trunc())
         .next_back()
@@ -137,6 +142,10 @@ mod tests {
             b"FLANNEL_NETWORK=10.50.0.0/16\nFLANNEL_SUBNET=10.50.18.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n"
         );
         assert!(env.render().ends_with("KOLACH_IPMASQ=true\n"));
+        assert_eq!(
+            parse_subnet(&env.render_flannel()),
+            Some("10.50.18.0/24".parse().unwrap())
+        );
     }
 
     #[test]

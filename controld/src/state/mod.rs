@@ -121,6 +121,8 @@ pub struct Controller {
     pending_env: BTreeMap<u64, SubnetEnv>,
     acked_env: Option<SubnetEnv>,
     written_env: Option<SubnetEnv>,
+    /// What flannel's subnet.env (--flannel-subnet-file) last got.
+    flannel_written: Option<SubnetEnv>,
     ready_sent: bool,
     dp_connected: bool,
     applied_generation: u64,
@@ -155,10 +157,14 @@ impl Controller {
             aws_desired,
         } = outputs;
         let standing_warnings = settings.standing_warnings.clone();
-        let previous = crate::model::subnet_env::read_previous(&settings.subnet_file);
-        if let Some(p) = previous {
-            info!(subnet = %p, file = %settings.subnet_file.display(), "previous subnet from subnet.env");
+        // Ours first; a host switched from flannel has only flannel's.
+        let previous = std::iter::once(&settings.subnet_file)
+            .chain(settings.flannel_subnet_file.as_ref())
+            .find_map(|f| crate::model::subnet_env::read_previous(f).map(|p| (p, f)));
+        if let Some((p, file)) = &previous {
+            info!(subnet = %p, file = %file.display(), "previous subnet from subnet.env");
         }
+        let previous = previous.map(|(p, _)| p);
         Controller {
             reg,
             versioner: Versioner::new(settings.epoch),
@@ -189,6 +195,7 @@ impl Controller {
             pending_env: BTreeMap::new(),
             acked_env: None,
             written_env: None,
+            flannel_written: None,
             ready_sent: false,
             dp_connected: false,
             applied_generation: 0,

@@ -64,6 +64,10 @@ impl Controller {
             return;
         };
         if self.written_env.as_ref() == Some(&env) {
+            // Ours is written; flannel's may have failed last time.
+            if self.flannel_written.as_ref() != Some(&env) {
+                self.write_flannel_env(&env);
+            }
             return;
         }
         let path = self.settings.subnet_file.clone();
@@ -103,7 +107,7 @@ impl Controller {
 
     /// flannel's subnet.env (--flannel-subnet-file), right after ours and
     /// from the same content, for what still reads /run/flannel/subnet.env.
-    /// A failure is logged; the next change writes both again.
+    /// A failure is logged and tried again at the dataplane's next reply.
     fn write_flannel_env(&mut self, env: &SubnetEnv) {
         let Some(path) = self.settings.flannel_subnet_file.clone() else {
             return;
@@ -111,7 +115,8 @@ impl Controller {
         match crate::model::subnet_env::write_atomic_mode(&path, &env.render_flannel(), Some(0o644))
         {
             Ok(()) => {
-                info!(file = %path.display(), subnet = %env.subnet, "wrote flannel's subnet.env")
+                info!(file = %path.display(), subnet = %env.subnet, "wrote flannel's subnet.env");
+                self.flannel_written = Some(env.clone());
             }
             Err(e) => {
                 error!(file = %path.display(), error = %e, "cannot write flannel's subnet.env");
