@@ -3,7 +3,7 @@
 //! flannel's `-subnet-file`) and `FLANNELD_*` variables only, its dataplaned
 //! with Go-style flags; it joins a mesh of ordinary hosts, pods ping across,
 //! and its flannel-format subnet.env is exactly what flanneld writes for the
-//! same lease.
+//! same lease. It keeps the subnet flanneld's file named.
 
 use anyhow::{bail, ensure, Context, Result};
 use kolach_testkit::lab::topology;
@@ -50,8 +50,32 @@ fn flannel_host(lab: &mut Lab) -> Result<()> {
             .map(|(k, v)| (k.to_string(), v)),
         );
     }
+    // flanneld's file from before the switch: the host gets that subnet back
+    // (it is free; flannel's lease would be found first if it were kept).
+    let taken: Vec<_> = [1u8, 2]
+        .iter()
+        .filter_map(|h| lab.host(*h).subnet_env().map(|e| e.lease()))
+        .collect();
+    let old: ipnet::Ipv4Net = ["10.50.77.0/24", "10.50.78.0/24"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .find(|s| !taken.contains(s))
+        .context("both candidate subnets taken")?;
+    std::fs::create_dir_all(flannel_file.parent().unwrap())?;
+    std::fs::write(
+        &flannel_file,
+        format!(
+            "FLANNEL_NETWORK=10.50.0.0/16\nFLANNEL_SUBNET={}/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n",
+            old.hosts().next().unwrap()
+        ),
+    )?;
     lab.start_host(n)?;
     let env = lab.wait_ready(n)?;
+    ensure!(
+        env.lease() == old,
+        "the switched host took {} instead of its flannel subnet {old}",
+        env.lease()
+    );
     lab.add_pod(n)?;
     lab.wait_converged(lab::mesh::CONVERGE_WITHIN)?;
     lab.assert_all_pairs_ping(2)?;
