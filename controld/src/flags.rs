@@ -174,6 +174,10 @@ pub const MANUAL: &[Section] = &[
             ),
             Item::Para("The credentials need ec2:DescribeInstances, ec2:DescribeRouteTables, ec2:CreateRoute, ec2:ReplaceRoute, ec2:DeleteRoute and ec2:ModifyNetworkInterfaceAttribute."),
             Item::Entry("RUST_LOG", "Log filter; overrides -v."),
+            Item::Entry(
+                "FLANNELD_<FLAG>",
+                "flannel's variables, named after flannel's flags (FLANNELD_ETCD_ENDPOINTS, FLANNELD_IFACE, FLANNELD_IP_MASQ, FLANNELD_SUBNET_FILE for --flannel-subnet-file, FLANNELD_HEALTHZ_PORT, ...): below the command line and below the flag's own KOLACH_ variable; the log says which were used and which passed over.",
+            ),
         ],
     },
     Section {
@@ -185,6 +189,7 @@ pub const MANUAL: &[Section] = &[
         items: &[
             Item::Entry("/run/kolach/controld.sock", "The gRPC API (kolach.control.v1, kolach.ipam.v1), for kolachctl and the CNI plugin."),
             Item::Entry("/run/kolach/subnet.env", "This host's subnet, for Docker's --bip and --mtu."),
+            Item::Entry("/run/flannel/subnet.env", "The same in flannel's format (FLANNEL_*), when --flannel-subnet-file names it."),
             Item::Entry("/var/lib/kolach/ipam/", "The pod addresses this host gave out."),
         ],
     },

@@ -425,13 +425,18 @@ fn apply_own(
         }
         _ => match value {
             Some(v) => out.args.push(format!("--{long}={v}").into()),
-            None => {
-                out.args.push(format!("--{long}").into());
-                match rest.pop() {
-                    Some(v) => out.args.push(v),
-                    None => return Err(GoFlagError::MissingValue(shown.to_owned())),
-                }
-            }
+            // Joined with `=`, so a value that starts with a dash (Go takes
+            // `-etcd-prefix -x` as the value "-x") stays a value for clap.
+            None => match rest.pop() {
+                Some(v) => match v.to_str() {
+                    Some(text) => out.args.push(format!("--{long}={text}").into()),
+                    None => {
+                        out.args.push(format!("--{long}").into());
+                        out.args.push(v);
+                    }
+                },
+                None => return Err(GoFlagError::MissingValue(shown.to_owned())),
+            },
         },
     }
     bump(out, arg);

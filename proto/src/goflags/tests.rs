@@ -80,9 +80,10 @@ fn go_forms_become_clap_forms() {
         ),
         (
             &["-etcd-endpoints", "http://a"],
-            &["--etcd-endpoints", "http://a"],
+            &["--etcd-endpoints=http://a"],
         ),
-        (&["-iface", "eth0"], &["--iface", "eth0"]),
+        (&["-iface", "eth0"], &["--iface=eth0"]),
+        (&["-iface", "-x"], &["--iface=-x"]),
         (&["-iface=eth0"], &["--iface=eth0"]),
         (&["-ip-masq"], &["--ip-masq"]),
         (&["-ip-masq=true"], &["--ip-masq"]),
@@ -119,7 +120,7 @@ fn go_forms_become_clap_forms() {
         ),
         (
             &["-etcd-endpoint", "http://a"],
-            &["--etcd-endpoints", "http://a"],
+            &["--etcd-endpoints=http://a"],
         ),
         (
             &["--etcd-endpoint=http://a"],
@@ -290,8 +291,7 @@ fn subcommands_and_globals() {
             "--run-dir=/r",
             "dataplane",
             "upgrade",
-            "--wait",
-            "5",
+            "--wait=5",
             "--json"
         ]
     );
