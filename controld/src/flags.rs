@@ -18,7 +18,9 @@ kolach-controld reads the network config from etcd (flannel's layout, <etcd-pref
 
 It also hands out pod addresses to the CNI plugin kolach, from this host's subnet or from address pools, and keeps them under <state-dir>/ipam/.
 
-It needs no privileges. Every option can also be given in the environment, as the KOLACH_ variable named beside it.",
+It needs no privileges. Every option can also be given in the environment, as the KOLACH_ variable named beside it.
+
+It takes a flannel command line as it is: every flag also with one dash and `=` or a space before the value (-etcd-endpoints=http://a:2379, -iface eth0, -ip-masq=false), flannel's names (-subnet-file is flannel's file, see --flannel-subnet-file; -healthz-ip/-healthz-port become --metrics-addr; the seeds' -etcd-endpoint and -port) and FLANNELD_<FLAG> variables, below the command line and the KOLACH_ ones. A flannel flag kolach cannot honour is logged, or refused at start when its meaning cannot be met (-kube-subnet-mgr, IPv6, -iface-regex, more than one -iface).",
     after_long_help = kolach_proto::manual::help_text(MANUAL)
 )]
 pub struct Flags {
@@ -74,13 +76,30 @@ pub struct Flags {
     #[arg(long, env = "KOLACH_PUBLIC_IP")]
     pub public_ip: Option<Ipv4Addr>,
 
-    /// Where to write subnet.env.
+    /// Where to write subnet.env (KOLACH_ variables). Written with two
+    /// dashes this is kolach's file; flannel's `-subnet-file` (one dash, or
+    /// FLANNELD_SUBNET_FILE) means --flannel-subnet-file.
     #[arg(
         long,
         env = "KOLACH_SUBNET_FILE",
         default_value = "/run/kolach/subnet.env"
     )]
     pub subnet_file: PathBuf,
+
+    /// Also write flannel's subnet file here, byte for byte as flanneld
+    /// would (FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ),
+    /// at the same moment as --subnet-file, for what reads
+    /// /run/flannel/subnet.env (its conventional place). flannel's
+    /// `-subnet-file` (one dash) and FLANNELD_SUBNET_FILE set this. Off by
+    /// default.
+    #[arg(long, env = "KOLACH_FLANNEL_SUBNET_FILE", value_name = "PATH")]
+    pub flannel_subnet_file: Option<PathBuf>,
+
+    /// The udp port a flannel or seed command line named (`-port`): the
+    /// port itself is the network config's Backend.Port; a difference is
+    /// logged when the config is applied.
+    #[arg(long, hide = true, value_name = "PORT")]
+    pub expect_udp_port: Option<u16>,
 
     /// Directory holding controld.sock and dataplaned.sock.
     #[arg(long, env = "KOLACH_RUN_DIR", default_value = "/run/kolach")]
@@ -128,7 +147,8 @@ pub struct Flags {
     )]
     pub iptables_forward_rules: bool,
 
-    /// More logging: -v debug, -vv trace (RUST_LOG overrides).
+    /// More logging: -v debug, -vv trace (RUST_LOG overrides). glog's
+    /// `-v=N` (flannel's) is taken too: 0 none, 1 to 4 -v, 5 and above -vv.
     #[arg(short, long, action = clap::ArgAction::Count, env = "KOLACH_VERBOSE")]
     pub verbose: u8,
 }
@@ -154,6 +174,10 @@ pub const MANUAL: &[Section] = &[
             ),
             Item::Para("The credentials need ec2:DescribeInstances, ec2:DescribeRouteTables, ec2:CreateRoute, ec2:ReplaceRoute, ec2:DeleteRoute and ec2:ModifyNetworkInterfaceAttribute."),
             Item::Entry("RUST_LOG", "Log filter; overrides -v."),
+            Item::Entry(
+                "FLANNELD_<FLAG>",
+                "flannel's variables, named after flannel's flags (FLANNELD_ETCD_ENDPOINTS, FLANNELD_IFACE, FLANNELD_IP_MASQ, FLANNELD_SUBNET_FILE for --flannel-subnet-file, FLANNELD_HEALTHZ_PORT, ...): below the command line and below the flag's own KOLACH_ variable; the log says which were used and which passed over.",
+            ),
         ],
     },
     Section {
@@ -165,6 +189,7 @@ pub const MANUAL: &[Section] = &[
         items: &[
             Item::Entry("/run/kolach/controld.sock", "The gRPC API (kolach.control.v1, kolach.ipam.v1), for kolachctl and the CNI plugin."),
             Item::Entry("/run/kolach/subnet.env", "This host's subnet, for Docker's --bip and --mtu."),
+            Item::Entry("/run/flannel/subnet.env", "The same in flannel's format (FLANNEL_*), when --flannel-subnet-file names it."),
             Item::Entry("/var/lib/kolach/ipam/", "The pod addresses this host gave out."),
         ],
     },

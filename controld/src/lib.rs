@@ -26,7 +26,8 @@
 //! - [`dataplane`]: the `Dataplane.Sync` stream client, with reconnect.
 //! - [`underlay`]: interface, address and MTU. sd_notify and the stop
 //!   signals are kolach-proto's (`systemd`, `signals`), shared with the dataplane.
-//! - [`flags`]: the command line; [`event`]: messages between tasks and
+//! - [`flags`]: the command line; [`flannel`]: flannel's command line and
+//!   `FLANNELD_` variables onto it; [`event`]: messages between tasks and
 //!   shutdown; [`backoff`]: retry delays.
 //! - [`run`] (here): wires the tasks together.
 
@@ -41,6 +42,7 @@ pub mod dataplane;
 pub mod etcd;
 pub mod event;
 pub mod flags;
+pub mod flannel;
 pub mod ipam;
 pub mod metrics;
 pub mod model;
@@ -259,6 +261,9 @@ async fn run_core(
     let settings = Settings {
         lease_ttl: flags.subnet_lease_ttl,
         subnet_file: flags.subnet_file.clone(),
+        flannel_subnet_file: flags.flannel_subnet_file.clone(),
+        ip_masq: flags.ip_masq,
+        expect_udp_port: flags.expect_udp_port,
         config_key: reg.config_key(),
         epoch,
         standing_warnings,

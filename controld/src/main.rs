@@ -3,10 +3,24 @@
 
 use clap::Parser;
 use kolach_controld::Flags;
+use kolach_proto::goflags::Note;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
-    let flags = Flags::parse();
+    // flannel's command line and FLANNELD_ variables onto ours, before clap
+    // parses; nothing is touched yet when a flag is refused.
+    let cl = match kolach_controld::flannel::command_line(std::env::args_os(), &|k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(cl) => cl,
+        Err(e) => {
+            for line in e.0 {
+                eprintln!("kolach-controld: {line}");
+            }
+            std::process::exit(2);
+        }
+    };
+    let flags = Flags::parse_from(cl.args);
     let level = match flags.verbose {
         0 => "info",
         1 => "debug",
@@ -18,6 +32,12 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for note in cl.notes {
+        match note {
+            Note::Info(line) => tracing::info!("{line}"),
+            Note::Warn(line) => tracing::warn!("{line}"),
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

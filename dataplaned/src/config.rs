@@ -15,7 +15,7 @@ use crate::datapath::offload::Offload;
 
 kolach-dataplaned applies the full route-table snapshots that kolach-controld pushes over <run-dir>/dataplaned.sock and keeps the last one in <run-dir>/snapshot.pb, so that it forwards after a restart before controld is back. With the udp backend it owns the persistent TUN device and a UDP socket and forwards between them; with vxlan and host-gw it programs the kernel over rtnetlink (routes of protocol 107, neighbours, FDB entries) and the kernel forwards. With every backend it keeps this host's subnet and pool blocks as routes of protocol 107 on lo in the export table (network config ExportTable, default 119) for a routing daemon such as BIRD. Stopping it never removes kernel state.
 
-It needs CAP_NET_ADMIN, and CAP_BPF to steer its TUN queues by CPU (without it the queues are picked by flow). Every option but -v can also be given in the environment, as the KOLACH_ variable named beside it.",
+It needs CAP_NET_ADMIN, and CAP_BPF to steer its TUN queues by CPU (without it the queues are picked by flow). Every option but -v can also be given in the environment, as the KOLACH_ variable named beside it. Flags are also taken Go style, as flannel's units write them: one dash, `=` or a space before the value (-run-dir=/run/kolach), glog's -v=N (0 none, 1 to 4 -v, 5 and above -vv).",
     after_long_help = kolach_proto::manual::help_text(MANUAL)
 )]
 pub struct Config {

@@ -7,7 +7,21 @@ use kolach_dataplaned::{cleanup, hint, run, Config};
 
 fn main() -> ExitCode {
     signals::ignore_hangup_for_now();
-    let cfg = <Config as clap::Parser>::parse();
+    // Go-style flags too (-run-dir=/run/kolach, -v=2), as flannel's units
+    // write them; kolach_proto::goflags reads them off the clap Command.
+    let args = match kolach_proto::goflags::translate(
+        &<Config as clap::CommandFactory>::command(),
+        &kolach_proto::goflags::Spec::default(),
+        std::env::args_os(),
+        &|k| std::env::var(k).ok(),
+    ) {
+        Ok(t) => t.args,
+        Err(e) => {
+            eprintln!("kolach-dataplaned: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = <Config as clap::Parser>::parse_from(args);
     if cfg.upgrade_check {
         println!("{}", handoff::check_line(env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;

@@ -33,7 +33,21 @@ use kolachctl::cli;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // Go-style flags too (-run-dir=/run/kolach, -json), read off the clap
+    // Command by kolach_proto::goflags.
+    let args = match kolach_proto::goflags::translate(
+        &cli::command(),
+        &kolach_proto::goflags::Spec::default(),
+        std::env::args_os(),
+        &|k| std::env::var(k).ok(),
+    ) {
+        Ok(t) => t.args,
+        Err(e) => {
+            eprintln!("kolachctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     let result = match &cli.command {
         cli::Command::Status => status::run(&cli).await,
         cli::Command::Leases => leases::run(&cli).await,

@@ -10,12 +10,15 @@
 //! - [`uds`]: serving and dialing gRPC over the Unix sockets in the run dir, with
 //!   the peer-credential check and the "daemon is not running" hint.
 //! - [`systemd`]: sd_notify, fd store included; [`signals`]: the stop signals.
+//! - [`goflags`]: Go-style command lines (flannel's `-flag=value`, `FLANNELD_`
+//!   variables) rewritten for clap, driven by each binary's own flags.
 //! - [`manual`]: the manual sections beyond the flags (FILES, SEE ALSO, ...)
 //!   each binary keeps next to its flags, for `--help` and kolach-docgen.
 
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod goflags;
 pub mod mac;
 pub mod manual;
 pub mod net;

@@ -28,13 +28,32 @@ impl SubnetEnv {
             self.ipmasq
         )
     }
+
+    /// flannel's subnet.env for the same lease, byte for byte as flanneld's
+    /// WriteSubnetFile writes it (IPv4 only): `FLANNEL_NETWORK`,
+    /// `FLANNEL_SUBNET` (the first address, with the subnet's prefix
+    /// length), `FLANNEL_MTU`, `FLANNEL_IPMASQ`, in that order.
+    pub fn render_flannel(&self) -> String {
+        format!(
+            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
+            self.network,
+            first_host(self.subnet),
+            self.mtu,
+            self.ipmasq
+        )
+    }
 }
 
 /// The subnet a previous run wrote (`KOLACH_SUBNET=10.50.18.1/24` →
-/// `10.50.18.0/24`), if the text has a readable one.
+/// `10.50.18.0/24`; flanneld's or our flannel file's `FLANNEL_SUBNET=` alike),
+/// if the text has a readable one.
 pub fn parse_subnet(text: &str) -> Option<Ipv4Net> {
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix("KOLACH_SUBNET="))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("KOLACH_SUBNET=")
+                .or_else(|| l.strip_prefix("FLANNEL_SUBNET="))
+        })
         .filter_map(|v| v.trim().trim_matches('"').parse::<Ipv4Net>().ok())
         .map(|n| n.trunc())
         .next_back()
@@ -51,6 +70,12 @@ pub fn read_previous(path: &Path) -> Option<Ipv4Net> {
 
 /// Writes `contents` to `path` atomically, creating the directory if needed.
 pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
+    write_atomic_mode(path, contents, None)
+}
+
+/// [`write_atomic`] with the file's mode set (flannel's file is 0644 whatever
+/// the umask, as flanneld writes it).
+pub fn write_atomic_mode(path: &Path, contents: &str, mode: Option<u32>) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -66,6 +91,10 @@ pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -96,6 +125,25 @@ mod tests {
         );
         assert_eq!(
             parse_subnet(&env.render()),
+            Some("10.50.18.0/24".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn renders_flannels_file() {
+        let env = SubnetEnv {
+            network: "10.50.0.0/16".parse().unwrap(),
+            subnet: "10.50.18.0/24".parse().unwrap(),
+            mtu: 1472,
+            ipmasq: true,
+        };
+        assert_eq!(
+            env.render_flannel().as_bytes(),
+            b"FLANNEL_NETWORK=10.50.0.0/16\nFLANNEL_SUBNET=10.50.18.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n"
+        );
+        assert!(env.render().ends_with("KOLACH_IPMASQ=true\n"));
+        assert_eq!(
+            parse_subnet(&env.render_flannel()),
             Some("10.50.18.0/24".parse().unwrap())
         );
     }

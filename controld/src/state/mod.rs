@@ -53,6 +53,12 @@ const WARNINGS_KEPT: usize = 20;
 pub struct Settings {
     pub lease_ttl: Duration,
     pub subnet_file: PathBuf,
+    /// flannel's subnet.env, written beside ours (--flannel-subnet-file).
+    pub flannel_subnet_file: Option<PathBuf>,
+    /// --ip-masq, for KOLACH_IPMASQ / FLANNEL_IPMASQ.
+    pub ip_masq: bool,
+    /// A flannel `-port`, checked against each config applied.
+    pub expect_udp_port: Option<u16>,
     pub config_key: String,
     pub epoch: u64,
     /// Shown in every status until the daemon stops (plaintext etcd
@@ -115,6 +121,8 @@ pub struct Controller {
     pending_env: BTreeMap<u64, SubnetEnv>,
     acked_env: Option<SubnetEnv>,
     written_env: Option<SubnetEnv>,
+    /// What flannel's subnet.env (--flannel-subnet-file) last got.
+    flannel_written: Option<SubnetEnv>,
     ready_sent: bool,
     dp_connected: bool,
     applied_generation: u64,
@@ -149,10 +157,14 @@ impl Controller {
             aws_desired,
         } = outputs;
         let standing_warnings = settings.standing_warnings.clone();
-        let previous = crate::model::subnet_env::read_previous(&settings.subnet_file);
-        if let Some(p) = previous {
-            info!(subnet = %p, file = %settings.subnet_file.display(), "previous subnet from subnet.env");
+        // Ours first; a host switched from flannel has only flannel's.
+        let previous = std::iter::once(&settings.subnet_file)
+            .chain(settings.flannel_subnet_file.as_ref())
+            .find_map(|f| crate::model::subnet_env::read_previous(f).map(|p| (p, f)));
+        if let Some((p, file)) = &previous {
+            info!(subnet = %p, file = %file.display(), "previous subnet from subnet.env");
         }
+        let previous = previous.map(|(p, _)| p);
         Controller {
             reg,
             versioner: Versioner::new(settings.epoch),
@@ -183,6 +195,7 @@ impl Controller {
             pending_env: BTreeMap::new(),
             acked_env: None,
             written_env: None,
+            flannel_written: None,
             ready_sent: false,
             dp_connected: false,
             applied_generation: 0,

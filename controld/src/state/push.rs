@@ -64,6 +64,10 @@ impl Controller {
             return;
         };
         if self.written_env.as_ref() == Some(&env) {
+            // Ours is written; flannel's may have failed last time.
+            if self.flannel_written.as_ref() != Some(&env) {
+                self.write_flannel_env(&env);
+            }
             return;
         }
         let path = self.settings.subnet_file.clone();
@@ -83,6 +87,7 @@ impl Controller {
                         mtu = env.mtu, "wrote subnet.env")
                     }
                 }
+                self.write_flannel_env(&env);
                 self.written_env = Some(env);
                 if !self.ready_sent {
                     self.ready_sent = true;
@@ -95,6 +100,26 @@ impl Controller {
             }
             Err(e) => {
                 error!(file = %path.display(), error = %e, "cannot write subnet.env; will retry");
+                self.warn_event(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// flannel's subnet.env (--flannel-subnet-file), right after ours and
+    /// from the same content, for what still reads /run/flannel/subnet.env.
+    /// A failure is logged and tried again at the dataplane's next reply.
+    fn write_flannel_env(&mut self, env: &SubnetEnv) {
+        let Some(path) = self.settings.flannel_subnet_file.clone() else {
+            return;
+        };
+        match crate::model::subnet_env::write_atomic_mode(&path, &env.render_flannel(), Some(0o644))
+        {
+            Ok(()) => {
+                info!(file = %path.display(), subnet = %env.subnet, "wrote flannel's subnet.env");
+                self.flannel_written = Some(env.clone());
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "cannot write flannel's subnet.env");
                 self.warn_event(format!("cannot write {}: {e}", path.display()));
             }
         }
@@ -138,7 +163,7 @@ impl Controller {
             network: cfg.network,
             subnet: m.subnet,
             mtu: content.mtu,
-            ipmasq: false,
+            ipmasq: self.settings.ip_masq,
         };
         let routes = content.routes.len();
         let block_count = content.routes.iter().map(|r| r.blocks.len()).sum::<usize>()

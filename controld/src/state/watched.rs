@@ -71,6 +71,14 @@ impl Controller {
                     info!(network = %c.network, subnet_len = c.subnet_len, subnet_min = %c.subnet_min,
                         subnet_max = %c.subnet_max, backend = %c.backend.kind, port = c.backend.port,
                         vni = c.backend.vni, export_table = c.export_table, "config applied");
+                    if let Some(expected) = self.settings.expect_udp_port {
+                        if let Some(w) =
+                            crate::flannel::port_mismatch(expected, c.backend.kind, c.backend.port)
+                        {
+                            warn!("{w}");
+                            self.warn_event(w);
+                        }
+                    }
                     self.cfg = Some(p.config);
                 }
             }

@@ -205,11 +205,15 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // The daemons read KOLACH_* flags from the environment, and controld
-        // AWS_* settings (aws-vpc): none may leak in.
+        // The daemons read KOLACH_* flags from the environment, controld
+        // flannel's FLANNELD_* too and AWS_* settings (aws-vpc): none may
+        // leak in.
         for (k, _) in std::env::vars_os() {
             let k_str = k.to_string_lossy();
-            if k_str.starts_with("KOLACH_") || k_str.starts_with("AWS_") {
+            if ["KOLACH_", "FLANNELD_", "AWS_"]
+                .iter()
+                .any(|p| k_str.starts_with(p))
+            {
                 cmd.env_remove(k);
             }
         }

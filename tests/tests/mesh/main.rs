@@ -5,6 +5,7 @@
 
 mod aws_vpc;
 mod backend_switch;
+mod flannel_cli;
 mod foreign_lease;
 mod harness;
 mod invalid_config;
