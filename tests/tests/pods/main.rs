@@ -8,6 +8,7 @@
 mod across;
 mod bird;
 mod chained;
+mod docker;
 mod faults;
 mod garbage;
 mod one_host;

@@ -94,9 +94,7 @@ impl DockerHost {
         });
         let unshare_pid = child.id();
         self.holder = Some(child);
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_default();
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         if line.trim() != "ready" {
             bail!(
                 "docker holder in {} not ready: {}",
@@ -110,7 +108,10 @@ impl DockerHost {
                 break pid;
             }
             if Instant::now() > deadline {
-                bail!("docker holder in {}: no child of unshare {unshare_pid}", self.ns);
+                bail!(
+                    "docker holder in {}: no child of unshare {unshare_pid}",
+                    self.ns
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };
@@ -165,7 +166,12 @@ impl DockerHost {
         let config = format!("DOCKER_CONFIG={}", self.dir.join("cli").display());
         let host = self.socket();
         let mut full: Vec<&str> = Vec::new();
-        for var in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {
+        for var in [
+            "DOCKER_HOST",
+            "DOCKER_CONTEXT",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+        ] {
             full.extend(["-u", var]);
         }
         full.extend([config.as_str(), DOCKER, "-H", &host]);
@@ -229,7 +235,12 @@ impl DockerHost {
     }
 
     /// [`DockerHost::exec`] under `timeout`.
-    pub fn exec_timeout(&self, container: &str, args: &[&str], timeout: Duration) -> Result<Output> {
+    pub fn exec_timeout(
+        &self,
+        container: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output> {
         let mut full = vec!["exec", container];
         full.extend_from_slice(args);
         self.docker_timeout(&full, timeout)
@@ -274,7 +285,11 @@ impl DockerHost {
     /// The ids of every container, running or not.
     pub fn containers(&self) -> Result<Vec<String>> {
         let out = self.docker(&["ps", "-a", "-q", "--no-trunc"])?;
-        Ok(out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        Ok(out
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     /// Removes every container, stops dockerd (SIGTERM through the holder,

@@ -64,7 +64,7 @@ use crate::podman::CgroupMount;
 pub const IMAGE: &str = "kolach-busybox:test";
 /// Debian's docker CLI (`/usr/local/bin/docker` may be another's).
 pub const DOCKER: &str = "/usr/bin/docker";
-pub const DOCKERD: &str = "/usr/bin/dockerd";
+pub const DOCKERD: &str = "/usr/sbin/dockerd";
 /// Debian packages the harness needs (`apt-get install --no-install-recommends`).
 pub const DEB_PACKAGES: &[&str] = &["docker.io", "busybox-static"];
 /// Every container's cgroups go under `/<CGROUP_ROOT>/<host>` in each hierarchy.
@@ -112,9 +112,7 @@ impl DockerOpts {
         let mtu = var("KOLACH_MTU")?;
         Ok(DockerOpts {
             bip: var("KOLACH_SUBNET")?,
-            mtu: mtu
-                .parse()
-                .with_context(|| format!("KOLACH_MTU={mtu:?}"))?,
+            mtu: mtu.parse().with_context(|| format!("KOLACH_MTU={mtu:?}"))?,
             ip_masq: true,
             fresh_forwarding: true,
             extra: Vec::new(),

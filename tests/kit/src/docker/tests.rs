@@ -46,11 +46,21 @@ fn holder_script_masks_the_fixed_run_dirs_before_dockerd() {
         fstype: "cgroup".into(),
         options: "cpu".into(),
     }];
-    let s = holder_script(&cg, &["--bip=10.50.7.1/24".into()], Path::new("/d/dockerd.log"));
-    let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} not in {s}"));
+    let s = holder_script(
+        &cg,
+        &["--bip=10.50.7.1/24".into()],
+        Path::new("/d/dockerd.log"),
+    );
+    let pos = |needle: &str| {
+        s.find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in {s}"))
+    };
     assert!(pos("mount -t cgroup -o 'cpu'") < pos("echo ready"));
     assert!(pos("kolach-containerd /run/containerd") < pos("echo ready"));
     assert!(pos("kolach-docker /run/docker") < pos("echo ready"));
-    assert!(pos("echo ready") < pos("'/usr/bin/dockerd' '--bip=10.50.7.1/24' >>'/d/dockerd.log' 2>&1 &"));
+    assert!(
+        pos("echo ready")
+            < pos("'/usr/sbin/dockerd' '--bip=10.50.7.1/24' >>'/d/dockerd.log' 2>&1 &")
+    );
     assert!(s.contains("trap 'kill -TERM $pid' TERM"));
 }
