@@ -105,7 +105,7 @@ fn two_hosts_ping_across_once_forward_accepts() {
     let holders: Vec<u32> = hosts.iter().map(DockerHost::holder_pid).collect();
     let cgroups: Vec<PathBuf> = hosts.iter().flat_map(DockerHost::cgroup_dirs).collect();
     let t = Instant::now();
-    drop(hosts);
+    docker::shutdown_all(hosts).unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("both hosts shut down in {:?}", t.elapsed());
     std::thread::sleep(Duration::from_millis(50));
     for pid in holders {

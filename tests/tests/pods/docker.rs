@@ -11,8 +11,9 @@
 //! 2. controld restarted with its defaults (forward rules on) and
 //!    `--ip-masq`: the containers ping each other 3/3 both ways, each sees
 //!    the other's own container address (tcpdump in the receiver's network
-//!    namespace), and a container reaches an outsider on the underlay, which
-//!    sees the host's underlay address (kolach masqueraded).
+//!    namespace), a container reaches an outsider on the underlay, which
+//!    sees the host's underlay address (kolach masqueraded), and subnet.env
+//!    says `KOLACH_IPMASQ=true`.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -209,7 +210,14 @@ fn docker_recipe_between_hosts() {
             "the outsider saw c1's pings from {seen:?}, not host1's {host1_ip} (kolach's --ip-masq)"
         );
         ensure!(p1o == 3, "c1 -> outsider {p1o}/3");
-        drop(hosts);
-        Ok(())
+        // What tells a wrapper script to start dockerd with --ip-masq=false.
+        for n in lab.host_ids() {
+            let env = lab.host(n).subnet_env().context("subnet.env")?;
+            ensure!(
+                env.ipmasq,
+                "host{n}: subnet.env does not say KOLACH_IPMASQ=true under controld --ip-masq"
+            );
+        }
+        docker::shutdown_all(hosts)
     });
 }

@@ -181,7 +181,7 @@ pub fn require_tools() -> Result<()> {
 mod host;
 mod setup;
 
-pub use host::DockerHost;
+pub use host::{shutdown_all, DockerHost};
 pub use setup::{dockerd_args, holder_script, host_pid_of, sweep_stale_cgroups};
 
 #[cfg(test)]
