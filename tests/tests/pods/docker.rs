@@ -2,18 +2,19 @@
 //! dockerd on two udp hosts, each started with `--bip=${KOLACH_SUBNET}
 //! --mtu=${KOLACH_MTU}` from its subnet.env and Docker's defaults otherwise
 //! (iptables on; forwarding turned on by dockerd, so the FORWARD policy is
-//! DROP), and `--ip-masq=false` since kolach masquerades. One lab, one
-//! dockerd per host, two phases:
+//! DROP). One lab, two phases:
 //!
-//! 1. controld `--iptables-forward-rules=false`: Docker's DROP takes every
-//!    packet from a peer to a container (the premise, measured: 0/3 pings
-//!    each way).
+//! 1. The recipe as written, controld `--iptables-forward-rules=false`: the
+//!    premise, measured. Docker's DROP takes every packet from a peer to a
+//!    container (0/3 pings each way), and Docker's MASQUERADE has already
+//!    rewritten the sender's container address (tcpdump on the receiving
+//!    host's `kolach0`).
 //! 2. controld restarted with its defaults (forward rules on) and
-//!    `--ip-masq`: the containers ping each other 3/3 both ways, each sees
-//!    the other's own container address (tcpdump in the receiver's network
-//!    namespace), a container reaches an outsider on the underlay, which
-//!    sees the host's underlay address (kolach masqueraded), and subnet.env
-//!    says `KOLACH_IPMASQ=true`.
+//!    `--ip-masq`, dockerd again with `--ip-masq=false`: the containers ping
+//!    each other 3/3 both ways, each sees the other's own container address
+//!    (tcpdump in the receiver's network namespace), a container reaches an
+//!    outsider on the underlay, which sees the host's underlay address
+//!    (kolach masqueraded), and subnet.env says `KOLACH_IPMASQ=true`.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -117,6 +118,47 @@ fn firewall(ns: &str) -> String {
     s
 }
 
+/// dockerd by the recipe on every host of `lab` (`--ip-masq=false` unless
+/// `ip_masq`), the image imported and container `c<n>` running on host n;
+/// returns the hosts and c1's and c2's addresses.
+fn start_docker(lab: &Lab, ip_masq: bool) -> Result<(Vec<DockerHost>, Ipv4Addr, Ipv4Addr)> {
+    let cache = podman::default_cache_dir();
+    let mut hosts = Vec::new();
+    for n in lab.host_ids() {
+        let env = std::fs::read_to_string(lab.host(n).subnet_file())?;
+        let mut opts = DockerOpts::from_subnet_env(&env)?;
+        if !ip_masq {
+            opts = opts.without_ip_masq();
+        }
+        let started = Instant::now();
+        let h = DockerHost::start(&lab.host(n).ns, &lab.dir.join(format!("docker{n}")), opts)?;
+        eprintln!(
+            "host{n}: dockerd --bip={} --mtu={}{} answering after {:.1?}",
+            h.opts.bip,
+            h.opts.mtu,
+            if ip_masq { "" } else { " --ip-masq=false" },
+            started.elapsed()
+        );
+        h.import_busybox(&cache)?;
+        h.run_detached(&format!("c{n}"), &[IMAGE, "sleep", "1000"])?;
+        let ip = h.ip(&format!("c{n}"))?;
+        let lease = lab.host(n).subnet_env().context("subnet.env")?.lease();
+        ensure!(
+            lease.contains(&ip),
+            "c{n} got {ip}, outside {lease} (--bip)"
+        );
+        ensure!(
+            firewall(&h.ns).contains("-P FORWARD DROP"),
+            "host{n}: dockerd left the FORWARD policy alone:\n{}",
+            firewall(&h.ns)
+        );
+        hosts.push(h);
+    }
+    let (ip1, ip2) = (hosts[0].ip("c1")?, hosts[1].ip("c2")?);
+    eprintln!("c1 (host1) {ip1}; c2 (host2) {ip2}");
+    Ok((hosts, ip1, ip2))
+}
+
 #[test]
 fn docker_recipe_between_hosts() {
     kolach_testkit::run("podsdock", |lab| {
@@ -126,62 +168,69 @@ fn docker_recipe_between_hosts() {
         lab.mesh_for_pods(2, &Backend::Udp.config())?;
         let outsider = lab.add_outsider("o", OUTSIDER)?;
         let outsider_ip = kolach_testkit::lab::topology::host_ip(OUTSIDER);
-        let cache = podman::default_cache_dir();
-        let mut hosts = Vec::new();
-        for n in lab.host_ids() {
-            let env = std::fs::read_to_string(lab.host(n).subnet_file())?;
-            let opts = DockerOpts::from_subnet_env(&env)?.without_ip_masq();
-            let started = Instant::now();
-            let h = DockerHost::start(&lab.host(n).ns, &lab.dir.join(format!("docker{n}")), opts)?;
-            eprintln!(
-                "host{n}: dockerd --bip={} --mtu={} --ip-masq=false answering after {:.1?}",
-                h.opts.bip,
-                h.opts.mtu,
-                started.elapsed()
-            );
-            h.import_busybox(&cache)?;
-            h.run_detached(&format!("c{n}"), &[IMAGE, "sleep", "1000"])?;
-            hosts.push(h);
-        }
-        let (h1, h2) = (&hosts[0], &hosts[1]);
-        let (ip1, ip2) = (h1.ip("c1")?, h2.ip("c2")?);
-        eprintln!("c1 (host1) {ip1}; c2 (host2) {ip2}");
-        for (n, ip, h) in [(1, ip1, h1), (2, ip2, h2)] {
-            let lease = lab.host(n).subnet_env().context("subnet.env")?.lease();
-            ensure!(
-                lease.contains(&ip),
-                "c{n} got {ip}, outside {lease} (--bip)"
-            );
-            ensure!(
-                firewall(&h.ns).contains("-P FORWARD DROP"),
-                "host{n}: dockerd left the FORWARD policy alone:\n{}",
-                firewall(&h.ns)
-            );
-        }
-        // c2's network namespace by name, for tcpdump.
-        let c2_ns = format!("{}-d2", lab.names.stem);
-        let pid2 = h2.pid("c2")?.to_string();
-        kolach_testkit::cmd::run_ok("ip", &["netns", "attach", &c2_ns, &pid2])?;
-        lab.adopt_namespace(c2_ns.clone());
 
-        // Phase 1: the premise. Docker's FORWARD DROP, no kolach rules.
-        let (p12, p21) = (ping(h1, "c1", ip2)?, ping(h2, "c2", ip1)?);
-        eprintln!("forward rules off: c1 -> c2 {p12}/3, c2 -> c1 {p21}/3");
+        // Phase 1: the recipe as written, no kolach rules: the premise.
+        let (hosts, ip1, ip2) = start_docker(lab, true)?;
+        let (h1, h2) = (&hosts[0], &hosts[1]);
+        let (p12, seen) = sources_seen(lab, &h2.ns, "kolach0", ip2, || ping(h1, "c1", ip2))?;
+        let p21 = ping(h2, "c2", ip1)?;
+        eprintln!(
+            "Docker's defaults, forward rules off: c1 -> c2 {p12}/3 (host2's kolach0 saw \
+             sources {seen:?}), c2 -> c1 {p21}/3"
+        );
         ensure!(
             p12 == 0 && p21 == 0,
             "with --iptables-forward-rules=false Docker's DROP should take every ping, \
              got c1 -> c2 {p12}/3, c2 -> c1 {p21}/3:\n{}",
             firewall(&h2.ns)
         );
+        ensure!(
+            !seen.is_empty() && !seen.contains(&ip1),
+            "Docker's MASQUERADE should hide c1's {ip1} from host2, which saw {seen:?}"
+        );
+        docker::shutdown_all(hosts)?;
+        // dockerd leaves its MASQUERADE rule behind when it stops, and
+        // started again with --ip-masq=false it does not remove it: gone by
+        // hand, as a user switching a host must.
+        for n in lab.host_ids() {
+            let lease = lab.host(n).subnet_env().context("subnet.env")?.lease();
+            let rule = [
+                "-s",
+                &lease.to_string(),
+                "!",
+                "-o",
+                "docker0",
+                "-j",
+                "MASQUERADE",
+            ];
+            let mut args = vec!["-t", "nat", "-D", "POSTROUTING"];
+            args.extend(rule);
+            let out = netns::exec(&lab.host(n).ns, "iptables", &args, Duration::from_secs(5))?;
+            eprintln!(
+                "host{n}: Docker's MASQUERADE rule {}",
+                if out.success() {
+                    "left by dockerd, deleted"
+                } else {
+                    "not there"
+                }
+            );
+        }
 
-        // Phase 2: kolach's defaults (forward rules on) and --ip-masq.
+        // Phase 2: kolach's defaults (forward rules on) and --ip-masq;
+        // dockerd --ip-masq=false.
         for n in lab.host_ids() {
             let args = &mut lab.host_mut(n).controld.args;
             args.retain(|a| a != "--iptables-forward-rules=false");
             args.push("--ip-masq".into());
             lab.restart_controld(n)?;
         }
+        let (hosts, ip1, ip2) = start_docker(lab, false)?;
         let (h1, h2) = (&hosts[0], &hosts[1]);
+        // c2's network namespace by name, for tcpdump.
+        let c2_ns = format!("{}-d2", lab.names.stem);
+        let pid2 = h2.pid("c2")?.to_string();
+        kolach_testkit::cmd::run_ok("ip", &["netns", "attach", &c2_ns, &pid2])?;
+        lab.adopt_namespace(c2_ns.clone());
         let reached = wait_pings(h1, "c1", ip2, Duration::from_secs(10));
         eprintln!(
             "host1 with kolach's rules:\n{}host2:\n{}",
