@@ -267,13 +267,18 @@ pub fn format_matrix(state: &State, results: &[Vec<Option<PingResult>>]) -> Stri
 }
 
 /// Removes test labs whose process is gone: `kt<pid>-*` namespaces (and the
-/// processes in them), their temp dirs and etcd data. Returns the namespaces removed.
+/// processes in them: a host's dockerd holder, and with it its containers),
+/// their temp dirs, etcd data and (empty) Docker cgroups. Returns the
+/// namespaces removed.
 pub fn sweep() -> Result<Vec<String>> {
     let stale: Vec<String> = netns::list()?
         .into_iter()
         .filter(|ns| names::stale_owner(ns, names::pid_alive))
         .collect();
     lab::destroy_namespaces(&stale)?;
+    if let Ok(cgroups) = kolach_testkit::podman::cgroup_mounts() {
+        kolach_testkit::docker::sweep_stale_cgroups(&cgroups);
+    }
     let base = std::env::var_os("KOLACH_TEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);

@@ -23,6 +23,11 @@
 //!   CNI backend on the lab's hosts: a holder process per host namespace, its
 //!   own configs and storage, containers on a CNI network
 //!   ([`podman::PodmanHost`], [`podman::PodmanLab`]), the busybox image.
+//! - [`docker`] (over [`podman`]'s cgroup mounts and image): Debian's
+//!   `docker.io` on the lab's hosts, one dockerd (and its managed containerd)
+//!   per host namespace in a holder of its own, started with the README's
+//!   recipe (`--bip`, `--mtu` from subnet.env); containers, `docker exec`,
+//!   their addresses and pids ([`docker::DockerHost`]).
 //!
 //! - [`aws`]: the EC2 emulator moto in a lab's underlay namespace, a
 //!   counting proxy in front of it and an instance-metadata stub for every
@@ -56,6 +61,7 @@ pub mod cache;
 pub mod cmd;
 pub mod cni;
 pub mod deb;
+pub mod docker;
 pub mod etcd;
 pub mod intruder;
 pub mod kernel;

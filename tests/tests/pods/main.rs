@@ -3,11 +3,14 @@
 //! pools on every backend, many pods on one host, restarts, GC, chaining
 //! with Debian's reference plugins, spoofed sources; BIRD advertising what
 //! the hosts export to a plain router; under faults (controld killed
-//! mid-ADD, etcd away, partitions, exhaustion) and garbage in etcd.
+//! mid-ADD, etcd away, partitions, exhaustion) and garbage in etcd; and
+//! Docker's own bridge by the README's recipe (`--bip`, `--mtu` from
+//! subnet.env) between hosts.
 
 mod across;
 mod bird;
 mod chained;
+mod docker;
 mod faults;
 mod garbage;
 mod one_host;

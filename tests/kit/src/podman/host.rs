@@ -4,7 +4,7 @@ use super::setup::{rmdir_tree, sweep_stale_cgroups};
 use super::*;
 
 /// The pid whose parent is `ppid`, if any (the first found).
-pub(super) fn child_of(ppid: u32) -> Option<u32> {
+pub(crate) fn child_of(ppid: u32) -> Option<u32> {
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;

@@ -140,8 +140,9 @@ pub fn require_tools() -> Result<()> {
 mod host;
 mod image;
 mod lab;
-mod setup;
+pub(crate) mod setup;
 
+pub(crate) use host::child_of;
 pub use host::PodmanHost;
 pub use image::{busybox_image_tar, default_cache_dir};
 pub use lab::PodmanLab;

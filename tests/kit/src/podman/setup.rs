@@ -71,7 +71,7 @@ pub fn cgroup_mounts() -> Result<Vec<CgroupMount>> {
 }
 
 /// Single-quotes `s` for sh.
-pub(super) fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -168,7 +168,7 @@ pub(super) fn sweep_stale_cgroups(cgroups: &[CgroupMount]) {
 
 /// rmdir(2) of a cgroup dir and every cgroup under it, deepest first (their
 /// files cannot and need not be removed).
-pub(super) fn rmdir_tree(dir: &Path) {
+pub(crate) fn rmdir_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
