@@ -26,6 +26,8 @@ const DP: &str = "kolach-dataplaned.service";
 const CD: &str = "kolach-controld.service";
 /// Where the packages are inside the containers.
 const DEBS: &str = "/mnt/kolach";
+/// flannel's subnet.env, written beside kolach's.
+const FLANNEL_ENV: &str = "/run/flannel/subnet.env";
 /// 100 pings a second.
 const PING_INTERVAL: Duration = Duration::from_millis(10);
 /// CAP_NET_ADMIN (12) and CAP_BPF (39): all the dataplane keeps.
@@ -266,8 +268,10 @@ fn install(m: &Machine, deb: &str) -> Result<()> {
 /// with Type=notify it returns once both sent READY=1, and controld's
 /// READY means subnet.env is written.
 fn start(m: &Machine) -> Result<()> {
+    // flannel's subnet.env too, where the unit lets controld write it.
     m.sh(&format!(
-        "printf 'KOLACH_ETCD_ENDPOINTS={}\\nKOLACH_IFACE=eth0\\n' >> /etc/default/kolach",
+        "printf 'KOLACH_ETCD_ENDPOINTS={}\\nKOLACH_IFACE=eth0\\nKOLACH_FLANNEL_SUBNET_FILE={FLANNEL_ENV}\\n' \
+         >> /etc/default/kolach",
         etcd::endpoint()
     ))?;
     let t = Instant::now();
@@ -284,6 +288,13 @@ fn start(m: &Machine) -> Result<()> {
         );
     }
     let env = SubnetEnv::parse(&m.sh("cat /run/kolach/subnet.env")?)?;
+    let flannel = m.sh(&format!("cat {FLANNEL_ENV}"))?;
+    let want = format!("FLANNEL_SUBNET={}/{}", env.gateway(), env.lease().prefix_len());
+    ensure!(
+        flannel.lines().any(|l| l == want),
+        "{}: {FLANNEL_ENV} lacks {want}:\n{flannel}",
+        m.name
+    );
     let status = m.sh("kolachctl status")?;
     ensure!(
         status.contains(&env.lease().to_string()),
