@@ -192,9 +192,9 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-/// Makes the firewall match `wanted` (None: nothing applied yet, so
-/// nothing is touched). Never fails the apply: forwarding between hosts
-/// does not depend on it, so problems are reported and the next sync (a
+/// Makes the firewall match `wanted` (called only once a snapshot is
+/// applied: before that nothing is touched). Never fails the apply: routes
+/// do not depend on it, so problems are reported and the next sync (a
 /// snapshot or [`RECHECK`]) tries again.
 pub async fn sync(r: &dyn Runner, wanted: &Wanted) -> Report {
     let mut report = Report::default();
