@@ -159,6 +159,26 @@ pub fn plan(wanted: &[Spec], actual: &Listing) -> Option<Vec<Op>> {
     Some(ops)
 }
 
+/// Forward rules wanted but no `iptables` binary: nothing uses iptables
+/// then (Docker needs it), unless its table is there anyway (an iptables-nft
+/// `ip filter` table with a FORWARD chain, read with nft if it is
+/// installed): only then is it worth a warning.
+async fn without_iptables(r: &dyn Runner, e: RunError) -> Result<usize, String> {
+    let args: Vec<String> = ["list", "chain", "ip", "filter", CHAIN]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    match r.run("nft", &args, None).await {
+        Ok(out) if out.success => Err(format!(
+            "forward rules: {e}; table ip filter has a FORWARD chain that may drop the overlay's traffic"
+        )),
+        _ => {
+            tracing::debug!(error = %e, "no iptables and no iptables FORWARD chain: no forward rules needed");
+            Ok(0)
+        }
+    }
+}
+
 /// Makes the FORWARD chain hold exactly `wanted` of our rules (`on`:
 /// forward rules are asked for; off, only our rules are removed). Returns
 /// the changes made, or one line for the status.
@@ -179,6 +199,7 @@ pub async fn sync(r: &dyn Runner, wanted: &[Spec], on: bool) -> Result<usize, St
             tracing::debug!(error = %e, "no iptables: no forward rules to remove");
             return Ok(0);
         }
+        Err(e @ RunError::NotFound { .. }) => return without_iptables(r, e).await,
         Err(e) => return Err(format!("forward rules: {e}")),
     };
     let Some(ops) = plan(wanted, &actual) else {

@@ -251,14 +251,23 @@ async fn missing_tools_are_one_line_each_and_only_when_needed() {
         .lock()
         .unwrap()
         .extend(["nft".into(), "iptables".into()]);
+    // No iptables (and no nft to look for its table): nothing uses
+    // iptables here, so no forward rules are missed.
     let report = sync(&r, &on()).await;
     assert_eq!(
         report.errors,
-        [
-            "ip-masq: nft not found (install the Debian package nftables)",
-            "forward rules: iptables not found (install the Debian package iptables)",
-        ]
+        ["ip-masq: nft not found (install the Debian package nftables)"]
     );
+    // nft shows an iptables FORWARD chain, but there is no iptables to add to it.
+    r.missing.lock().unwrap().remove("nft");
+    r.reply(LIST_NFT, false, "", NO_TABLE);
+    assert_eq!(
+        sync(&r, &on()).await.errors,
+        ["forward rules: iptables not found (install the Debian package iptables); table ip filter has a FORWARD chain that may drop the overlay's traffic"]
+    );
+    r.reply("nft list chain ip filter FORWARD", false, "", NO_TABLE);
+    assert!(sync(&r, &on()).await.errors.is_empty());
+    r.missing.lock().unwrap().insert("nft".into());
     let off = Wanted {
         ip_masq: false,
         forward_rules: false,
