@@ -52,7 +52,7 @@ RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release
 # systemd-nspawn boots to run it under a real systemd (operations packaged).
 DEB_PACKAGES := etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 iputils-ping \
 	iperf3 tcpdump procps util-linux coreutils gcc libc6-dev openssl \
-	nftables systemd man-db strace ethtool \
+	nftables iptables systemd man-db strace ethtool \
 	podman runc containernetworking-plugins busybox-static bird2 docker.io \
 	python3 python3-venv python3-pip \
 	prometheus curl \
@@ -70,7 +70,7 @@ deps-apt:
 	for p in $(DEB_PACKAGES); do \
 		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
 	done; \
-	for c in etcd etcdctl protoc ip bridge ping cc openssl nft systemd-analyze strace ethtool podman runc busybox bird birdc dockerd docker; do \
+	for c in etcd etcdctl protoc ip bridge ping cc openssl nft iptables systemd-analyze strace ethtool podman runc busybox bird birdc dockerd docker; do \
 		command -v "$$c" >/dev/null 2>&1 || missing="$$missing (no $$c)"; \
 	done; \
 	[ -f /usr/include/google/protobuf/descriptor.proto ] || missing="$$missing (no descriptor.proto)"; \

@@ -267,6 +267,8 @@ async fn run_core(
         config_key: reg.config_key(),
         epoch,
         standing_warnings,
+        ip_masq: flags.ip_masq,
+        forward_rules: flags.iptables_forward_rules,
     };
     let tasks = vec![
         tokio::spawn(watcher::config(reg.clone(), tx.clone(), stop.clone())),

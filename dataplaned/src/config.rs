@@ -29,7 +29,8 @@ pub struct Config {
 
     /// Remove everything kolach made (the TUN device, every kolach.* vxlan
     /// device, every proto-107 route in any table, the export table's
-    /// included, the saved snapshot) and exit.
+    /// included, nftables table `ip kolach`, the FORWARD rules tagged
+    /// `kolach:`, the saved snapshot) and exit.
     #[arg(long, env = "KOLACH_CLEANUP")]
     pub cleanup: bool,
 

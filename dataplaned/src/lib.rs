@@ -38,6 +38,10 @@
 //!   the device, the sockets and the loop; `fds.rs`: where its fds come
 //!   from), `vxlan.rs` and `hostgw.rs` (the kernel backends: what a snapshot
 //!   asks of the kernel).
+//! - [`firewall`]: the host firewall as the snapshot asks for it: ip-masq
+//!   (nftables table `ip kolach`, [`firewall::masq`]) and the FORWARD
+//!   accepts ([`firewall::forward`], with the `iptables` binary); plans pure,
+//!   the tools behind the `Runner` seam.
 //! - [`engine`]: the one apply path (Sync, Apply, restore) and the status it
 //!   publishes; [`engine::store`]: the last applied snapshot in
 //!   `<run-dir>/snapshot.pb`; [`engine::histogram`]: how long applies take.
@@ -52,6 +56,7 @@ pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod engine;
+pub mod firewall;
 pub mod handover;
 pub mod kernel;
 pub mod snapshot;
@@ -61,14 +66,15 @@ pub use daemon::run;
 use kernel::{Kernel, RtNetlink};
 
 /// `--cleanup`: removes proto-107 routes, `kolach.*` vxlan devices, the TUN
-/// device and the saved snapshot.
+/// device, table `ip kolach`, the tagged FORWARD rules and the saved
+/// snapshot.
 pub async fn cleanup(cfg: &Config) -> anyhow::Result<()> {
     let kernel = RtNetlink::connect();
     let k: Result<&dyn Kernel, String> = match &kernel {
         Ok(k) => Ok(k),
         Err(e) => Err(e.to_string()),
     };
-    daemon::cleanup::cleanup(k, &cfg.tun, &cfg.run_dir).await?;
+    daemon::cleanup::cleanup(k, &firewall::System, &cfg.tun, &cfg.run_dir).await?;
     Ok(())
 }
 

@@ -27,7 +27,12 @@ impl Host {
         let d = dir.0.clone();
         let engine = rt.run(async move {
             let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
-            Arc::new(Engine::new(d, "kolach0".into(), k))
+            Arc::new(Engine::new(
+                d,
+                "kolach0".into(),
+                k,
+                Arc::new(kolach_dataplaned::firewall::System),
+            ))
         });
         let e = engine.clone();
         let r = rt.run(async move { e.apply(snap, Origin::Controld).await });

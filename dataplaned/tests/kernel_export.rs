@@ -87,7 +87,12 @@ fn export_table_follows_the_snapshot_survives_a_restart_and_is_cleaned_up() {
         let d = dir.0.clone();
         rt.run(async move {
             let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
-            Arc::new(Engine::new(d, "kolach0".into(), k))
+            Arc::new(Engine::new(
+                d,
+                "kolach0".into(),
+                k,
+                Arc::new(kolach_dataplaned::firewall::System),
+            ))
         })
     };
     apply(
@@ -128,7 +133,12 @@ fn export_table_follows_the_snapshot_survives_a_restart_and_is_cleaned_up() {
         rt.run(async move {
             let rec = Arc::new(Recording::new(RtNetlink::connect().unwrap()));
             let k: Arc<dyn Kernel> = rec.clone();
-            let e = Arc::new(Engine::new(d, "kolach0".into(), k));
+            let e = Arc::new(Engine::new(
+                d,
+                "kolach0".into(),
+                k,
+                Arc::new(kolach_dataplaned::firewall::System),
+            ));
             e.restore().await;
             assert!(rec.changes().is_empty(), "{:?}", rec.changes());
             e
@@ -160,7 +170,13 @@ fn export_table_follows_the_snapshot_survives_a_restart_and_is_cleaned_up() {
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
-        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+        kolach_dataplaned::daemon::cleanup::cleanup(
+            Ok(&k),
+            &kolach_dataplaned::firewall::System,
+            "kolach0",
+            &d,
+        )
+        .await
     })
     .unwrap();
     assert_eq!(table(&ns, 119), ["192.0.2.0/24 dev lo proto bird"]);

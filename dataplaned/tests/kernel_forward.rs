@@ -56,7 +56,12 @@ impl Host {
         let d = self.dir.0.clone();
         let e = self.rt.run(async move {
             let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
-            let e = Arc::new(Engine::new(d, "kolach0".into(), k));
+            let e = Arc::new(Engine::new(
+                d,
+                "kolach0".into(),
+                k,
+                Arc::new(kolach_dataplaned::firewall::System),
+            ));
             e.restore().await;
             e
         });

@@ -36,7 +36,12 @@ fn engine(rt: &NsRuntime, dir: &TempDir) -> Arc<Engine> {
     let d = dir.0.clone();
     rt.run(async move {
         let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
-        Arc::new(Engine::new(d, "kolach0".into(), k))
+        Arc::new(Engine::new(
+            d,
+            "kolach0".into(),
+            k,
+            Arc::new(kolach_dataplaned::firewall::System),
+        ))
     })
 }
 
@@ -146,7 +151,12 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     stop(&rt, e);
     let rec = rt.run(async { Arc::new(Recording::new(RtNetlink::connect().unwrap())) });
     let k: Arc<dyn Kernel> = rec.clone();
-    let e = Arc::new(Engine::new(dir.0.clone(), "kolach0".into(), k));
+    let e = Arc::new(Engine::new(
+        dir.0.clone(),
+        "kolach0".into(),
+        k,
+        Arc::new(kolach_dataplaned::firewall::System),
+    ));
     let monitor = Monitor::start(&ns);
     let e2 = e.clone();
     rt.run(async move { e2.restore().await });
@@ -245,7 +255,13 @@ fn vxlan_objects_peer_removal_restart_vni_change_host_gw_and_cleanup() {
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
-        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+        kolach_dataplaned::daemon::cleanup::cleanup(
+            Ok(&k),
+            &kolach_dataplaned::firewall::System,
+            "kolach0",
+            &d,
+        )
+        .await
     })
     .unwrap();
     assert!(vxlan_devices(&ns).is_empty());
@@ -374,7 +390,12 @@ fn peers_blocks_are_routed_by_each_backend_and_cleaned_up() {
     stop(&rt, e);
     let rec = rt.run(async { Arc::new(Recording::new(RtNetlink::connect().unwrap())) });
     let k: Arc<dyn Kernel> = rec.clone();
-    let e = Arc::new(Engine::new(dir.0.clone(), "kolach0".into(), k));
+    let e = Arc::new(Engine::new(
+        dir.0.clone(),
+        "kolach0".into(),
+        k,
+        Arc::new(kolach_dataplaned::firewall::System),
+    ));
     let e2 = e.clone();
     rt.run(async move { e2.restore().await });
     assert_eq!(e.status().applied_version.unwrap().generation, 4);
@@ -386,7 +407,13 @@ fn peers_blocks_are_routed_by_each_backend_and_cleaned_up() {
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
-        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+        kolach_dataplaned::daemon::cleanup::cleanup(
+            Ok(&k),
+            &kolach_dataplaned::firewall::System,
+            "kolach0",
+            &d,
+        )
+        .await
     })
     .unwrap();
     let left = ns.ip(&["route", "show", "table", "all", "proto", "107"]);

@@ -26,7 +26,12 @@ fn new_engine(rt: &common::NsRuntime, dir: &TempDir) -> Arc<Engine> {
     let dir = dir.0.clone();
     rt.run(async move {
         let k: Arc<dyn Kernel> = Arc::new(RtNetlink::connect().unwrap());
-        Arc::new(Engine::new(dir, "kolach0".into(), k))
+        Arc::new(Engine::new(
+            dir,
+            "kolach0".into(),
+            k,
+            Arc::new(kolach_dataplaned::firewall::System),
+        ))
     })
 }
 
@@ -180,7 +185,13 @@ fn tun_lifecycle_address_change_restart_and_cleanup() {
     let d = dir.0.clone();
     rt.run(async move {
         let k = RtNetlink::connect().unwrap();
-        kolach_dataplaned::daemon::cleanup::cleanup(Ok(&k), "kolach0", &d).await
+        kolach_dataplaned::daemon::cleanup::cleanup(
+            Ok(&k),
+            &kolach_dataplaned::firewall::System,
+            "kolach0",
+            &d,
+        )
+        .await
     })
     .unwrap();
     assert!(!ns.has_link("kolach0"));
@@ -232,7 +243,15 @@ fn offload_off_frames_plainly_and_auto_turns_the_offloads_back_on() {
                 offload,
                 ..Options::default()
             };
-            Arc::new(Engine::new(d, "kolach0".into(), k).with_udp(udp))
+            Arc::new(
+                Engine::new(
+                    d,
+                    "kolach0".into(),
+                    k,
+                    Arc::new(kolach_dataplaned::firewall::System),
+                )
+                .with_udp(udp),
+            )
         })
     };
 
@@ -275,7 +294,15 @@ fn a_handed_down_tun_fd_without_offloads_is_reopened_with_them() {
             tun: vec![plain],
             udp: vec![],
         };
-        Arc::new(Engine::new(d, "kolach0".into(), k).resuming(&Carried::default(), fds))
+        Arc::new(
+            Engine::new(
+                d,
+                "kolach0".into(),
+                k,
+                Arc::new(kolach_dataplaned::firewall::System),
+            )
+            .resuming(&Carried::default(), fds),
+        )
     });
     apply(&rt, &e, one_peer(1));
     // The device was made single-queue (as by an image from before

@@ -256,6 +256,9 @@ fn render(r: &Report, now: i64) -> String {
                     },
                 );
             }
+            if let Some(f) = &d.firewall {
+                kv("firewall", f.line());
+            }
             let c = &d.counters;
             kv(
                 "packets",
@@ -427,5 +430,51 @@ mod tests {
         assert!(render(&report(0), 0).contains("export       off (ExportTable 0)"));
         let json = serde_json::to_value(report(119)).unwrap();
         assert_eq!(json["dataplane"]["export_table"], 119);
+    }
+
+    #[test]
+    fn dataplane_shows_the_firewall() {
+        use kolach_proto::dataplane::{DataplaneStatus, Firewall};
+        let report = |firewall| Report {
+            controld: Answer::Down {
+                error: "down".into(),
+            },
+            ipam: Answer::Down {
+                error: "down".into(),
+            },
+            dataplane: Answer::Ok(
+                DataplaneStatus {
+                    has_snapshot: true,
+                    firewall,
+                    ..Default::default()
+                }
+                .into(),
+            ),
+        };
+        let on = Firewall {
+            ip_masq: true,
+            masq_table: "ip kolach".into(),
+            forward_rules: true,
+            forward_chain: "FORWARD".into(),
+        };
+        let text = render(&report(Some(on.clone())), 0);
+        assert!(
+            text.contains(
+                "firewall     masquerade on (table ip kolach), forward rules on (FORWARD chain)"
+            ),
+            "{text}"
+        );
+        let off = Firewall {
+            ip_masq: false,
+            forward_rules: false,
+            ..on.clone()
+        };
+        assert!(render(&report(Some(off)), 0)
+            .contains("masquerade off (table ip kolach), forward rules off (FORWARD chain)"));
+        // An older dataplane does not say: no line.
+        assert!(!render(&report(None), 0).contains("firewall"));
+        let json = serde_json::to_value(report(Some(on))).unwrap();
+        assert_eq!(json["dataplane"]["firewall"]["ip_masq"], true);
+        assert_eq!(json["dataplane"]["firewall"]["forward_chain"], "FORWARD");
     }
 }

@@ -160,6 +160,35 @@ pub struct Dataplane {
     /// The routing table this host's subnet and blocks are exported to
     /// (ExportTable); 0: none.
     pub export_table: u32,
+    /// What kolach keeps in the host firewall (controld --ip-masq,
+    /// --iptables-forward-rules); None before a snapshot, or from a
+    /// dataplane older than the field.
+    pub firewall: Option<Firewall>,
+}
+
+/// The host firewall as the applied snapshot asks for it.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Firewall {
+    pub ip_masq: bool,
+    /// nftables family and table: "ip kolach".
+    pub masq_table: String,
+    pub forward_rules: bool,
+    /// iptables chain (filter table): "FORWARD".
+    pub forward_chain: String,
+}
+
+impl Firewall {
+    /// `masquerade on (table ip kolach), forward rules on (FORWARD chain)`.
+    pub fn line(&self) -> String {
+        let on = |b: bool| if b { "on" } else { "off" };
+        format!(
+            "masquerade {} (table {}), forward rules {} ({} chain)",
+            on(self.ip_masq),
+            self.masq_table,
+            on(self.forward_rules),
+            self.forward_chain
+        )
+    }
 }
 
 /// The executable a daemon runs.
@@ -232,6 +261,12 @@ impl From<DataplaneStatus> for Dataplane {
             handover_pause_us: (s.upgraded_at_unix != 0).then_some(s.handover_pause_us),
             upgrade_error: (!s.upgrade_error.is_empty()).then_some(s.upgrade_error),
             export_table: s.export_table,
+            firewall: s.firewall.map(|f| Firewall {
+                ip_masq: f.ip_masq,
+                masq_table: f.masq_table,
+                forward_rules: f.forward_rules,
+                forward_chain: f.forward_chain,
+            }),
             counters: Counters {
                 tun_rx_packets: c.tun_rx_packets,
                 tun_rx_bytes: c.tun_rx_bytes,

@@ -23,6 +23,11 @@ pub struct Local {
     pub iface: String,
     /// The underlay interface's MTU.
     pub underlay_mtu: u32,
+    /// `--ip-masq`: the dataplane masquerades traffic leaving the Network.
+    pub ip_masq: bool,
+    /// `--iptables-forward-rules`: the dataplane accepts forwarding to and
+    /// from the Network in the FORWARD chain.
+    pub forward_rules: bool,
 }
 
 /// The overlay MTU (`KOLACH_MTU`): underlay minus the backend's overhead.
@@ -79,6 +84,8 @@ pub fn build(
         local_vtep_mac,
         local_blocks: held_by(local.public_ip),
         export_table: cfg.export_table,
+        ip_masq: local.ip_masq,
+        iptables_forward_rules: local.forward_rules,
     }
 }
 
@@ -153,6 +160,8 @@ mod tests {
             public_ip: "198.18.0.1".parse().unwrap(),
             iface: "eth0".into(),
             underlay_mtu: 1500,
+            ip_masq: false,
+            forward_rules: true,
         }
     }
 
@@ -278,6 +287,19 @@ mod tests {
         }
         // A tiny underlay never underflows.
         assert_eq!(overlay_mtu(&cfg("vxlan"), 40), 0);
+    }
+
+    #[test]
+    fn firewall_settings_travel_in_the_snapshot() {
+        let s = snap(&cfg("vxlan"), &[]);
+        assert!(!s.ip_masq);
+        assert!(s.iptables_forward_rules);
+        let mut l = local();
+        l.ip_masq = true;
+        l.forward_rules = false;
+        let s = build(&cfg("vxlan"), &l, &[], &[]);
+        assert!(s.ip_masq);
+        assert!(!s.iptables_forward_rules);
     }
 
     #[test]

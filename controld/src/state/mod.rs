@@ -64,6 +64,10 @@ pub struct Settings {
     /// Shown in every status until the daemon stops (plaintext etcd
     /// endpoints that are not loopback).
     pub standing_warnings: Vec<String>,
+    /// `--ip-masq` and `--iptables-forward-rules`, carried in every
+    /// snapshot for the dataplane to keep.
+    pub ip_masq: bool,
+    pub forward_rules: bool,
 }
 
 /// Where the state task's results go.

@@ -139,6 +139,8 @@ impl Controller {
             public_ip: self.underlay.public_ip,
             iface: self.underlay.iface.clone(),
             underlay_mtu: self.underlay.mtu,
+            ip_masq: self.settings.ip_masq,
+            forward_rules: self.settings.forward_rules,
         };
         let peers = peers::classify(
             cfg.backend.kind,

@@ -46,6 +46,8 @@ fn snap(kind: BackendType, vni: u32, peers: &[(&str, &str, u8)]) -> ValidSnapsho
         local_vtep_mac: if vxlan { mac(1) } else { vec![] },
         local_blocks: vec![],
         export_table: 0,
+        ip_masq: false,
+        iptables_forward_rules: false,
         routes: peers
             .iter()
             .map(|(s, p, m)| pb::Route {

@@ -1,11 +1,13 @@
 //! `--cleanup`: remove everything kolach-dataplaned made (proto-107 routes,
-//! `kolach.*` vxlan devices, the TUN, the saved snapshot), going on past
+//! `kolach.*` vxlan devices, the TUN, table `ip kolach` and the tagged
+//! FORWARD rules, the saved snapshot), going on past
 //! failures and reporting all of them at the end.
 
 use std::fmt;
 use std::path::Path;
 
 use crate::engine::store;
+use crate::firewall::{self, Runner};
 use crate::kernel::reconcile;
 use crate::kernel::Kernel;
 
@@ -28,6 +30,7 @@ impl std::error::Error for CleanupErrors {}
 /// opened; that failure is reported with the others.
 pub async fn cleanup(
     kernel: Result<&dyn Kernel, String>,
+    fw: &dyn Runner,
     tun: &str,
     run_dir: &Path,
 ) -> Result<(), CleanupErrors> {
@@ -38,6 +41,7 @@ pub async fn cleanup(
             kernel_objects(k, tun, &mut errors).await;
         }
     }
+    errors.extend(firewall::cleanup(fw).await);
     match store::remove(run_dir) {
         Ok(()) => tracing::info!(path = %store::path(run_dir).display(), "saved snapshot removed"),
         Err(e) => errors.push(e.to_string()),
@@ -92,6 +96,7 @@ async fn kernel_objects(k: &dyn Kernel, tun: &str, errors: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::fake::FakeRunner;
     use crate::kernel::fake::FakeKernel;
 
     #[tokio::test]
@@ -100,15 +105,16 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         store::save(&d, &crate::snapshot::tests::good()).unwrap();
         let k = FakeKernel::with_link("kolach0", 4);
-        cleanup(Ok(&k), "kolach0", &d).await.unwrap();
+        let fw = FakeRunner::default();
+        cleanup(Ok(&k), &fw, "kolach0", &d).await.unwrap();
         assert_eq!(k.take_calls(), ["delete-link 4"]);
         assert!(store::load(&d).unwrap().is_none());
         // Nothing left: still fine.
-        cleanup(Ok(&k), "kolach0", &d).await.unwrap();
+        cleanup(Ok(&k), &fw, "kolach0", &d).await.unwrap();
 
         // Two failures (no netlink; snapshot.pb is a directory), both reported.
         std::fs::create_dir_all(store::path(&d)).unwrap();
-        let e = cleanup(Err("no netlink".into()), "kolach0", &d)
+        let e = cleanup(Err("no netlink".into()), &fw, "kolach0", &d)
             .await
             .unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
@@ -124,6 +130,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!("kdp-cleanup-all-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         let k = FakeKernel::default();
+        let fw = FakeRunner::default();
         k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
         k.add_link("kolach0", 3, "tun", &[]);
         k.add_link("vxlan0", 4, "vxlan", &[]);
@@ -144,7 +151,7 @@ mod tests {
             (100, r("10.50.9.0/24", "198.18.0.3"), 107),
             (100, r("10.50.8.0/24", "198.18.0.3"), 4),
         ]);
-        cleanup(Ok(&k), "kolach0", &d).await.unwrap();
+        cleanup(Ok(&k), &fw, "kolach0", &d).await.unwrap();
         assert_eq!(
             k.take_calls(),
             [

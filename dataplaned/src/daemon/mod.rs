@@ -71,9 +71,14 @@ pub async fn run(
 
     let kernel: Arc<dyn Kernel> = Arc::new(RtNetlink::connect()?);
     let engine = Arc::new(
-        Engine::new(cfg.run_dir.clone(), cfg.tun.clone(), kernel)
-            .with_udp(cfg.udp_options())
-            .resuming(&carried, fds),
+        Engine::new(
+            cfg.run_dir.clone(),
+            cfg.tun.clone(),
+            kernel,
+            Arc::new(crate::firewall::System),
+        )
+        .with_udp(cfg.udp_options())
+        .resuming(&carried, fds),
     );
     let socket = cfg.socket();
     // Bind before restoring so a second instance fails here, before touching the
@@ -83,6 +88,7 @@ pub async fn run(
         None => uds::bind(&socket).await?.into_std()?.into(),
     };
     engine.restore().await;
+    let recheck = tokio::spawn(recheck_firewall(engine.clone()));
     if let Some(at) = carried.paused_at_us {
         let pause = monotonic_us().saturating_sub(at);
         upgrader.set_pause(pause);
@@ -159,6 +165,7 @@ pub async fn run(
             }
         }
     }
+    recheck.abort();
     engine.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; devices and routes left in place");
@@ -203,6 +210,18 @@ async fn hand_over(
             upgrader.exec(&h)
         })
         .await
+}
+
+/// Every [`crate::firewall::RECHECK`], the host firewall is checked against
+/// the applied snapshot (a listing each, a change only when it differs).
+async fn recheck_firewall(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(crate::firewall::RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        engine.recheck_firewall().await;
+    }
 }
 
 fn serving_status(engine: &Engine) -> String {

@@ -18,6 +18,7 @@ use crate::backend::udp;
 use crate::backend::Backend;
 use crate::datapath::counters::Counters;
 use crate::datapath::offload::Features;
+use crate::firewall::{self, Runner, Wanted};
 use crate::handover::inherit::{Carried, Inherited};
 use crate::kernel::Kernel;
 use crate::snapshot::{self, BackendKind, Decision, ValidSnapshot};
@@ -69,6 +70,12 @@ pub struct Engine {
     /// How long each applied snapshot took (this image's applies only: a
     /// hot upgrade starts it anew, with the restore as its first).
     apply_times: StdMutex<Histogram>,
+    /// Runs `nft` and `iptables` for the host firewall.
+    firewall: Arc<dyn Runner>,
+    /// What the last firewall sync could not do (for Status); kept apart
+    /// from the applied snapshot's warnings because the periodic recheck
+    /// updates it too.
+    firewall_errors: StdMutex<Vec<String>>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -78,7 +85,12 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl Engine {
-    pub fn new(run_dir: PathBuf, tun_name: String, kernel: Arc<dyn Kernel>) -> Self {
+    pub fn new(
+        run_dir: PathBuf,
+        tun_name: String,
+        kernel: Arc<dyn Kernel>,
+        firewall: Arc<dyn Runner>,
+    ) -> Self {
         Engine {
             run_dir,
             tun_name,
@@ -92,6 +104,8 @@ impl Engine {
             applied: ArcSwapOption::empty(),
             last_error: StdMutex::new(None),
             apply_times: StdMutex::new(Histogram::default()),
+            firewall,
+            firewall_errors: StdMutex::new(Vec::new()),
         }
     }
 
@@ -233,6 +247,8 @@ impl Engine {
                 warnings.push(e.to_string());
             }
         }
+        // After the backend: routes never wait for (or fail by) the firewall.
+        self.sync_firewall(Wanted::of(&s)).await;
         let b = backend.as_ref().expect("set above");
         tracing::info!(
             epoch = s.version.epoch,
@@ -257,6 +273,33 @@ impl Engine {
         })));
         *self.last_error.lock().expect("not poisoned") = None;
         self.reply(true, "")
+    }
+
+    /// Makes the host firewall match `wanted`; what cannot be done goes to
+    /// the status, and to the log when it differs from last time (the
+    /// recheck runs every few seconds). Callers hold the backend lock, so
+    /// syncs never overlap, nor run across a handover's exec.
+    async fn sync_firewall(&self, wanted: Wanted) {
+        let report = firewall::sync(&*self.firewall, &wanted).await;
+        let mut errors = self.firewall_errors.lock().expect("not poisoned");
+        if report.errors != *errors {
+            for e in &report.errors {
+                tracing::warn!(error = %e, "host firewall not as asked");
+            }
+            if report.errors.is_empty() {
+                tracing::info!("host firewall as asked again");
+            }
+        }
+        *errors = report.errors;
+    }
+
+    /// Between snapshots ([`firewall::RECHECK`]): puts back what someone
+    /// removed (Docker re-creates its chains when it restarts).
+    pub async fn recheck_firewall(&self) {
+        let _backend = self.backend.lock().await;
+        if let Some(a) = self.applied() {
+            self.sync_firewall(Wanted::of(&a.snapshot)).await;
+        }
     }
 
     /// Applies the snapshot saved in the run dir, if any. A corrupt or
@@ -326,6 +369,7 @@ impl Engine {
         let a = self.applied();
         let mut errors: Vec<String> = a.as_ref().map(|a| a.warnings.clone()).unwrap_or_default();
         errors.extend(self.last_error.lock().expect("not poisoned").clone());
+        errors.extend(self.firewall_errors.lock().expect("not poisoned").clone());
         let s = a.as_ref().map(|a| &a.snapshot);
         pb::DataplaneStatus {
             pid: std::process::id(),
@@ -360,6 +404,7 @@ impl Engine {
             export_table: s.map(|s| s.export_table).unwrap_or(0),
             snapshot_apply_seconds: Some(self.apply_times.lock().expect("not poisoned").to_pb()),
             last_apply_us: a.as_ref().map_or(0, |a| a.took.as_micros() as u64),
+            firewall: s.map(|s| Wanted::of(s).to_pb()),
         }
     }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::firewall::fake::FakeRunner;
 use crate::kernel::fake::FakeKernel;
 use crate::snapshot::tests::good;
 
@@ -8,7 +9,12 @@ fn engine(name: &str) -> (Engine, PathBuf) {
     std::fs::create_dir_all(&d).unwrap();
     let k = FakeKernel::default();
     k.add_link("lo", 1, "", &["127.0.0.1/8"]);
-    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k));
+    let e = Engine::new(
+        d.clone(),
+        "kolach0".into(),
+        Arc::new(k),
+        Arc::new(FakeRunner::default()),
+    );
     (e, d)
 }
 
@@ -94,7 +100,12 @@ async fn vxlan_applies_and_needs_its_mac() {
     let k = FakeKernel::default();
     k.add_link("lo", 1, "", &["127.0.0.1/8"]);
     k.add_link("eth0", 2, "veth", &["198.18.0.1/24"]);
-    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k));
+    let e = Engine::new(
+        d.clone(),
+        "kolach0".into(),
+        Arc::new(k),
+        Arc::new(FakeRunner::default()),
+    );
 
     let mut s = crate::snapshot::tests::vxlan();
     s.local_vtep_mac.clear();
@@ -210,7 +221,12 @@ async fn blocks_are_saved_restored_and_shown_by_routes() {
         s.version.as_mut().unwrap().generation = generation;
         s
     };
-    let e = Engine::new(d.clone(), "kolach0".into(), k.clone());
+    let e = Engine::new(
+        d.clone(),
+        "kolach0".into(),
+        k.clone(),
+        Arc::new(FakeRunner::default()),
+    );
     let r = e.apply(host_gw(1), Origin::Controld).await;
     assert!(r.applied, "{}", r.reason);
     let routes = e.routes().routes;
@@ -235,7 +251,12 @@ async fn blocks_are_saved_restored_and_shown_by_routes() {
     // the blocks from the saved snapshot and finds the kernel right.
     e.shutdown().await;
     k.take_calls();
-    let e = Engine::new(d.clone(), "kolach0".into(), k.clone());
+    let e = Engine::new(
+        d.clone(),
+        "kolach0".into(),
+        k.clone(),
+        Arc::new(FakeRunner::default()),
+    );
     e.restore().await;
     let a = e.applied().unwrap();
     assert_eq!(a.snapshot.local_blocks, ["203.0.113.0/28".parse().unwrap()]);
@@ -243,5 +264,54 @@ async fn blocks_are_saved_restored_and_shown_by_routes() {
     assert_eq!(e.routes().routes, host_gw(1).routes);
     assert!(k.take_calls().is_empty());
     assert_eq!(k.objects(), programmed);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn firewall_follows_the_snapshot_and_its_problems_show_in_status() {
+    let d = std::env::temp_dir().join(format!("kdp-engine-fw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let k = FakeKernel::default();
+    k.add_link("lo", 1, "", &["127.0.0.1/8"]);
+    let fw = Arc::new(FakeRunner::default());
+    fw.missing.lock().unwrap().insert("nft".into());
+    // No firewall in this host: nothing to add to FORWARD.
+    fw.reply("iptables -S FORWARD", true, "-P FORWARD ACCEPT\n", "");
+    let e = Engine::new(d.clone(), "kolach0".into(), Arc::new(k), fw.clone());
+    assert_eq!(e.status().firewall, None);
+    // The routes are applied all the same.
+    let r = e.apply(alloc(1), Origin::Controld).await;
+    assert!(r.applied, "{}", r.reason);
+    let st = e.status();
+    let f = st.firewall.unwrap();
+    assert!(f.ip_masq && f.forward_rules);
+    assert_eq!(
+        (f.masq_table.as_str(), f.forward_chain.as_str()),
+        ("ip kolach", "FORWARD")
+    );
+    assert_eq!(
+        st.errors,
+        ["ip-masq: nft not found (install the Debian package nftables)"]
+    );
+    assert_eq!(fw.take_calls(), ["iptables -S FORWARD"]);
+    // The recheck: nft installed since.
+    fw.missing.lock().unwrap().clear();
+    fw.reply(
+        "nft -j list table ip kolach",
+        false,
+        "",
+        "Error: No such file or directory\n",
+    );
+    e.recheck_firewall().await;
+    assert!(e.status().errors.is_empty());
+    assert_eq!(
+        fw.take_calls(),
+        [
+            "nft -j list table ip kolach",
+            "nft -f -",
+            "iptables -S FORWARD"
+        ]
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -73,6 +73,13 @@ pub struct ValidSnapshot {
     /// The routing table this host's subnet and blocks are exported to
     /// (`dev lo proto 107`); 0: none. Never 253..=255.
     pub export_table: u32,
+    /// controld `--ip-masq`: masquerade what leaves the Network
+    /// ([`crate::firewall::masq`]); false from an older controld.
+    pub ip_masq: bool,
+    /// controld `--iptables-forward-rules`: accept forwarding to and from the
+    /// Network in the FORWARD chain ([`crate::firewall::forward`]); false
+    /// from an older controld, which never asked for them.
+    pub forward_rules: bool,
 }
 
 impl ValidSnapshot {
@@ -332,6 +339,8 @@ pub fn validate(s: &pb::Snapshot) -> Result<ValidSnapshot, SnapshotError> {
         local_vtep_mac,
         local_blocks,
         export_table,
+        ip_masq: s.ip_masq,
+        forward_rules: s.iptables_forward_rules,
     })
 }
 

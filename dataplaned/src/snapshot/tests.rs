@@ -28,6 +28,8 @@ pub fn good() -> pb::Snapshot {
         local_vtep_mac: vec![],
         local_blocks: vec![],
         export_table: 119,
+        ip_masq: true,
+        iptables_forward_rules: true,
         routes: vec![pb::Route {
             subnet: net("10.50.7.0/24"),
             public_ip: ip("198.18.0.2"),
@@ -334,4 +336,16 @@ fn block_errors_name_the_field() {
     for (f, want) in cases {
         assert_eq!(reason(f), want);
     }
+}
+
+#[test]
+fn firewall_settings_are_carried_and_an_old_controld_means_off() {
+    let v = validate(&good()).unwrap();
+    assert!(v.ip_masq && v.forward_rules);
+    // An older controld sets neither field: no masquerade, FORWARD untouched.
+    let mut s = good();
+    s.ip_masq = false;
+    s.iptables_forward_rules = false;
+    let v = validate(&s).unwrap();
+    assert!(!v.ip_masq && !v.forward_rules);
 }

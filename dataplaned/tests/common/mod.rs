@@ -50,6 +50,9 @@ pub fn udp_snapshot(
         local_blocks: vec![],
         // controld's default: every kernel test also exports.
         export_table: 119,
+        // Host firewall off: these tests are about routes.
+        ip_masq: false,
+        iptables_forward_rules: false,
         routes: peers
             .iter()
             .map(|(subnet, pip)| pb::Route {

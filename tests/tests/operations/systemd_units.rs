@@ -6,7 +6,9 @@
 //!   dataplaned ≤ 4.0;
 //! - every syscall the daemons make — start, Sync from controld, three hot
 //!   upgrades (RPC, SIGHUP, and `kolachctl dataplane upgrade`, the unit's
-//!   ExecReload), the fd store, forwarding, stop — passes the unit's
+//!   ExecReload), the fd store, forwarding, the host firewall (`nft` and
+//!   `iptables` as the dataplane runs them: controld `--ip-masq`, FORWARD
+//!   policy DROP so the forward rules are written), stop — passes the unit's
 //!   `SystemCallFilter=` (which returns EPERM for anything else): the
 //!   daemons and kolachctl run under `strace -f` in a 2-host lab.
 
@@ -172,6 +174,9 @@ fn traced(lab: &mut Lab) -> Result<()> {
 
     lab.start_etcd()?;
     lab.put_config(kolach_testkit::lab::NETWORK_CONFIG)?;
+    // The dataplane then runs nft (table ip kolach) and, once the FORWARD
+    // policy is DROP, iptables -A: their syscalls are traced too (strace -f).
+    lab.opts.controld_args.push("--ip-masq".into());
     for _ in 0..2 {
         lab.add_host()?;
     }
@@ -205,6 +210,23 @@ fn traced(lab: &mut Lab) -> Result<()> {
         lab.add_pod(n)?;
     }
     lab.wait_converged(Duration::from_secs(20))?;
+    for n in [1, 2] {
+        kolach_testkit::netns::exec_ok(&lab.host(n).ns, "iptables", &["-P", "FORWARD", "DROP"])?;
+    }
+    let h1 = lab.host(1).ns.clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let table = kolach_testkit::netns::exec_ok(&h1, "nft", &["list", "table", "ip", "kolach"]);
+        let rules = kolach_testkit::netns::exec_ok(&h1, "iptables", &["-S", "FORWARD"])?;
+        if table.is_ok() && rules.matches("\"kolach:").count() == 2 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "host1's dataplane did not write its firewall: {table:?}\n{rules}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let dp_pid = lab.dp_status(1)?.pid;
     let cd_pid = lab.cd_status(1)?.pid;
     let _guard = KillOnDrop(vec![dp_pid, cd_pid]);
