@@ -262,7 +262,6 @@ async fn run_core(
         lease_ttl: flags.subnet_lease_ttl,
         subnet_file: flags.subnet_file.clone(),
         flannel_subnet_file: flags.flannel_subnet_file.clone(),
-        ip_masq: flags.ip_masq,
         expect_udp_port: flags.expect_udp_port,
         config_key: reg.config_key(),
         epoch,

@@ -55,8 +55,6 @@ pub struct Settings {
     pub subnet_file: PathBuf,
     /// flannel's subnet.env, written beside ours (--flannel-subnet-file).
     pub flannel_subnet_file: Option<PathBuf>,
-    /// --ip-masq, for KOLACH_IPMASQ / FLANNEL_IPMASQ.
-    pub ip_masq: bool,
     /// A flannel `-port`, checked against each config applied.
     pub expect_udp_port: Option<u16>,
     pub config_key: String,
@@ -65,7 +63,8 @@ pub struct Settings {
     /// endpoints that are not loopback).
     pub standing_warnings: Vec<String>,
     /// `--ip-masq` and `--iptables-forward-rules`, carried in every
-    /// snapshot for the dataplane to keep.
+    /// snapshot for the dataplane to keep; ip_masq also gives
+    /// KOLACH_IPMASQ / FLANNEL_IPMASQ in the subnet files.
     pub ip_masq: bool,
     pub forward_rules: bool,
 }
