@@ -289,7 +289,11 @@ fn start(m: &Machine) -> Result<()> {
     }
     let env = SubnetEnv::parse(&m.sh("cat /run/kolach/subnet.env")?)?;
     let flannel = m.sh(&format!("cat {FLANNEL_ENV}"))?;
-    let want = format!("FLANNEL_SUBNET={}/{}", env.gateway(), env.lease().prefix_len());
+    let want = format!(
+        "FLANNEL_SUBNET={}/{}",
+        env.gateway(),
+        env.lease().prefix_len()
+    );
     ensure!(
         flannel.lines().any(|l| l == want),
         "{}: {FLANNEL_ENV} lacks {want}:\n{flannel}",
