@@ -292,6 +292,20 @@ fn render(r: &Report, now: i64) -> String {
 mod tests {
     use super::*;
 
+    /// A report with both controld and the IPAM down and this dataplane.
+    fn dataplane_only(st: kolach_proto::dataplane::DataplaneStatus) -> Report {
+        fn down<T>() -> Answer<T> {
+            Answer::Down {
+                error: "down".into(),
+            }
+        }
+        Report {
+            controld: down(),
+            ipam: down(),
+            dataplane: Answer::Ok(st.into()),
+        }
+    }
+
     #[test]
     fn down_daemons_are_sentences() {
         let r = Report {
@@ -336,15 +350,7 @@ mod tests {
             upgrade_error: "cannot execute /usr/bin/kolach-dataplaned: ENOENT".into(),
             ..Default::default()
         };
-        let r = Report {
-            controld: Answer::Down {
-                error: "down".into(),
-            },
-            ipam: Answer::Down {
-                error: "down".into(),
-            },
-            dataplane: Answer::Ok(st.into()),
-        };
+        let r = dataplane_only(st);
         let text = render(&r, 1100);
         assert!(
             text.contains("pid 4242, version 0.1.0, up 1m40s, 3 upgrades (last 10s ago, packet loop paused 4.2 ms)"),
@@ -367,28 +373,19 @@ mod tests {
     #[test]
     fn snapshot_line_says_how_long_the_apply_took() {
         use kolach_proto::dataplane::{DataplaneStatus, SnapshotVersion};
-        let report = |last_apply_us| Report {
-            controld: Answer::Down {
-                error: "down".into(),
-            },
-            ipam: Answer::Down {
-                error: "down".into(),
-            },
-            dataplane: Answer::Ok(
-                DataplaneStatus {
-                    has_snapshot: true,
-                    applied_version: Some(SnapshotVersion {
-                        epoch: 1,
-                        generation: 4,
-                        etcd_revision: 30,
-                    }),
-                    applied_at_unix: 90,
-                    last_apply_us,
-                    route_count: 2,
-                    ..Default::default()
-                }
-                .into(),
-            ),
+        let report = |last_apply_us| {
+            dataplane_only(DataplaneStatus {
+                has_snapshot: true,
+                applied_version: Some(SnapshotVersion {
+                    epoch: 1,
+                    generation: 4,
+                    etcd_revision: 30,
+                }),
+                applied_at_unix: 90,
+                last_apply_us,
+                route_count: 2,
+                ..Default::default()
+            })
         };
         let text = render(&report(1240), 100);
         assert!(
@@ -406,21 +403,12 @@ mod tests {
     #[test]
     fn dataplane_shows_the_export_table() {
         use kolach_proto::dataplane::DataplaneStatus;
-        let report = |export_table| Report {
-            controld: Answer::Down {
-                error: "down".into(),
-            },
-            ipam: Answer::Down {
-                error: "down".into(),
-            },
-            dataplane: Answer::Ok(
-                DataplaneStatus {
-                    has_snapshot: true,
-                    export_table,
-                    ..Default::default()
-                }
-                .into(),
-            ),
+        let report = |export_table| {
+            dataplane_only(DataplaneStatus {
+                has_snapshot: true,
+                export_table,
+                ..Default::default()
+            })
         };
         let text = render(&report(119), 0);
         assert!(
@@ -435,21 +423,12 @@ mod tests {
     #[test]
     fn dataplane_shows_the_firewall() {
         use kolach_proto::dataplane::{DataplaneStatus, Firewall};
-        let report = |firewall| Report {
-            controld: Answer::Down {
-                error: "down".into(),
-            },
-            ipam: Answer::Down {
-                error: "down".into(),
-            },
-            dataplane: Answer::Ok(
-                DataplaneStatus {
-                    has_snapshot: true,
-                    firewall,
-                    ..Default::default()
-                }
-                .into(),
-            ),
+        let report = |firewall| {
+            dataplane_only(DataplaneStatus {
+                has_snapshot: true,
+                firewall,
+                ..Default::default()
+            })
         };
         let on = Firewall {
             ip_masq: true,
