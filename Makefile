@@ -31,7 +31,7 @@ PYTHON ?= python3
 # minbase plus these (tests/kit/src/nspawn/mod.rs PACKAGES says the same);
 # the stamp next to it names them, so a changed list makes it anew.
 NSPAWN_TREE := $(CACHE_DIR)/bookworm-minbase
-NSPAWN_PACKAGES := systemd,systemd-sysv,dbus,iproute2,iputils-ping,procps
+NSPAWN_PACKAGES := systemd,systemd-sysv,dbus,iproute2,iputils-ping,procps,nftables,iptables
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 DEB_DIR ?= $(or $(CARGO_TARGET_DIR),target)/deb
 RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release

@@ -4,7 +4,8 @@
 //! containers boot it on the lab's underlay with etcd there, and each step
 //! an operator takes is checked against what systemd and the kernel show:
 //! install (user, dirs, CNI link, nothing enabled), `enable --now` (both
-//! active, READY only with subnet.env written), pods wired by the packaged
+//! active, READY only with subnet.env and flannel's written, the masquerade
+//! table made by the dataplane under its unit), pods wired by the packaged
 //! plugin ping across, and under a 100 pps ping: `reload` (hot upgrade) and
 //! `restart` of the dataplane and `restart` of controld lose nothing, a
 //! `kill -s KILL` of the dataplane is forwarding again within a second, an
@@ -268,9 +269,10 @@ fn install(m: &Machine, deb: &str) -> Result<()> {
 /// with Type=notify it returns once both sent READY=1, and controld's
 /// READY means subnet.env is written.
 fn start(m: &Machine) -> Result<()> {
-    // flannel's subnet.env too, where the unit lets controld write it.
+    // flannel's subnet.env too, where the unit lets controld write it, and
+    // masquerading by the dataplane's nft under its unit.
     m.sh(&format!(
-        "printf 'KOLACH_ETCD_ENDPOINTS={}\\nKOLACH_IFACE=eth0\\nKOLACH_FLANNEL_SUBNET_FILE={FLANNEL_ENV}\\n' \
+        "printf 'KOLACH_ETCD_ENDPOINTS={}\\nKOLACH_IFACE=eth0\\nKOLACH_FLANNEL_SUBNET_FILE={FLANNEL_ENV}\\nKOLACH_IP_MASQ=true\\n' \
          >> /etc/default/kolach",
         etcd::endpoint()
     ))?;
@@ -297,6 +299,17 @@ fn start(m: &Machine) -> Result<()> {
     ensure!(
         flannel.lines().any(|l| l == want),
         "{}: {FLANNEL_ENV} lacks {want}:\n{flannel}",
+        m.name
+    );
+    ensure!(
+        flannel.lines().any(|l| l == "FLANNEL_IPMASQ=true"),
+        "{}: {FLANNEL_ENV} does not say FLANNEL_IPMASQ=true:\n{flannel}",
+        m.name
+    );
+    let masq = m.sh("nft list table ip kolach")?;
+    ensure!(
+        masq.contains("masquerade"),
+        "{}: no masquerade rule in table ip kolach:\n{masq}",
         m.name
     );
     let status = m.sh("kolachctl status")?;

@@ -19,10 +19,13 @@ use anyhow::Result;
 pub use machine::{Machine, MachineSpec};
 
 /// What the tree holds besides minbase: an init, `ip` and `ping` (pods),
-/// `ps` (looking at the daemons), dbus (what systemd expects next to it).
+/// `ps` (looking at the daemons), dbus (what systemd expects next to it),
+/// `nft` and `iptables` (the dataplane's firewall, which the package
+/// suggests).
 /// Kept in step with NSPAWN_PACKAGES in the Makefile, which writes the list
 /// into the stamp next to the tree.
-pub const PACKAGES: &str = "systemd,systemd-sysv,dbus,iproute2,iputils-ping,procps";
+pub const PACKAGES: &str =
+    "systemd,systemd-sysv,dbus,iproute2,iputils-ping,procps,nftables,iptables";
 
 /// The cached tree: `$KOLACH_NSPAWN_TREE`, else `cache/bookworm-minbase` in
 /// a target dir, made by `make deps-nspawn` with [`PACKAGES`].
