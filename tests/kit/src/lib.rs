@@ -19,11 +19,14 @@
 //!   body): topology, hosts, backends, meshes, upgrades.
 //! - [`kernel`]: what the kernel shows (`ip -j`, `bridge -j`), kolach's
 //!   objects in it, what it should hold under a backend, and its changes.
-//! - [`podman`] (one file, over [`lab::topology`]): Debian's podman with its
-//!   CNI backend on the lab's hosts: a holder process per host namespace, its
-//!   own configs and storage, containers on a CNI network
+//! - [`containers`]: what the podman and docker harnesses share: the
+//!   engine's CLI and the calls alike on both (`run -d`, `exec`, `inspect`),
+//!   the holder process per host namespace, the cgroup mounts and cgroups.
+//! - [`podman`] (over [`containers`] and [`lab::topology`]): Debian's podman
+//!   with its CNI backend on the lab's hosts: a holder process per host
+//!   namespace, its own configs and storage, containers on a CNI network
 //!   ([`podman::PodmanHost`], [`podman::PodmanLab`]), the busybox image.
-//! - [`docker`] (over [`podman`]'s cgroup mounts and image): Debian's
+//! - [`docker`] (over [`containers`] and [`podman`]'s image): Debian's
 //!   `docker.io` on the lab's hosts, one dockerd (and its managed containerd)
 //!   per host namespace in a holder of its own, started with the README's
 //!   recipe (`--bip`, `--mtu` from subnet.env); containers, `docker exec`,
@@ -60,6 +63,7 @@ pub mod bird;
 pub mod cache;
 pub mod cmd;
 pub mod cni;
+pub mod containers;
 pub mod deb;
 pub mod docker;
 pub mod etcd;

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kolach_testkit::docker::{self, DockerHost, DockerOpts, IMAGE};
+use kolach_testkit::docker::{self, DockerHost, DockerOpts, Engine, IMAGE};
 use kolach_testkit::lab::{destroy_namespaces, topology};
 use kolach_testkit::names::{self, Names};
 use kolach_testkit::{cmd, netns, podman};

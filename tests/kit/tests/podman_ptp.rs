@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use kolach_testkit::names;
 use kolach_testkit::netns;
-use kolach_testkit::podman::{self, PodmanHost, PodmanLab, IMAGE};
+use kolach_testkit::podman::{self, Engine, PodmanHost, PodmanLab, IMAGE};
 
 const NETWORK: &str = "kpm";
 /// What the wrapper plugin is called in the conflist and the plugin dir.

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use kolach_testkit::docker::{self, DockerHost, DockerOpts, IMAGE};
+use kolach_testkit::docker::{self, DockerHost, DockerOpts, Engine, IMAGE};
 use kolach_testkit::traffic::background::Background;
 use kolach_testkit::{netns, podman, Backend, Lab};
 

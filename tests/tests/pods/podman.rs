@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
-use kolach_testkit::podman::{self, PodmanHost, IMAGE};
+use kolach_testkit::podman::{self, Engine, PodmanHost, IMAGE};
 use kolach_testkit::{bins, cni, run, Backend};
 
 const NETWORK: &str = "kolach";

@@ -5,7 +5,8 @@
 //! containers.
 //!
 //! Each [`DockerHost`] has everything of its own under one dir and one
-//! *holder* process, as podman's ([`crate::podman`]) has:
+//! *holder* process ([`crate::containers::holder`]), as podman's
+//! ([`crate::podman`]) has:
 //!
 //! ```text
 //! ip netns exec <host> unshare --pid --fork --kill-child --mount-proc bash -c <holder script>
@@ -48,17 +49,14 @@
 //! offline ([`DockerHost::import_busybox`]) and every `run` says `--pull=never`.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::cmd::{self, Output};
-use crate::podman::CgroupMount;
+use crate::cmd::Output;
+use crate::containers::cgroups::CgroupMount;
 
 /// The busybox image every host imports ([`DockerHost::import_busybox`]).
 pub const IMAGE: &str = "kolach-busybox:test";
@@ -75,8 +73,6 @@ pub const DOCKERD_READY_WITHIN: Duration = Duration::from_secs(30);
 /// Deadline of a docker call that starts or removes containers. One takes
 /// about 0.4 s here; this only bounds a wedged one.
 pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Deadline of `docker exec` unless given.
-pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long dockerd gets to stop after SIGTERM before the holder is killed.
 const DOCKERD_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -126,16 +122,6 @@ impl DockerOpts {
     }
 }
 
-/// A container's full id, as `docker run -d` prints it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ContainerId(pub String);
-
-impl std::fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// What of the harness's needs is missing on this machine (empty: all there).
 pub fn missing_tools() -> Vec<String> {
     let mut missing: Vec<String> = [
@@ -167,20 +153,13 @@ pub fn missing_tools() -> Vec<String> {
 
 /// Fails, naming the packages to install, when [`missing_tools`] finds any.
 pub fn require_tools() -> Result<()> {
-    let missing = missing_tools();
-    if !missing.is_empty() {
-        bail!(
-            "docker harness: missing {}: apt-get install --no-install-recommends {} (or `make deps`)",
-            missing.join(", "),
-            DEB_PACKAGES.join(" ")
-        );
-    }
-    Ok(())
+    crate::containers::require("docker", missing_tools(), DEB_PACKAGES)
 }
 
 mod host;
 mod setup;
 
+pub use crate::containers::{ContainerId, Engine, EXEC_TIMEOUT};
 pub use host::{shutdown_all, DockerHost};
 pub use setup::{dockerd_args, holder_script, host_pid_of, sweep_stale_cgroups};
 

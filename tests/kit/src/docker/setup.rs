@@ -3,7 +3,8 @@
 //! cgroups of crashed runs.
 
 use super::*;
-use crate::podman::setup::{rmdir_tree, sh_quote};
+use crate::containers::cgroups::{self, mount_script};
+use crate::containers::holder::sh_quote;
 
 /// dockerd's flags for host namespace `ns` with everything under `dir`.
 pub fn dockerd_args(dir: &Path, ns: &str, opts: &DockerOpts) -> Vec<String> {
@@ -36,19 +37,7 @@ pub fn dockerd_args(dir: &Path, ns: &str, opts: &DockerOpts) -> Vec<String> {
 /// (output to `log`) as the child of pid 1, which forwards SIGTERM to it,
 /// reaps orphans (the shims) and exits when dockerd does.
 pub fn holder_script(cgroups: &[CgroupMount], dockerd: &[String], log: &Path) -> String {
-    let mut s = String::from("set -e\n");
-    for m in cgroups {
-        let mp = sh_quote(&m.mount_point);
-        let opts = if m.options.is_empty() {
-            String::new()
-        } else {
-            format!("-o {} ", sh_quote(&m.options))
-        };
-        s.push_str(&format!(
-            "mkdir -p {mp}\nmount -t {} {opts}kolach-{} {mp}\n",
-            m.fstype, m.fstype
-        ));
-    }
+    let mut s = mount_script(cgroups);
     let mut cmdline = vec![sh_quote(DOCKERD)];
     cmdline.extend(dockerd.iter().map(|a| sh_quote(a)));
     s.push_str(&format!(
@@ -113,21 +102,8 @@ pub fn host_pid_of(init_pid: u32, ns_pid: u32) -> Option<u32> {
 }
 
 /// Removes the cgroups of hosts of test runs that died before their
-/// teardown (`/<CGROUP_ROOT>/kt<pid>-...` with that pid gone; `kolach-lab
-/// sweep` or the lab has killed their processes). rmdir(2) removes empty
-/// cgroups only.
+/// teardown ([`cgroups::sweep_stale`] under `/<CGROUP_ROOT>`), and
+/// `/<CGROUP_ROOT>` where empty.
 pub fn sweep_stale_cgroups(cgroups: &[CgroupMount]) {
-    for m in cgroups.iter().filter(|m| m.fstype.starts_with("cgroup")) {
-        let root = Path::new(&m.mount_point).join(CGROUP_ROOT);
-        let Ok(entries) = fs::read_dir(&root) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if crate::names::stale_owner(&name, crate::names::pid_alive) {
-                rmdir_tree(&e.path());
-            }
-        }
-        let _ = fs::remove_dir(&root);
-    }
+    cgroups::sweep_stale(cgroups, CGROUP_ROOT, true);
 }

@@ -41,19 +41,16 @@
 //! podman calls VERSION (with `CNI_NETNS=dummy`) before each ADD and DEL.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::{self, Output};
 use crate::lab::topology;
 use crate::names::Names;
-use crate::tempdir::{self, TempDir};
+use crate::tempdir::TempDir;
 
 /// The busybox image every host imports ([`PodmanHost::import_busybox`]).
 pub const IMAGE: &str = "localhost/kolach-busybox:1";
@@ -76,24 +73,6 @@ const HOLDER_READY_WITHIN: Duration = Duration::from_secs(10);
 /// Deadline of a podman call that starts or removes containers. One takes
 /// about 0.3 s here; this only bounds a wedged one.
 pub const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Deadline of `podman exec` unless given.
-pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A container's full id, as `podman run -d` prints it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ContainerId(pub String);
-
-impl ContainerId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What of the harness's needs is missing on this machine (empty: all there).
 pub fn missing_tools() -> Vec<String> {
@@ -126,29 +105,20 @@ pub fn missing_tools() -> Vec<String> {
 
 /// Fails, naming the packages to install, when [`missing_tools`] finds any.
 pub fn require_tools() -> Result<()> {
-    let missing = missing_tools();
-    if !missing.is_empty() {
-        bail!(
-            "podman harness: missing {}: apt-get install --no-install-recommends {} (or `make deps`)",
-            missing.join(", "),
-            DEB_PACKAGES.join(" ")
-        );
-    }
-    Ok(())
+    crate::containers::require("podman", missing_tools(), DEB_PACKAGES)
 }
 
 mod host;
 mod image;
 mod lab;
-pub(crate) mod setup;
+mod setup;
 
-pub(crate) use host::child_of;
+pub use crate::containers::cgroups::{cgroup_mounts, parse_cgroup_mounts, CgroupMount};
+pub use crate::containers::{ContainerId, Engine, EXEC_TIMEOUT};
 pub use host::PodmanHost;
 pub use image::{busybox_image_tar, default_cache_dir};
 pub use lab::PodmanLab;
-pub use setup::{
-    cgroup_mounts, containers_conf, holder_script, parse_cgroup_mounts, storage_conf, CgroupMount,
-};
+pub use setup::{containers_conf, holder_script, storage_conf};
 
 #[cfg(test)]
 mod tests;

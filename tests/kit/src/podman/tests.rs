@@ -1,6 +1,6 @@
 use super::image::fnv1a;
-use super::setup::sh_quote;
 use super::*;
+use crate::containers::holder::sh_quote;
 
 const MOUNTINFO: &str = "\
 22 27 0:21 / /proc rw,relatime - proc proc rw
