@@ -308,7 +308,9 @@ impl Lab {
         }
         for h in &self.hosts {
             s.push_str(&h.log_tails(40));
-            for args in [&["-br", "addr"][..], &["route"][..]] {
+            // Neighbours and TCP sockets show a host that cannot reach etcd
+            // (an incomplete ARP entry, a connect stuck in SYN-SENT).
+            for args in [&["-br", "addr"][..], &["route"][..], &["neigh"][..]] {
                 let out = netns::ip(&h.ns, args).unwrap_or_else(|e| format!("{e:#}\n"));
                 s.push_str(&format!(
                     "----- host{}: ip {} -----\n{out}",
@@ -316,6 +318,17 @@ impl Lab {
                     args.join(" ")
                 ));
             }
+            let ss = netns::exec(&h.ns, "ss", &["-tn"], Duration::from_secs(5))
+                .map_or_else(|e| format!("{e:#}\n"), |o| o.stdout);
+            s.push_str(&format!("----- host{}: ss -tn -----\n{ss}", h.n));
+        }
+        let u = self.names.underlay();
+        for args in [&["-s", "-br", "link"][..], &["neigh"][..]] {
+            let out = netns::ip(&u, args).unwrap_or_else(|e| format!("{e:#}\n"));
+            s.push_str(&format!(
+                "----- underlay: ip {} -----\n{out}",
+                args.join(" ")
+            ));
         }
         s
     }
