@@ -31,10 +31,22 @@ pub fn host_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, n)
 }
 
+/// The underlay bridge's own MAC address. Set, so that it never changes: a
+/// bridge without one takes the lowest MAC of its ports, so each host that
+/// joins may change it, and a host that resolved 198.18.0.254 before then
+/// sends to the old one, which the bridge drops (an unanswered SYN to etcd
+/// until the neighbour entry goes stale, about 30 s).
+pub const BRIDGE_MAC: &str = "02:00:c6:12:00:fe";
+
 /// Creates the underlay namespace with its bridge, holding 198.18.0.254 (etcd's address).
 pub fn create_underlay(ns: &str) -> Result<()> {
     netns::create(ns)?;
-    ip(ns, &["link", "add", BRIDGE, "type", "bridge"])?;
+    ip(
+        ns,
+        &[
+            "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge",
+        ],
+    )?;
     let addr = format!("{}/{UNDERLAY_PREFIX}", crate::etcd::ETCD_IP);
     ip(ns, &["addr", "add", &addr, "dev", BRIDGE])?;
     ip(ns, &["link", "set", BRIDGE, "up"])?;
