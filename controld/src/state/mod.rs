@@ -300,10 +300,6 @@ impl Controller {
     fn etcd_down(&mut self, msg: String) {
         if self.etcd_reachable || self.etcd_error.is_none() {
             warn!(error = %msg, "etcd unreachable; retrying (the dataplane keeps its routes)");
-        } else if self.etcd_error.as_deref() != Some(msg.as_str()) {
-            // A new reason is news (no answer, then refused, ...); the same
-            // one again during an outage is not.
-            warn!(error = %msg, etcd_errors = self.etcd_errors + 1, "etcd still unreachable");
         } else {
             debug!(error = %msg, "etcd still unreachable");
         }
