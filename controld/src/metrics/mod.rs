@@ -216,36 +216,47 @@ fn render_ipam(t: &mut Text, st: &StatusReport, pools: &[PoolReport]) {
         Kind::Gauge,
         b(st.ready),
     );
-    let mut f = t.family(
+    per_pool(
+        t,
         "kolach_ipam_addresses_in_use",
         "Pod addresses allocated on this host, by pool.",
-        Kind::Gauge,
+        pools.iter(),
+        |p| p.addresses_in_use as f64,
     );
-    for p in pools {
-        f.sample(&[("pool", &p.name)], p.addresses_in_use as f64);
-    }
-    let mut f = t.family(
+    per_pool(
+        t,
         "kolach_ipam_addresses_free",
         "Pod addresses still free on this host, by pool: in the blocks it holds (the default pool: in its subnet).",
-        Kind::Gauge,
+        pools.iter(),
+        |p| p.addresses_free as f64,
     );
-    for p in pools {
-        f.sample(&[("pool", &p.name)], p.addresses_free as f64);
-    }
-    let mut f = t.family(
+    per_pool(
+        t,
         "kolach_ipam_blocks_held",
         "Pool blocks this host holds, by pool.",
-        Kind::Gauge,
+        pools.iter().filter(|p| !p.is_default),
+        |p| p.blocks_mine as f64,
     );
-    for p in pools.iter().filter(|p| !p.is_default) {
-        f.sample(&[("pool", &p.name)], p.blocks_mine as f64);
-    }
     t.single(
         "kolach_ipam_troubled_blocks",
         "Blocks this host's pods have addresses in that it can no longer use.",
         Kind::Gauge,
         st.troubled.len() as f64,
     );
+}
+
+/// A gauge family with one sample per pool, labelled `pool`.
+fn per_pool<'a>(
+    t: &mut Text,
+    name: &str,
+    help: &str,
+    pools: impl Iterator<Item = &'a PoolReport>,
+    value: impl Fn(&PoolReport) -> f64,
+) {
+    let mut f = t.family(name, help, Kind::Gauge);
+    for p in pools {
+        f.sample(&[("pool", &p.name)], value(p));
+    }
 }
 
 fn render_dataplane(t: &mut Text, dp: &DataplaneStatus) {

@@ -294,11 +294,16 @@ impl Engine {
     }
 
     /// Between snapshots ([`firewall::RECHECK`]): puts back what someone
-    /// removed (Docker re-creates its chains when it restarts).
+    /// removed (Docker re-creates its chains when it restarts). With both
+    /// features off there is nothing to put back: the apply that turned
+    /// them off removed ours, so no tool is run.
     pub async fn recheck_firewall(&self) {
         let _backend = self.backend.lock().await;
         if let Some(a) = self.applied() {
-            self.sync_firewall(Wanted::of(&a.snapshot)).await;
+            let wanted = Wanted::of(&a.snapshot);
+            if wanted.ip_masq || wanted.forward_rules {
+                self.sync_firewall(wanted).await;
+            }
         }
     }
 
