@@ -47,6 +47,32 @@ fn log_has(lab: &Lab, n: u8, what: &str) -> bool {
     std::fs::read_to_string(&lab.host(n).controld.log).is_ok_and(|l| l.contains(what))
 }
 
+/// Waits until every peer of `owner` applied a snapshot at least as new as
+/// etcd revision `rev` (the reclaimed key's). Routes alone cannot tell: a
+/// reclaimed lease gives back the same routes, so a peer that has not yet
+/// seen the delete looks converged and drops the route a moment later.
+/// (The owner's own table does not change, so it need not push again.)
+fn wait_seen(lab: &Lab, owner: u8, rev: i64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in lab.host_ids().into_iter().filter(|&n| n != owner) {
+        loop {
+            let seen = lab
+                .dp_status(n)?
+                .applied_version
+                .map_or(0, |v| v.etcd_revision);
+            if seen >= rev {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "host{n} applied etcd revision {seen}, not {rev}, within 5s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn a_deleted_lease_is_reclaimed_and_peers_converge() {
     run("leasedel", |lab| {
@@ -71,6 +97,7 @@ fn a_deleted_lease_is_reclaimed_and_peers_converge() {
             after.lease
         );
         ensure!(after.create_revision > before.create_revision);
+        wait_seen(lab, 2, after.mod_revision)?;
         lab.wait_converged(Duration::from_secs(5))?;
         let took = t.elapsed();
         let routes_after: Vec<_> = lab
@@ -98,6 +125,7 @@ fn a_deleted_lease_is_reclaimed_and_peers_converge() {
         let (after, took) = wait_back(lab, 2, &key, t)?;
         eprintln!("revoked lease: {key} back after {took:?}");
         ensure!(after.lease != before.lease, "a revoked lease came back");
+        wait_seen(lab, 2, after.mod_revision)?;
         lab.wait_converged(Duration::from_secs(5))?;
         eprintln!(
             "revoked lease: every host converged after {:?}",
